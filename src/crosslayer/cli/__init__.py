@@ -1,0 +1,1 @@
+"""Command-line interface (typer). One small module per command group; no algorithm code here."""

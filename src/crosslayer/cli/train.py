@@ -1,0 +1,70 @@
+"""``crosslayer train`` and ``crosslayer eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from crosslayer.cli.common import DataDirOpt, DeviceOpt, JsonOpt, SeedOpt, console, emit, handle_errors, setup_logging
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("eval")(eval_cmd)
+
+
+@handle_errors
+def train_cmd(
+    model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory."),
+    dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist or fashion-mnist."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    epochs: int = typer.Option(10, help="Training epochs."),
+    batch_size: int = typer.Option(64, help="Mini-batch size."),
+    lr: float = typer.Option(0.05, help="Initial learning rate (cosine schedule)."),
+    weights: Path = typer.Option(None, "--weights", help="State dict to start from (loaded with weights_only=True)."),
+    train_limit: int = typer.Option(0, help="Use only the first N training images (0 = all)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Train again even if a cached result exists."),
+    seed: int = SeedOpt, device: str = DeviceOpt, data_dir: str = DataDirOpt, as_json: bool = JsonOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train a model; writes RUN_DIR/metrics.json, RUN_DIR/weights.pt and RUN_DIR/report.html."""
+    setup_logging(verbose)
+    from crosslayer.core_stages import BaselineConfig
+    from crosslayer.fileio import save_torch
+    from crosslayer.flow import ResolvedFlow, load_flow_config, load_run_model, run_flow
+
+    flow = load_flow_config(None, {
+        "model": model, "dataset": dataset, "seed": seed, "device": device, "data_dir": data_dir or "",
+        "init_weights": str(weights) if weights else "", "train_limit": train_limit, "stages": ["baseline"],
+    }).flow
+    cfg = BaselineConfig(epochs=epochs, batch_size=batch_size, lr=lr, use_cache=not no_cache)
+    reports = run_flow(ResolvedFlow(flow, {"baseline": cfg}), out)
+    save_torch(out / "weights.pt", load_run_model(out, "baseline").state_dict())
+    emit(reports[-1].metrics, as_json, title=f"train {model} on {dataset}")
+    if not as_json:
+        console.print(f"run directory: {out}")
+
+
+@handle_errors
+def eval_cmd(
+    model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory."),
+    weights: Path = typer.Option(..., "--weights", help="State dict to evaluate (weights_only=True)."),
+    dataset: str = typer.Option("mnist", "--dataset", "-d"),
+    device: str = DeviceOpt, data_dir: str = DataDirOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Evaluate a model's test accuracy."""
+    setup_logging(False)
+    from crosslayer.data import load_dataset
+    from crosslayer.device import resolve_device
+    from crosslayer.models import build_model, count_params, load_weights
+    from crosslayer.train import evaluate
+
+    test = load_dataset(dataset, "test", data_dir)
+    c, h, _ = test.input_shape
+    net = build_model(model, num_classes=test.num_classes, in_channels=c, image_size=h)
+    load_weights(net, weights)
+    net.to(resolve_device(device))
+    res = evaluate(net, test)
+    emit({"test_accuracy": res.accuracy, "test_loss": res.loss, "params": count_params(net), "n": res.n}, as_json,
+         title="eval")

@@ -1,0 +1,104 @@
+"""Model names to constructors, plus user models given as ``file.py:factory`` or ``pkg.mod:factory``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from crosslayer.errors import ModelError
+from crosslayer.models.lenet import LeNet5, LeNet300100
+from crosslayer.models.vgg import SmallVGG
+
+__all__ = ["MODELS", "build_model", "count_params", "load_weights"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "lenet5": LeNet5,
+    "lenet300": LeNet300100,
+    "vgg-small": SmallVGG,
+}
+_ALIASES = {"lenet-5": "lenet5", "lenet300100": "lenet300", "lenet-300-100": "lenet300", "vgg": "vgg-small",
+            "vgg_small": "vgg-small", "smallvgg": "vgg-small"}
+
+
+def _load_factory(spec: str) -> Callable[..., nn.Module]:
+    target, sep, factory = spec.rpartition(":")
+    if not sep or not target or not factory:
+        raise ModelError(f"user model {spec!r} must look like path/to/file.py:factory or package.module:factory")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise ModelError(f"user model file {str(path)!r} does not exist")
+        mod_name = f"crosslayer_user_{abs(hash(str(path.resolve())))}"
+        mspec = importlib.util.spec_from_file_location(mod_name, path)
+        if mspec is None or mspec.loader is None:
+            raise ModelError(f"cannot import user model file {str(path)!r}")
+        module = importlib.util.module_from_spec(mspec)
+        sys.modules[mod_name] = module
+        try:
+            mspec.loader.exec_module(module)
+        except Exception as exc:  # a user's file can raise anything while it is imported
+            raise ModelError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ModelError(f"cannot import module {target!r} for user model {spec!r}: {exc}") from exc
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        raise ModelError(f"{target!r} has no callable factory {factory!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """A built-in model by name, or a user model from ``file.py:factory`` / ``pkg.mod:factory``."""
+    if ":" in name:
+        fn = _load_factory(name)
+        try:
+            model = fn()
+        except Exception as exc:  # the factory is user code
+            raise ModelError(f"user factory {name!r} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"user factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+        return model
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in MODELS:
+        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} "
+                         "or give path/to/file.py:factory")
+    return MODELS[key](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state dict safely (``weights_only=True``); a missing key or a shape mismatch names the layer."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"weights file {str(p)!r} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad or unsafe pickle
+        raise ModelError(f"cannot load weights {str(p)!r} safely: {type(exc).__name__}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"weights file {str(p)!r} does not hold a state dict")
+    own = model.state_dict()
+    for k, v in state.items():
+        if k not in own:
+            raise ModelError(f"weights file {str(p)!r} has layer {k!r} which the model does not have")
+        if tuple(own[k].shape) != tuple(v.shape):
+            raise ModelError(f"weights for layer {k!r} have shape {tuple(v.shape)}, "
+                             f"the model expects {tuple(own[k].shape)}")
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise ModelError(f"weights file {str(p)!r} lacks layer(s) {', '.join(missing[:5])}")
+    model.load_state_dict(state)
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

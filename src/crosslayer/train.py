@@ -1,0 +1,231 @@
+"""The one training / evaluation loop every stage reuses.
+
+Seeded and deterministic on CPU (same seed, same accuracy to the last digit), SGD with momentum and
+a cosine or step learning-rate schedule, best-on-validation checkpointing, rich progress bars, and
+hooks so that later stages (pruning masks, quantization-aware training, adversarial training) run
+through the same loop instead of writing their own.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from crosslayer.config import check_range, to_mapping
+from crosslayer.data.datasets import ImageDataset, cache_dir
+from crosslayer.data.split import Batches
+from crosslayer.fileio import save_torch
+
+__all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "predict", "progress",
+           "seed_everything"]
+
+log = logging.getLogger(__name__)
+
+StepHook = Callable[[nn.Module], None]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Hyper-parameters of one training run."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    step_size: int = 5
+    gamma: float = 0.1
+    optimizer: Literal["sgd", "adam"] = "sgd"
+
+    def validate(self) -> None:
+        check_range("epochs", self.epochs, 0)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("lr", self.lr, 0.0, lo_open=True)
+        check_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("step_size", self.step_size, 1)
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    loss: float
+    n: int
+
+
+@dataclass
+class TrainResult:
+    best_val_accuracy: float
+    best_epoch: int
+    train_seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    cached: bool = False
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def progress(transient: bool = True) -> Progress:
+    """The toolkit's progress bar style (silent when stdout is not a terminal)."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    transient=transient, disable=os.environ.get("CROSSLAYER_NO_PROGRESS") == "1")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for ``images`` in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    dev = _device_of(model)
+    outs = [model(images[i:i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageDataset, batch_size: int = 1000) -> EvalResult:
+    """Top-1 accuracy (fraction 0-1) and mean cross-entropy on ``data``."""
+    logits = predict(model, data.images, batch_size)
+    loss = float(nn.functional.cross_entropy(logits, data.labels)) if len(data) else float("nan")
+    acc = float((logits.argmax(1) == data.labels).float().mean()) if len(data) else float("nan")
+    return EvalResult(accuracy=acc, loss=loss, n=len(data))
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** (step // max(1, cfg.step_size))
+    return cfg.lr
+
+
+def _ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x), y)
+
+
+def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig, *, seed: int = 0,
+        on_step: StepHook | None = None, loss_fn: LossFn | None = None, desc: str = "train",
+        keep_best: bool = True) -> TrainResult:
+    """Train ``model`` in place; with ``keep_best`` it ends holding the weights of the best validation epoch.
+
+    ``on_step(model)`` runs after every optimizer step (e.g. to re-apply pruning masks);
+    ``loss_fn(model, x, y)`` replaces cross-entropy (e.g. adversarial training).
+    """
+    seed_everything(seed)
+    dev = _device_of(model)
+    batches = Batches(train.images, train.labels, cfg.batch_size, shuffle=True, seed=seed)
+    opt = _optimizer(model, cfg)
+    loss_fn = loss_fn or _ce_loss
+    best_acc, best_epoch, best_state = -1.0, -1, None
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    if cfg.epochs == 0:
+        acc = evaluate(model, val).accuracy
+        return TrainResult(acc, 0, 0.0, [])
+    with progress() as bar:
+        task = bar.add_task(desc, total=cfg.epochs * len(batches), info="")
+        for epoch in range(cfg.epochs):
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(cfg, epoch, cfg.epochs)
+            model.train()
+            total, n = 0.0, 0
+            for x, y in batches:
+                x, y = x.to(dev), y.to(dev)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model, x, y)
+                loss.backward()
+                opt.step()
+                if on_step is not None:
+                    on_step(model)
+                total += float(loss.detach()) * len(y)
+                n += len(y)
+                bar.advance(task)
+            ev = evaluate(model, val)
+            history.append({"epoch": epoch + 1, "train_loss": total / max(1, n), "val_accuracy": ev.accuracy,
+                            "val_loss": ev.loss, "lr": opt.param_groups[0]["lr"]})
+            bar.update(task, info=f"epoch {epoch + 1} val {ev.accuracy:.4f}")
+            log.info("%s epoch %d: loss %.4f val acc %.4f", desc, epoch + 1, total / max(1, n), ev.accuracy)
+            if ev.accuracy > best_acc:
+                best_acc, best_epoch = ev.accuracy, epoch + 1
+                if keep_best:
+                    best_state = copy.deepcopy(model.state_dict())
+    if keep_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainResult(best_acc, best_epoch, time.perf_counter() - t0, history)
+
+
+def _cache_key(model_name: str, model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig,
+               seed: int) -> str:
+    payload = json.dumps({
+        "model": model_name, "arch": repr(model), "train": train.fingerprint(), "val": val.fingerprint(),
+        "cfg": to_mapping(cfg), "seed": seed, "torch": torch.__version__, "v": 1,
+    }, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def fit_cached(model_name: str, model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig, *,
+               seed: int = 0, cache: Path | None = None, desc: str = "train") -> TrainResult:
+    """``fit`` with a cache: the same model, data, hyper-parameters and seed reuse the trained weights."""
+    root = (cache or cache_dir()) / "trained"
+    path = root / f"{_cache_key(model_name, model, train, val, cfg, seed)}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(blob["state_dict"])
+            meta = json.loads(blob["meta"])
+            log.info("reusing cached trained model %s", path)
+            return TrainResult(meta["best_val_accuracy"], meta["best_epoch"], meta["train_seconds"],
+                               meta["history"], cached=True)
+        except Exception as exc:  # a stale or corrupt cache entry is re-trained, never trusted
+            log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
+    result = fit(model, train, val, cfg, seed=seed, desc=desc)
+    meta = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
+            "train_seconds": result.train_seconds, "history": result.history}
+    try:
+        save_torch(path, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                          "meta": json.dumps(meta)})
+    except OSError as exc:
+        log.warning("could not write the training cache %s (%s)", path, exc)
+    return result
+
+
+def model_summary(model: nn.Module) -> dict[str, Any]:
+    """Parameter count and the share of exactly-zero weights."""
+    params = sum(p.numel() for p in model.parameters())
+    zeros = sum(int((p == 0).sum()) for p in model.parameters())
+    return {"params": params, "zero_fraction": zeros / max(1, params)}
