@@ -19,9 +19,9 @@ from crosslayer.data import DataSplits, load_splits  # noqa: E402
 from crosslayer.models import build_model  # noqa: E402
 from crosslayer.train import TrainConfig, fit_cached  # noqa: E402
 
-# Small but real: the first 4,000 MNIST training images, the first 2,000 test images.
-TRAIN_LIMIT, TEST_LIMIT = 4000, 2000
-QUICK_TRAIN = TrainConfig(epochs=5, batch_size=64, lr=0.002, optimizer="adam", weight_decay=0.0)
+# Real data: the 10k MNIST training subset (9,000 train / 1,000 validation) and the first 2,000 test images.
+TRAIN_LIMIT, TEST_LIMIT = 10000, 2000
+QUICK_TRAIN = TrainConfig(epochs=4, batch_size=64, lr=0.002, optimizer="adam", weight_decay=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_small(data_dir: Path) -> DataSplits:
-    """MNIST: 3,600 train / 400 validation / 2,000 test images."""
+    """MNIST: 9,000 train / 1,000 validation / 2,000 test images."""
     return load_splits("mnist", str(data_dir), train_limit=TRAIN_LIMIT, test_limit=TEST_LIMIT, seed=0)
 
 
@@ -56,7 +56,7 @@ def _lenet300_session(mnist_small: DataSplits) -> nn.Module:
 
 @pytest.fixture
 def lenet5_trained(_lenet5_session: nn.Module) -> nn.Module:
-    """A LeNet-5 trained for 5 epochs on the small MNIST split (about 97 % test accuracy); a fresh copy per test."""
+    """A LeNet-5 trained for 4 epochs on the small MNIST split (about 98 % test accuracy); a fresh copy per test."""
     return copy.deepcopy(_lenet5_session)
 
 

@@ -1,0 +1,80 @@
+"""Helpers shared by the benchmark scripts: results folder, JSON output, peer virtual environments, timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "benchmarks" / ".work"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("CROSSLAYER_NO_PROGRESS", "1")
+if "CROSSLAYER_DATA" not in os.environ and (SHARED_DATA / "mnist").is_dir():
+    os.environ["CROSSLAYER_DATA"] = str(SHARED_DATA)
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """Print ``data`` and write it to ``benchmarks/results/<name>.json``."""
+    from crosslayer.fileio import atomic_write_json
+
+    data = {**data, "machine": machine_info()}
+    path = atomic_write_json(RESULTS / f"{name}.json", data)
+    print(json.dumps(data, indent=2, default=str))
+    print(f"wrote {path}")
+    return path
+
+
+def machine_info() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peer_venv(name: str, requirements: list[str], *, pip_args: list[str] | None = None,
+              system_site_packages: bool = False) -> Path:
+    """A virtual environment under benchmarks/.work/venv-<name> with ``requirements`` installed; its python."""
+    venv = WORK / f"venv-{name}"
+    py = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    want = json.dumps([requirements, pip_args or []])
+    if stamp.is_file() and stamp.read_text() == want:
+        return py
+    WORK.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "venv", str(venv)]
+    if system_site_packages:
+        args.append("--system-site-packages")
+    subprocess.run(args, check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *(pip_args or []), *requirements], check=True)
+    stamp.write_text(want)
+    return py
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
