@@ -9,12 +9,13 @@ types (int, float, bool, str, Literal choices, tuples/lists of those, optional v
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+import tomllib
 
 from crosslayer.errors import ConfigError
 

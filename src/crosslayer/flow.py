@@ -182,7 +182,7 @@ def load_flow_config(path: str | Path | None = None, overrides: Mapping[str, Any
     if stray:
         raise ConfigError(f"unknown section(s) {', '.join(f'[{k}]' for k in stray)}; "
                           f"allowed: [flow] and one per stage: {', '.join(sorted(stages))}")
-    cfgs = {name: from_mapping(stages[name].config_cls, doc.get(name), section=name) for name in flow.stages}
+    cfgs: dict[str, Any] = {name: from_mapping(stages[name].config_cls, doc.get(name), section=name) for name in flow.stages}
     return ResolvedFlow(flow, cfgs)
 
 

@@ -132,7 +132,8 @@ def load_reports(run_dir: str | Path) -> list[Report]:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0}.note{color:#555;font-style:italic}
 .meta{color:#777;font-size:.85em}nav a{margin-right:1em}
@@ -153,7 +154,8 @@ def _scalar_metrics(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None]
 
 
-def render_html(reports: list[Report], title: str = "crosslayer report", summary: dict[str, Any] | None = None) -> str:
+def render_html(reports: list[Report], title: str = "crosslayer report",
+                summary: dict[str, Any] | None = None) -> str:
     """One self-contained HTML page: a section per stage, figures embedded as base64 PNG."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]

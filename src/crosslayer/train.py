@@ -32,7 +32,7 @@ from crosslayer.data.split import Batches
 from crosslayer.fileio import save_torch
 
 __all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "predict", "progress",
-           "seed_everything"]
+           "random_shift", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class TrainConfig:
     step_size: int = 5
     gamma: float = 0.1
     optimizer: Literal["sgd", "adam"] = "sgd"
+    augment_shift: int = 0
 
     def validate(self) -> None:
         check_range("epochs", self.epochs, 0)
@@ -61,6 +62,7 @@ class TrainConfig:
         check_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("step_size", self.step_size, 1)
+        check_range("augment_shift", self.augment_shift, 0, 8)
 
 
 @dataclass
@@ -134,6 +136,25 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr
 
 
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by a random integer offset in [-max_shift, max_shift] (zero fill).
+
+    The classic data augmentation for small MNIST training sets (Simard et al., ICDAR 2003 use elastic
+    distortions; translations alone recover most of the gain). Vectorised with one gather per batch.
+    """
+    if max_shift <= 0:
+        return x
+    n, c, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)).to(x.device)
+    cols = (dx[:, None] + torch.arange(w)).to(x.device)
+    idx_n = torch.arange(n, device=x.device)[:, None, None, None]
+    idx_c = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
 def _ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(model(x), y)
 
@@ -146,7 +167,7 @@ def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConf
     ``on_step(model)`` runs after every optimizer step (e.g. to re-apply pruning masks);
     ``loss_fn(model, x, y)`` replaces cross-entropy (e.g. adversarial training).
     """
-    seed_everything(seed)
+    aug_gen = seed_everything(seed)
     dev = _device_of(model)
     batches = Batches(train.images, train.labels, cfg.batch_size, shuffle=True, seed=seed)
     opt = _optimizer(model, cfg)
@@ -165,6 +186,7 @@ def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConf
             model.train()
             total, n = 0.0, 0
             for x, y in batches:
+                x = random_shift(x, cfg.augment_shift, aug_gen)
                 x, y = x.to(dev), y.to(dev)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model, x, y)

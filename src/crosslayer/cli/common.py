@@ -19,7 +19,7 @@ from crosslayer.errors import CrossLayerError
 __all__ = ["DataDirOpt", "DeviceOpt", "JsonOpt", "OutOpt", "SeedOpt", "console", "emit", "handle_errors",
            "setup_logging"]
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 SeedOpt = typer.Option(0, "--seed", help="Random seed; the same seed gives the same numbers.")

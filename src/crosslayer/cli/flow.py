@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from crosslayer.cli.common import DataDirOpt, JsonOpt, console, emit, handle_errors, setup_logging
+from crosslayer.report import Report
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +37,7 @@ def flow_cmd(
     resolved = load_flow_config(config, {"seed": seed, "device": device, "model": model, "dataset": dataset,
                                          "data_dir": data_dir})
 
-    def announce(name: str, rep) -> None:  # type: ignore[no-untyped-def]
+    def announce(name: str, rep: Report) -> None:
         acc = rep.metrics.get("test_accuracy")
         extra = f" test accuracy {acc:.4f}" if isinstance(acc, float) else ""
         console.print(f"[green]✓[/] {name} ({rep.seconds:.1f} s){extra}")

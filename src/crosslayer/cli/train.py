@@ -22,6 +22,8 @@ def train_cmd(
     epochs: int = typer.Option(10, help="Training epochs."),
     batch_size: int = typer.Option(64, help="Mini-batch size."),
     lr: float = typer.Option(0.05, help="Initial learning rate (cosine schedule)."),
+    optimizer: str = typer.Option("sgd", help="sgd (momentum 0.9) or adam."),
+    augment_shift: int = typer.Option(0, help="Random translation augmentation, in pixels (0 = off)."),
     weights: Path = typer.Option(None, "--weights", help="State dict to start from (loaded with weights_only=True)."),
     train_limit: int = typer.Option(0, help="Use only the first N training images (0 = all)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Train again even if a cached result exists."),
@@ -30,6 +32,7 @@ def train_cmd(
 ) -> None:
     """Train a model; writes RUN_DIR/metrics.json, RUN_DIR/weights.pt and RUN_DIR/report.html."""
     setup_logging(verbose)
+    from crosslayer.config import from_mapping
     from crosslayer.core_stages import BaselineConfig
     from crosslayer.fileio import save_torch
     from crosslayer.flow import ResolvedFlow, load_flow_config, load_run_model, run_flow
@@ -38,7 +41,11 @@ def train_cmd(
         "model": model, "dataset": dataset, "seed": seed, "device": device, "data_dir": data_dir or "",
         "init_weights": str(weights) if weights else "", "train_limit": train_limit, "stages": ["baseline"],
     }).flow
-    cfg = BaselineConfig(epochs=epochs, batch_size=batch_size, lr=lr, use_cache=not no_cache)
+    options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+               "augment_shift": augment_shift, "use_cache": not no_cache}
+    if optimizer == "adam":
+        options["weight_decay"] = 0.0
+    cfg = from_mapping(BaselineConfig, options, section="train")
     reports = run_flow(ResolvedFlow(flow, {"baseline": cfg}), out)
     save_torch(out / "weights.pt", load_run_model(out, "baseline").state_dict())
     emit(reports[-1].metrics, as_json, title=f"train {model} on {dataset}")

@@ -16,7 +16,7 @@ from crosslayer.errors import DataError
 
 __all__ = ["read_idx"]
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+_DTYPES: dict[int, object] = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
            0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
@@ -45,7 +45,7 @@ def read_idx(path: str | Path, *, expect_ndim: int | None = None, expect_shape_t
         raise DataError(f"data file {str(p)!r} has item shape {shape[1:]}, expected {expect_shape_tail}")
     if shape[0] > max_items:
         raise DataError(f"data file {str(p)!r} claims {shape[0]} items, more than the {max_items} allowed")
-    dtype = np.dtype(_DTYPES[raw[2]])
+    dtype = np.dtype(_DTYPES[raw[2]])  # type: ignore[call-overload]
     n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != n_bytes:
         raise DataError(f"data file {str(p)!r} is truncated or padded: header promises {n_bytes} bytes of data "

@@ -52,7 +52,7 @@ def _load_factory(spec: str) -> Callable[..., nn.Module]:
     fn = getattr(module, factory, None)
     if not callable(fn):
         raise ModelError(f"{target!r} has no callable factory {factory!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:

@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from crosslayer.report import Figure  # noqa: E402
+from crosslayer.report import Figure
 
 __all__ = ["line_plot", "new_figure", "plt", "to_figure"]
 

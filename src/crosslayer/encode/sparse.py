@@ -1,0 +1,139 @@
+"""Sparse weight encodings with exact storage: relative-index CSR / CSC and a bitmask format.
+
+Relative indexing follows Han et al., "Deep Compression", ICLR 2016 (Fig. 2): each stored entry keeps the
+number of zeros skipped before it in ``index_bits`` bits; a gap that does not fit is bridged by filler
+entries (a zero value that skips the maximum run). Deep Compression uses 8-bit indices for conv and
+5-bit for fc layers. CSR applies this inside each row (output channel) with a row-pointer array; CSC
+inside each column; the bitmask format stores one presence bit per weight.
+
+Values are integer codes (e.g. quantized weights); accounting is in bits, exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from crosslayer.errors import CrossLayerError
+
+__all__ = ["BitmaskEncoding", "RelativeCSR", "decode_relative", "encode_bitmask", "encode_csc", "encode_csr",
+           "encode_relative", "relative_entries"]
+
+
+def relative_entries(row: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, gaps) of one 1-D sequence with fillers; vectorised over the non-zeros."""
+    if not 1 <= index_bits <= 16:
+        raise CrossLayerError(f"index_bits {index_bits} out of range [1, 16]")
+    flat = np.asarray(row).ravel()
+    pos = np.flatnonzero(flat)
+    if pos.size == 0:
+        return np.zeros(0, dtype=flat.dtype), np.zeros(0, dtype=np.int64)
+    runs = np.diff(np.concatenate(([-1], pos))) - 1          # zeros skipped before each non-zero
+    span = 1 << index_bits                                    # a filler skips span-1 zeros and is itself one
+    n_fill = runs // span
+    rem = runs - n_fill * span
+    total = int(pos.size + n_fill.sum())
+    values = np.zeros(total, dtype=flat.dtype)
+    gaps = np.full(total, span - 1, dtype=np.int64)
+    real_at = np.cumsum(n_fill + 1) - 1                       # index of each real entry after its fillers
+    values[real_at] = flat[pos]
+    gaps[real_at] = rem
+    return values, gaps
+
+
+def encode_relative(flat: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relative-index encoding of a whole flattened tensor (Deep Compression's layout)."""
+    return relative_entries(np.asarray(flat).ravel(), index_bits)
+
+
+def decode_relative(values: np.ndarray, gaps: np.ndarray, length: int) -> np.ndarray:
+    """Inverse of :func:`encode_relative`; raises if the entries run past ``length``."""
+    if len(values) != len(gaps):
+        raise CrossLayerError("relative encoding: values and gaps differ in length")
+    out = np.zeros(length, dtype=np.asarray(values).dtype)
+    if len(values) == 0:
+        return out
+    positions = np.cumsum(np.asarray(gaps, dtype=np.int64) + 1) - 1
+    if positions[-1] >= length or (np.asarray(gaps) < 0).any():
+        raise CrossLayerError(f"relative encoding runs past the tensor ({int(positions[-1]) + 1} > {length})")
+    out[positions] = values
+    return out
+
+
+@dataclass(frozen=True)
+class RelativeCSR:
+    """Row-compressed matrix: per row, relative-index entries; ``row_counts`` entries per row."""
+
+    shape: tuple[int, int]
+    values: np.ndarray
+    gaps: np.ndarray
+    row_counts: np.ndarray
+    index_bits: int
+    transposed: bool = False  # True: this is CSC (rows are the columns of the original)
+
+    def pointer_bits(self) -> int:
+        """Width of one row pointer: enough for the largest cumulative count."""
+        return max(1, int(self.values.size).bit_length())
+
+    def bits(self, value_bits: int) -> dict[str, int]:
+        """Exact storage in bits: values, indices (relative gaps), row pointers."""
+        n = int(self.values.size)
+        return {"values": n * value_bits, "indices": n * self.index_bits,
+                "pointers": (self.shape[0] + 1) * self.pointer_bits(), "entries": n,
+                "fillers": int(((self.values == 0)).sum())}
+
+    def to_dense(self) -> np.ndarray:
+        rows, cols = self.shape
+        out = np.zeros((rows, cols), dtype=self.values.dtype)
+        start = 0
+        for r, c in enumerate(self.row_counts.tolist()):
+            out[r] = decode_relative(self.values[start:start + c], self.gaps[start:start + c], cols)
+            start += c
+        return out.T if self.transposed else out
+
+
+def _as_matrix(w: np.ndarray) -> np.ndarray:
+    a = np.asarray(w)
+    return a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
+
+
+def encode_csr(w: np.ndarray, index_bits: int, *, transposed: bool = False) -> RelativeCSR:
+    """Relative-index CSR of ``w`` viewed as (rows = first axis, columns = the rest)."""
+    m = _as_matrix(w)
+    if transposed:
+        m = m.T
+    parts = [relative_entries(row, index_bits) for row in m]
+    values = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=m.dtype)
+    gaps = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    counts = np.array([len(p[0]) for p in parts], dtype=np.int64)
+    return RelativeCSR((m.shape[0], m.shape[1]), values, gaps, counts, index_bits, transposed)
+
+
+def encode_csc(w: np.ndarray, index_bits: int) -> RelativeCSR:
+    """Relative-index CSC: CSR of the transpose (columns = inputs of an fc layer, EIE's layout)."""
+    return encode_csr(w, index_bits, transposed=True)
+
+
+@dataclass(frozen=True)
+class BitmaskEncoding:
+    """One presence bit per weight plus the non-zero values."""
+
+    shape: tuple[int, ...]
+    mask: np.ndarray
+    values: np.ndarray
+
+    def bits(self, value_bits: int) -> dict[str, int]:
+        return {"values": int(self.values.size) * value_bits, "indices": int(self.mask.size), "pointers": 0,
+                "entries": int(self.values.size), "fillers": 0}
+
+    def to_dense(self) -> np.ndarray:
+        out = np.zeros(self.mask.size, dtype=self.values.dtype)
+        out[self.mask.ravel()] = self.values
+        return out.reshape(self.shape)
+
+
+def encode_bitmask(w: np.ndarray) -> BitmaskEncoding:
+    a = np.asarray(w)
+    mask = a != 0
+    return BitmaskEncoding(tuple(a.shape), mask, a[mask])

@@ -1,0 +1,153 @@
+import json
+import os
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from crosslayer.cli.main import app
+from crosslayer.device import resolve_device
+from crosslayer.errors import ConfigError
+from crosslayer.flow import load_flow_config, load_run_model, run_flow
+from crosslayer.models import build_model
+from crosslayer.report import Report, load_reports, render_html
+from crosslayer.train import TrainConfig, evaluate, fit, fit_cached, seed_everything
+
+runner = CliRunner()
+QUICK = TrainConfig(epochs=1, batch_size=64, lr=0.002, optimizer="adam", weight_decay=0.0)
+
+
+def _tiny(mnist_small, n=1500):
+    return mnist_small.train.subset(n), mnist_small.val
+
+
+def test_training_is_deterministic(mnist_small):
+    train, val = _tiny(mnist_small)
+    accs = []
+    for _ in range(2):
+        seed_everything(7)
+        m = build_model("lenet300")
+        fit(m, train, val, QUICK, seed=7)
+        accs.append(evaluate(m, mnist_small.test).accuracy)
+    assert accs[0] == accs[1]
+    assert accs[0] > 0.7
+
+
+def test_fit_cached_reuses_training(mnist_small, tmp_path):
+    train, val = _tiny(mnist_small)
+    m1 = build_model("lenet300")
+    r1 = fit_cached("lenet300", m1, train, val, QUICK, seed=1, cache=tmp_path)
+    m2 = build_model("lenet300")
+    r2 = fit_cached("lenet300", m2, train, val, QUICK, seed=1, cache=tmp_path)
+    assert not r1.cached and r2.cached
+    assert torch.equal(m1.fc1.weight, m2.fc1.weight)
+    r3 = fit_cached("lenet300", build_model("lenet300"), train, val, QUICK, seed=2, cache=tmp_path)
+    assert not r3.cached, "another seed must train again"
+
+
+def test_on_step_hook_runs_every_step(mnist_small):
+    train, val = _tiny(mnist_small, 640)
+    m = build_model("lenet300")
+    steps = []
+    fit(m, train, val, QUICK, seed=0, on_step=lambda model: steps.append(1))
+    assert len(steps) == 10
+
+
+def test_flow_writes_run_directory(mnist_small, tmp_path, data_dir):
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[flow]\nmodel = "lenet300"\ntrain_limit = 1500\ntest_limit = 500\n'
+                   'stages = ["baseline", "evaluate"]\n[baseline]\nepochs = 2\noptimizer = "adam"\nlr = 0.002\n'
+                   'weight_decay = 0.0\n')
+    out = tmp_path / "run"
+    reports = run_flow(load_flow_config(cfg), out)
+    assert [r.stage for r in reports] == ["baseline", "evaluate"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.7 < metrics["baseline"]["test_accuracy"] <= 1.0
+    assert metrics["evaluate"]["test_accuracy"] == pytest.approx(metrics["baseline"]["test_accuracy"])
+    assert (out / "config.toml").is_file() and "[baseline]" in (out / "config.toml").read_text()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "baseline" in html
+    assert [r.stage for r in load_reports(out)] == ["baseline", "evaluate"]
+    model = load_run_model(out)
+    assert evaluate(model, mnist_small.test.subset(500)).accuracy == pytest.approx(
+        metrics["evaluate"]["test_accuracy"], abs=1e-6)
+    assert not list(out.rglob("*.tmp")), "no temporary files are left behind"
+
+
+def test_cli_train_writes_metrics(tmp_path, data_dir):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--model", "lenet300", "--dataset", "mnist", "--out", str(out),
+                              "--epochs", "2", "--train-limit", "1500", "--optimizer", "adam", "--lr", "0.002",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())["baseline"]
+    assert 0 < m["test_accuracy"] <= 1 and m["params"] == 266_610 and m["train_seconds"] >= 0
+    assert json.loads(res.stdout)["params"] == 266_610
+    assert (out / "weights.pt").is_file()
+    ev = runner.invoke(app, ["eval", "--model", "lenet300", "--weights", str(out / "weights.pt"), "--json"])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.stdout)["test_accuracy"] > 0.7
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "nope", "--out", "{tmp}/r"], "unknown model 'nope'"),
+    (["train", "--dataset", "cifar100", "--out", "{tmp}/r"], "unknown dataset 'cifar100'"),
+    (["train", "--model", "{tmp}/missing.py:f", "--out", "{tmp}/r"], "does not exist"),
+    (["flow", "{tmp}/missing.toml", "--out", "{tmp}/r"], "does not exist"),
+    (["train", "--data-dir", "{tmp}/nodata", "--out", "{tmp}/r"], "does not exist"),
+    (["report", "{tmp}"], "not a run directory"),
+    (["flow", "--device", "tpu", "--out", "{tmp}/r"], "unknown device 'tpu'"),
+])
+def test_cli_bad_input_is_one_clear_error(tmp_path, args, message):
+    res = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert res.exit_code == 2
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_dir(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    res = runner.invoke(app, ["train", "--out", str(ro / "run"), "--epochs", "1"])
+    assert res.exit_code == 2 and "not writable" in res.output
+
+
+def test_unwritable_output_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = runner.invoke(app, ["train", "--out", str(blocker / "run"), "--epochs", "1"])
+    assert res.exit_code == 2 and "not writable" in res.output
+
+
+def test_help_on_every_command():
+    for cmd in ["train", "eval", "flow", "report", "stages"]:
+        res = runner.invoke(app, [cmd, "--help"])
+        assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_report_renders_tables_and_escapes():
+    r = Report("x", metrics={"acc": 0.5, "nan": float("nan")})
+    r.add_table("<t>", ["a"], [[1]])
+    html = render_html([r])
+    assert "&lt;t&gt;" in html and "<t>" not in html
+    assert r.to_json()["metrics"]["nan"] is None
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("npu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda(mnist_small):
+    m = build_model("lenet300").to(resolve_device("cuda"))
+    fit(m, mnist_small.train.subset(1000), mnist_small.val, QUICK, seed=0)
+    assert next(m.parameters()).is_cuda
+    assert evaluate(m, mnist_small.test).accuracy > 0.8
