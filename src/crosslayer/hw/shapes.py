@@ -1,0 +1,146 @@
+"""Layer shapes: the torch-free workload the cost model consumes (one frozen dataclass per layer).
+
+Convolutions follow the usual 7-loop nest (N, M, C, P, Q, R, S; Sze et al., "Efficient Processing of
+Deep Neural Networks: A Tutorial and Survey", Proc. IEEE 2017). A linear layer is a 1x1 convolution on a
+1x1 map; a depthwise convolution is ``groups = C`` independent single-channel convolutions; pooling has
+no MACs but moves its input and output through the memory hierarchy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from crosslayer.hw.errors import HardwareConfigError
+
+__all__ = ["LayerKind", "LayerShape", "ceil_div", "conv", "linear"]
+
+LayerKind = Literal["conv", "dwconv", "linear", "pool"]
+_KINDS = ("conv", "dwconv", "linear", "pool")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerShape:
+    """One layer of a workload. Sizes are per inference (``batch`` images); densities are the measured
+    fraction of non-zero weights / input activations; ``filter_nnz`` the non-zero weights of each output
+    channel (for load-imbalance analysis; empty means uniform)."""
+
+    name: str
+    kind: LayerKind
+    in_channels: int
+    out_channels: int
+    in_h: int = 1
+    in_w: int = 1
+    kernel_h: int = 1
+    kernel_w: int = 1
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    batch: int = 1
+    weight_bits: int = 16
+    act_bits: int = 16
+    weight_density: float = 1.0
+    act_density: float = 1.0
+    filter_nnz: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        where = f"layer {self.name!r}"
+        if self.kind not in _KINDS:
+            raise HardwareConfigError(f"{where}: kind = {self.kind!r} is unknown; allowed: {', '.join(_KINDS)}")
+        for f in ("in_channels", "out_channels", "in_h", "in_w", "kernel_h", "kernel_w", "stride", "groups",
+                  "batch", "weight_bits", "act_bits"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise HardwareConfigError(f"{where}: {f} = {v!r} must be a positive integer")
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
+            raise HardwareConfigError(f"{where}: padding = {self.padding!r} must be a non-negative integer")
+        for f in ("weight_density", "act_density"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise HardwareConfigError(f"{where}: {f} = {v!r} must lie in [0, 1]")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise HardwareConfigError(f"{where}: groups = {self.groups} must divide in_channels = {self.in_channels} "
+                                      f"and out_channels = {self.out_channels}")
+        if self.kind == "dwconv" and self.groups != self.in_channels:
+            raise HardwareConfigError(f"{where}: a dwconv needs groups = in_channels = {self.in_channels}")
+        if self.kernel_h > self.in_h + 2 * self.padding or self.kernel_w > self.in_w + 2 * self.padding:
+            raise HardwareConfigError(f"{where}: kernel {self.kernel_h}x{self.kernel_w} is larger than the padded "
+                                      f"input {self.in_h + 2 * self.padding}x{self.in_w + 2 * self.padding}")
+        if self.filter_nnz and len(self.filter_nnz) != self.out_channels:
+            raise HardwareConfigError(f"{where}: filter_nnz has {len(self.filter_nnz)} entries, "
+                                      f"expected out_channels = {self.out_channels}")
+
+    # -- geometry ---------------------------------------------------------------------------------
+    @property
+    def out_h(self) -> int:
+        return (self.in_h + 2 * self.padding - self.kernel_h) // self.stride + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.in_w + 2 * self.padding - self.kernel_w) // self.stride + 1
+
+    @property
+    def channels_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def filters_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def macs(self) -> int:
+        if self.kind == "pool":
+            return 0
+        return (self.batch * self.out_channels * self.out_h * self.out_w * self.channels_per_group
+                * self.kernel_h * self.kernel_w)
+
+    @property
+    def ops(self) -> int:
+        """MACs, or comparisons / additions for pooling."""
+        if self.kind == "pool":
+            return self.batch * self.out_channels * self.out_h * self.out_w * self.kernel_h * self.kernel_w
+        return self.macs
+
+    @property
+    def weight_count(self) -> int:
+        if self.kind == "pool":
+            return 0
+        return self.out_channels * self.channels_per_group * self.kernel_h * self.kernel_w
+
+    @property
+    def input_count(self) -> int:
+        return self.batch * self.in_channels * self.in_h * self.in_w
+
+    @property
+    def output_count(self) -> int:
+        return self.batch * self.out_channels * self.out_h * self.out_w
+
+    def gemm(self) -> tuple[int, int, int, int]:
+        """``(groups, Sr, T, Sc)``: the layer as ``groups`` matrix products of an (Sr x T) im2col input
+        by a (T x Sc) weight matrix (SCALE-Sim's operand matrices; Samajdar et al., ISPASS 2020)."""
+        return (self.groups, self.batch * self.out_h * self.out_w,
+                self.channels_per_group * self.kernel_h * self.kernel_w, self.filters_per_group)
+
+
+def conv(name: str, in_channels: int, out_channels: int, size: int | tuple[int, int], kernel: int | tuple[int, int],
+         *, stride: int = 1, padding: int = 0, groups: int = 1, **kw: object) -> LayerShape:
+    """Shorthand for a convolution layer shape (``groups == in_channels`` gives a depthwise one)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    kh, kw_ = (kernel, kernel) if isinstance(kernel, int) else kernel
+    kind: LayerKind = "dwconv" if groups > 1 and groups == in_channels else "conv"
+    return LayerShape(name=name, kind=kind, in_channels=in_channels, out_channels=out_channels, in_h=h, in_w=w,
+                      kernel_h=kh, kernel_w=kw_, stride=stride, padding=padding, groups=groups, **kw)  # type: ignore[arg-type]
+
+
+def linear(name: str, in_features: int, out_features: int, **kw: object) -> LayerShape:
+    """Shorthand for a fully connected layer shape."""
+    return LayerShape(name=name, kind="linear", in_channels=in_features, out_channels=out_features,
+                      **kw)  # type: ignore[arg-type]
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+

@@ -1,0 +1,92 @@
+"""Flow stage ``hardware``: the current (compressed, approximated) model and the dense baseline on an
+accelerator, per layer and dataflow; publishes ``hw_energy_per_inference`` and ``hw_energy_per_mac``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from crosslayer.config import check_range
+from crosslayer.errors import ConfigError
+from crosslayer.flow import StageContext, StageResult, register_stage
+from crosslayer.hw.accelerator import DATAFLOWS, load_accelerator
+from crosslayer.hw.analysis import ModelCost, add_tables, analyse_model, relative_power_from_assignment, summary_metrics
+from crosslayer.hw.plots import dataflow_comparison_figure, layer_breakdown_figure, level_breakdown_figure
+from crosslayer.hw.sparsity import SparsityConfig
+from crosslayer.report import Report
+
+__all__ = ["HardwareConfig", "hardware_stage"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareConfig:
+    """``accelerator``: a preset (eyeriss, tpu) or a TOML file; ``dataflows``: empty = all it supports;
+    ``skip``: which zeros the accelerator skips for the current model (the dense baseline skips none);
+    ``samples``: test images used to measure activation sparsity."""
+
+    accelerator: str = "eyeriss"
+    dataflows: tuple[str, ...] = ()
+    objective: Literal["energy", "latency"] = "energy"
+    skip: Literal["none", "weights", "activations", "both"] = "both"
+    index_bits: int = 4
+    samples: int = 64
+    float_bits: int = 32
+    compare_baseline: bool = True
+
+    def validate(self) -> None:
+        for df in self.dataflows:
+            if df not in DATAFLOWS:
+                raise ConfigError(f"hardware.dataflows: {df!r} is unknown; allowed: {', '.join(DATAFLOWS)}")
+        check_range("hardware.index_bits", self.index_bits, 1, 16)
+        check_range("hardware.samples", self.samples, 1)
+        check_range("hardware.float_bits", self.float_bits, 1, 64)
+
+
+@register_stage("hardware", HardwareConfig, "energy, latency and best dataflow of the model on an accelerator")
+def hardware_stage(ctx: StageContext, cfg: HardwareConfig) -> StageResult:
+    rep = Report("hardware")
+    acc = load_accelerator(cfg.accelerator)
+    inputs = ctx.data.test.images[: cfg.samples]
+    assignment = ctx.artifacts.get("multiplier_assignment")
+    rp = relative_power_from_assignment(assignment)
+    if assignment is None:
+        rep.notes.append("no multiplier_assignment artifact (approximate stage not run): exact multipliers, "
+                         "relative power 1")
+    sparsity = SparsityConfig(skip=cfg.skip, index_bits=cfg.index_bits)
+    dfs = cfg.dataflows or None
+    current = analyse_model(ctx.model, inputs, acc, dataflows=dfs, objective=cfg.objective, sparsity=sparsity,
+                            relative_power=rp, float_bits=cfg.float_bits)
+    baseline: ModelCost | None = None
+    base_model = ctx.models.get("baseline")
+    if cfg.compare_baseline:
+        if base_model is None:
+            rep.notes.append("no 'baseline' model published: no dense comparison")
+        else:
+            baseline = analyse_model(base_model, inputs, acc, dataflows=dfs, objective=cfg.objective,
+                                     sparsity=SparsityConfig(skip="none"), float_bits=cfg.float_bits)
+    nc = current.cost
+    rep.metrics.update(summary_metrics(nc))
+    rep.metrics.update({"accelerator": acc.name, "objective": cfg.objective, "macs": nc.macs, "skip": cfg.skip,
+                        "utilization": sum(c.effective_macs for c in nc.costs("best"))
+                        / max(nc.cycles("best") * acc.pes, 1)})
+    if baseline is not None:
+        b = baseline.cost
+        rep.metrics.update(summary_metrics(b, prefix="baseline_"))
+        rep.metrics["energy_ratio_vs_baseline"] = nc.energy("best") / b.energy("best")
+        rep.metrics["latency_ratio_vs_baseline"] = nc.cycles("best") / b.cycles("best")
+        for df in nc.dataflows:
+            rep.metrics[f"energy_ratio_{df}"] = nc.energy(df) / b.energy(df)
+            rep.metrics[f"latency_ratio_{df}"] = nc.cycles(df) / b.cycles(df)
+    add_tables(rep, current, baseline)
+    models = {"current": nc} if baseline is None else {"current": nc, "baseline": baseline.cost}
+    rep.figures.append(level_breakdown_figure(models))
+    rep.figures.append(layer_breakdown_figure(nc))
+    rep.figures.append(dataflow_comparison_figure(nc, baseline.cost if baseline else None))
+    rep.notes.append(f"accelerator {acc.name} ({acc.kind}, {acc.rows}x{acc.cols} PEs, {acc.glb_bytes} B global "
+                     f"buffer, {acc.clock_mhz:g} MHz); energies normalised to one 16-bit MAC (Eyeriss, ISCA 2016); "
+                     f"activation sparsity measured on {inputs.shape[0]} test images")
+    best = nc.costs("best")
+    rep.notes.append("best dataflow per layer: " + ", ".join(f"{c.layer}={c.dataflow}" for c in best)
+                     + f"; best single dataflow: {nc.best_dataflow()}")
+    return StageResult(report=rep, artifacts={"hw_energy_per_inference": nc.energy("best"),
+                                              "hw_energy_per_mac": nc.energy_per_mac("best")})

@@ -1,0 +1,130 @@
+"""Workload extraction: a torch model run on real inputs -> a tuple of :class:`LayerShape`.
+
+The only torch-touching part of the hardware model. Forward hooks record each conv / linear / pooling
+layer's input shape and the measured fraction of non-zero input activations (after the layer's own input
+quantization when it is a ``crosslayer.quant`` layer: values that round to zero are zeros the hardware
+sees); the weights give the weight density and the non-zeros per output channel. Bit widths come from a
+quantized layer's ``weight_spec`` / ``act_spec``; plain float layers use ``float_bits`` (fp32: 32).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from crosslayer.hw.errors import MappingError
+from crosslayer.hw.shapes import LayerKind, LayerShape
+
+__all__ = ["extract_workload"]
+
+log = logging.getLogger(__name__)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+
+
+def _pair(v: Any, field: str = "value") -> int:
+    if isinstance(v, (tuple, list)):
+        if len(set(v)) != 1:
+            raise MappingError(f"{field} = {tuple(v)}: different vertical and horizontal values are not modelled")
+        return int(v[0])
+    return int(v)
+
+
+def _bits(spec: Any, float_bits: int) -> int:
+    return int(spec.bits) if spec is not None else float_bits
+
+
+@contextmanager
+def _recording(model: nn.Module, store: dict[str, dict[str, Any]]) -> Iterator[None]:
+    handles = []
+
+    def hook(name: str, mod: nn.Module):
+        def fn(_m: nn.Module, args: tuple[Any, ...], _out: Any) -> None:
+            x = args[0]
+            q = getattr(mod, "quant_input", None)
+            if callable(q) and getattr(mod, "act_spec", None) is not None:
+                with torch.no_grad():
+                    x = q(x)
+            rec = store.setdefault(name, {"nonzero": 0, "total": 0})
+            rec["shape"] = tuple(x.shape)
+            rec["nonzero"] += int(torch.count_nonzero(x))
+            rec["total"] += x.numel()
+        return fn
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear, *_POOLS)):
+            handles.append(mod.register_forward_hook(hook(name, mod)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def extract_workload(model: nn.Module, inputs: torch.Tensor, *, float_bits: int = 32,
+                     include_pooling: bool = True) -> tuple[LayerShape, ...]:
+    """Run ``inputs`` (a batch of real samples) through ``model`` and describe each layer it executes,
+    in execution order, for one inference (``batch = 1``)."""
+    if inputs.ndim < 2 or inputs.shape[0] == 0:
+        raise MappingError(f"inputs must be a non-empty batch, got shape {tuple(inputs.shape)}")
+    store: dict[str, dict[str, Any]] = {}
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        with _recording(model, store):
+            model(inputs.to(device))
+    finally:
+        model.train(was_training)
+    modules = dict(model.named_modules())
+    out: list[LayerShape] = []
+    for name, rec in store.items():  # dict order = first-call order = execution order
+        mod = modules[name]
+        act_density = rec["nonzero"] / max(rec["total"], 1)
+        shape = rec["shape"]
+        lname = name or type(mod).__name__
+        if isinstance(mod, _POOLS):
+            if not include_pooling:
+                continue
+            _, c, h, w = shape
+            k = _pair(mod.kernel_size, f"{lname}.kernel_size")
+            out.append(LayerShape(name=lname, kind="pool", in_channels=c, out_channels=c, in_h=h, in_w=w,
+                                  kernel_h=k, kernel_w=k, stride=_pair(mod.stride or k, f"{lname}.stride"),
+                                  padding=_pair(mod.padding, f"{lname}.padding"),
+                                  groups=c, act_bits=_bits(None, float_bits), weight_bits=_bits(None, float_bits),
+                                  act_density=act_density))
+            continue
+        wspec, aspec = getattr(mod, "weight_spec", None), getattr(mod, "act_spec", None)
+        qw = getattr(mod, "quant_weight", None)
+        weight = qw() if callable(qw) else mod.weight
+        nz = (weight != 0).reshape(weight.shape[0], -1).sum(dim=1)
+        common = {"weight_bits": _bits(wspec, float_bits), "act_bits": _bits(aspec, float_bits),
+                  "weight_density": float(nz.sum()) / weight.numel(), "act_density": act_density,
+                  "filter_nnz": tuple(int(v) for v in nz.tolist())}
+        if isinstance(mod, nn.Linear):
+            out.append(LayerShape(name=lname, kind="linear", in_channels=mod.in_features,
+                                  out_channels=mod.out_features, **common))
+        else:
+            assert isinstance(mod, nn.Conv2d)
+            if isinstance(mod.padding, str):     # "same" keeps the size (stride 1), "valid" pads nothing
+                pad = (int(mod.kernel_size[0]) - 1) // 2 if mod.padding == "same" else 0
+            else:
+                pad = _pair(mod.padding, f"{lname}.padding")
+            if _pair(mod.dilation, f"{lname}.dilation") != 1:
+                raise MappingError(f"layer {lname!r}: dilated convolutions are not modelled")
+            kind: LayerKind = "dwconv" if mod.groups > 1 and mod.groups == mod.in_channels else "conv"
+            _, c, h, w = shape
+            kh, kw = (int(k) for k in mod.kernel_size)
+            out.append(LayerShape(name=lname, kind=kind, in_channels=c, out_channels=mod.out_channels, in_h=h,
+                                  in_w=w, kernel_h=kh, kernel_w=kw,
+                                  stride=_pair(mod.stride, f"{lname}.stride"), padding=pad, groups=mod.groups,
+                                  **common))
+    if not out:
+        raise MappingError("the model executed no Conv2d, Linear or pooling layer; nothing to cost")
+    log.info("workload: %d layers, %d MACs", len(out), sum(s.macs for s in out))
+    return tuple(out)

@@ -1,0 +1,69 @@
+"""Workload extraction on real MNIST inputs: shapes, MACs, measured sparsity and quantized bit widths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from crosslayer.data import DataSplits
+from crosslayer.hw.errors import MappingError
+from crosslayer.hw.workload import extract_workload
+from crosslayer.quant.fixed_point import FixedPointSpec
+from crosslayer.quant.layers import calibrating, quantize_model
+
+
+def test_lenet5_workload_shapes_and_macs(lenet5_trained: nn.Module, mnist_small: DataSplits) -> None:
+    wl = extract_workload(lenet5_trained, mnist_small.test.images[:32])
+    assert [s.name for s in wl] == ["conv1", "pool1", "conv2", "pool2", "fc1", "fc2"]
+    assert [s.kind for s in wl] == ["conv", "pool", "conv", "pool", "linear", "linear"]
+    assert [s.macs for s in wl] == [20 * 24 * 24 * 25, 0, 50 * 8 * 8 * 20 * 25, 0, 800 * 500, 500 * 10]
+    conv1 = wl[0]
+    assert (conv1.out_h, conv1.out_w, conv1.weight_bits, conv1.act_bits) == (24, 24, 32, 32)
+    # MNIST digits are mostly background: about 80 % of the input pixels are exactly zero
+    assert 0.1 < conv1.act_density < 0.3
+    assert wl[5].act_density < 0.9          # fc2 reads ReLU outputs
+    assert conv1.weight_density == 1.0 and len(conv1.filter_nnz) == 20
+
+
+def test_pruned_quantized_model_reports_bits_and_zeros(lenet5_trained: nn.Module, mnist_small: DataSplits) -> None:
+    with torch.no_grad():
+        for m in lenet5_trained.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                thr = m.weight.abs().flatten().kthvalue(int(0.75 * m.weight.numel())).values
+                m.weight[m.weight.abs() <= thr] = 0.0
+    quantize_model(lenet5_trained, FixedPointSpec(bits=8), FixedPointSpec(bits=8, signed=False, symmetric=False))
+    with calibrating(lenet5_trained):
+        lenet5_trained(mnist_small.train.images[:256])
+    wl = extract_workload(lenet5_trained, mnist_small.test.images[:32])
+    fc1 = next(s for s in wl if s.name == "fc1")
+    assert (fc1.weight_bits, fc1.act_bits) == (8, 8)
+    assert fc1.weight_density == pytest.approx(0.25, abs=0.01)
+    assert sum(fc1.filter_nnz) == round(fc1.weight_density * fc1.weight_count)
+    assert next(s for s in wl if s.name == "pool1").act_bits == 32   # pooling stays float
+
+
+def test_depthwise_and_padded_conv_are_described() -> None:
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.Flatten(),
+                        nn.Linear(8 * 6 * 6, 3))
+    wl = extract_workload(net, torch.rand(2, 4, 6, 6), include_pooling=False)
+    dw = wl[0]
+    assert dw.kind == "dwconv" and dw.groups == 4 and (dw.out_h, dw.out_w) == (6, 6)
+    assert dw.macs == 4 * 36 * 9
+    assert wl[1].macs == 8 * 36 * 4
+
+
+def test_model_without_layers_is_rejected() -> None:
+    with pytest.raises(MappingError, match="no Conv2d, Linear or pooling layer"):
+        extract_workload(nn.Sequential(nn.ReLU()), torch.rand(2, 3))
+    with pytest.raises(MappingError, match="non-empty batch"):
+        extract_workload(nn.Linear(3, 2), torch.rand(0, 3))
+
+
+def test_unsupported_geometry_names_the_layer_field() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=(1, 2)))
+    with pytest.raises(MappingError, match=r"0.stride = \(1, 2\)"):
+        extract_workload(net, torch.rand(1, 1, 8, 8))
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2))
+    with pytest.raises(MappingError, match="dilated convolutions are not modelled"):
+        extract_workload(net, torch.rand(1, 1, 8, 8))
