@@ -37,7 +37,7 @@ from crosslayer.fileio import atomic_write_json, atomic_write_text, ensure_writa
 from crosslayer.report import Report, load_reports, write_html
 
 __all__ = ["FlowConfig", "StageContext", "StageResult", "StageSpec", "available_stages", "default_flow_path",
-           "load_flow_config", "load_run_model", "register_stage", "run_flow"]
+           "load_flow_config", "load_run_model", "register_stage", "run_flow", "run_standalone"]
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ def load_flow_config(path: str | Path | None = None, overrides: Mapping[str, Any
     if stray:
         raise ConfigError(f"unknown section(s) {', '.join(f'[{k}]' for k in stray)}; "
                           f"allowed: [flow] and one per stage: {', '.join(sorted(stages))}")
-    cfgs: dict[str, Any] = {name: from_mapping(stages[name].config_cls, doc.get(name), section=name) for name in flow.stages}
+    cfgs: dict[str, Any] = {name: from_mapping(stages[name].config_cls, doc.get(name), section=name)
+                            for name in flow.stages}
     return ResolvedFlow(flow, cfgs)
 
 
@@ -235,6 +236,61 @@ def load_run_model(run_dir: str | Path, stage: str | None = None) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise StageError(f"{str(path)!r} does not hold a model")
     return model
+
+
+def standalone_flow(stage: str, run_dir: str | Path | None, options: Mapping[str, Any]) -> FlowConfig:
+    """The flow settings for running ``stage`` alone: from ``run_dir``'s config (its model and data
+    settings) or from ``options`` (model + weights); ``options`` may override seed, device and data_dir."""
+    opts = {k: v for k, v in options.items() if v is not None}
+    if run_dir is None:
+        if not opts.get("weights"):
+            raise ConfigError(f"nothing to run {stage} on: give a RUN_DIR written by `crosslayer flow` / "
+                              "`crosslayer train`, or --model with --weights")
+        return from_mapping(FlowConfig, {**opts, "stages": [stage]}, section="flow")
+    cfg_path = Path(run_dir) / "config.toml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.toml)")
+    raw = dict(load_toml(cfg_path).get("flow", {}))
+    keep = {k: raw[k] for k in ("model", "dataset", "val_fraction", "train_limit", "test_limit", "data_dir",
+                                "seed", "device") if k in raw}
+    keep.update({k: opts[k] for k in ("seed", "device", "data_dir") if k in opts})
+    return from_mapping(FlowConfig, {**keep, "stages": [stage]}, section="flow")
+
+
+def run_standalone(stage: str, cfg: Any, out: str | Path, *, run_dir: str | Path | None = None,
+                   options: Mapping[str, Any] | None = None) -> Report:
+    """Run one stage outside a flow, on the model a run directory left (its earlier models published
+    under their stage names) or on ``options`` model + weights; ``out`` is laid out like a flow run."""
+    out_dir = ensure_writable_dir(out)
+    flow = standalone_flow(stage, run_dir, options or {})
+    ctx = build_context(out_dir, flow)
+    if run_dir is not None:
+        src = Path(run_dir)
+        ctx.model = load_run_model(src).to(ctx.device)
+        for name in [r.stage for r in load_reports(src)]:
+            if (src / "checkpoints" / f"{name}.pt").is_file():
+                ctx.models[_PUBLISHED.get(name, name)] = load_run_model(src, name).to(ctx.device)
+    else:
+        ctx.models["baseline"] = ctx.model
+    atomic_write_text(out_dir / "config.toml", ResolvedFlow(flow, {stage: cfg}).to_toml())
+    spec = available_stages()[stage]
+    t0 = time.perf_counter()
+    result = spec.fn(ctx, cfg)
+    rep = result.report
+    rep.stage, rep.seconds, rep.seed = stage, time.perf_counter() - t0, flow.seed
+    rep.config = to_mapping(cfg) if dataclasses.is_dataclass(cfg) else {}
+    if run_dir is not None:
+        rep.notes.append(f"model taken from run directory {str(run_dir)!r}")
+    if result.model is not None:
+        save_torch(out_dir / "checkpoints" / f"{stage}.pt", result.model)
+        save_torch(out_dir / "checkpoints" / f"{stage}.state_dict.pt", result.model.state_dict())
+    rep.save(out_dir / "reports" / f"{stage}.json")
+    _write_outputs(out_dir, flow, [rep], rep.seconds)
+    return rep
+
+
+# Name under which each stage's checkpoint is published to later stages (see docs/development.md).
+_PUBLISHED = {"prune": "pruned", "quantize": "quantized", "approximate": "approximate"}
 
 
 def run_flow(resolved: ResolvedFlow, run_dir: str | Path,

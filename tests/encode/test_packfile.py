@@ -130,6 +130,7 @@ def test_fuzz_reader_never_crashes(packed_bytes, data):
     blob = _recrc(bytes(raw)) if data.draw(st.booleans()) else bytes(raw)
     try:
         _, layers = read_packed(blob)
+        unpack_model(blob)  # the rebuild must not fail on anything the reader accepted
     except PackFormatError:
         return
     # If the mutation left a valid file, what it decodes matches the shapes it declares.

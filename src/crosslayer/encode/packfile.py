@@ -355,6 +355,24 @@ def pack_model(model: nn.Module, *, conv_index_bits: int = 8, fc_index_bits: int
     return body + crc, {"layers": per_layer, "total_bits": total, "bytes": len(body) + 4}
 
 
+_OP_PARAMS = {"conv": ("stride", "padding", "dilation"), "linear": (), "relu": (), "flatten": (),
+              "maxpool": ("kernel", "stride", "padding"), "avgpool": ("kernel", "stride", "padding")}
+
+
+def _check_op(op: Op) -> None:
+    """Every op kind known and every parameter a pair of small non-negative ints (hostile input)."""
+    if op.kind not in _OP_PARAMS:
+        raise ValueError(f"unknown op kind {op.kind!r}")
+    params = dict(op.params)
+    for key in _OP_PARAMS[op.kind]:
+        v = params[key]
+        if (not isinstance(v, tuple) or len(v) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 1024 for x in v)):
+            raise ValueError(f"op {op.kind!r} parameter {key!r} = {v!r} is not a pair of small integers")
+        if key in ("kernel", "stride", "dilation") and min(v) < 1:
+            raise ValueError(f"op {op.kind!r} parameter {key!r} must be positive")
+
+
 def read_packed(data: bytes) -> tuple[list[Op], list[LayerCodes]]:
     """Parse and validate a packed file (hostile input safe)."""
     if len(data) < len(MAGIC) + 16 + 4:
@@ -373,6 +391,8 @@ def read_packed(data: bytes) -> tuple[list[Op], list[LayerCodes]]:
         raise PackFormatError(f"header claims {n_layers} layers / {arch_len}-byte architecture")
     try:
         ops = [Op.from_json(d) for d in json.loads(r.take(arch_len, "architecture").decode("utf-8"))]
+        for op in ops:
+            _check_op(op)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise PackFormatError(f"architecture is malformed: {exc}") from exc
     layers = [_read_layer(r, i) for i in range(n_layers)]

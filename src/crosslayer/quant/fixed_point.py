@@ -3,20 +3,26 @@ per tensor / per channel, or an explicit Qm.n format), quantize, dequantize, and
 with a straight-through estimator (Bengio et al., 2013; Jacob et al., CVPR 2018 for the affine scheme).
 
 Codes are two's-complement integers of ``bits`` width (signed) or ``[0, 2^bits - 1]`` (unsigned),
-held in int32 tensors; ``value = (code - zero_point) * scale``.
+held in int32 tensors; ``value = (code - zero_point) * scale``. Two non-uniform weight schemes share
+the same contract (``zero_point = 0``): ``scheme="binary"`` (1 bit, codes in {-1, +1}, XNOR-Net) and
+``scheme="ternary"`` (2 bits, codes in {-1, 0, +1}, TWN); see :mod:`crosslayer.quant.lowbit`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from crosslayer.config import check_range
 from crosslayer.errors import ConfigError
+from crosslayer.quant.lowbit import binary_codes, fake_binary, fake_ternary, ternary_codes
 
-__all__ = ["FixedPointSpec", "QuantizedTensor", "dequantize", "fake_quantize", "qrange", "quantize",
-           "quantize_tensor", "scale_for"]
+__all__ = ["SCHEMES", "FixedPointSpec", "QuantizedTensor", "dequantize", "fake_quantize", "qformat", "qrange",
+           "quantize", "quantize_tensor", "scale_for"]
+
+SCHEMES = ("uniform", "binary", "ternary")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +31,8 @@ class FixedPointSpec:
 
     ``frac_bits`` set means the Qm.n format: ``scale = 2**-frac_bits`` and ``bits = 1 + m + n``
     (signed), so the integer bits are ``bits - 1 - frac_bits``; otherwise the scale is calibrated.
+    ``scheme`` is ``uniform`` (the fixed-point grid), ``binary`` (bits = 1, XNOR-Net) or ``ternary``
+    (bits = 2, TWN); the two low-bit schemes are signed and symmetric, with a calibrated scale.
     """
 
     bits: int = 8
@@ -33,15 +41,25 @@ class FixedPointSpec:
     per_channel: bool = False
     channel_axis: int = 0
     frac_bits: int | None = None
+    scheme: Literal["uniform", "binary", "ternary"] = "uniform"
 
     def validate(self) -> None:
         check_range("bits", self.bits, 1, 16)
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"scheme = {self.scheme!r} is not allowed; choose one of {', '.join(SCHEMES)}")
+        if self.scheme != "uniform":
+            need = 1 if self.scheme == "binary" else 2
+            if self.bits != need or not self.signed or not self.symmetric or self.frac_bits is not None:
+                raise ConfigError(f"scheme = {self.scheme!r} needs bits = {need}, signed = true, symmetric = true "
+                                  f"and no frac_bits; got bits = {self.bits}")
+            return
+        if self.bits == 1:
+            raise ConfigError("bits = 1 is only allowed with scheme = 'binary' (weights +-alpha); "
+                              "a uniform grid needs 2-16 bits")
         if self.frac_bits is not None:
             if not self.symmetric:
                 raise ConfigError("frac_bits (Qm.n) needs symmetric = true: the format has no zero point")
             check_range("frac_bits", self.frac_bits, -32, 32)
-        if self.bits == 1 and not self.signed:
-            raise ConfigError("a 1-bit code must be signed (binary weights are +-alpha)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -52,6 +70,13 @@ class FixedPointSpec:
         if self.frac_bits is None:
             return None
         return self.bits - (1 if self.signed else 0) - self.frac_bits
+
+
+def qformat(int_bits: int, frac_bits: int, signed: bool = True) -> FixedPointSpec:
+    """The Qm.n spec with ``m = int_bits`` integer and ``n = frac_bits`` fraction bits (plus a sign bit)."""
+    check_range("int_bits", int_bits, 0, 16)
+    check_range("frac_bits", frac_bits, 0, 16)
+    return FixedPointSpec(bits=int_bits + frac_bits + (1 if signed else 0), signed=signed, frac_bits=frac_bits)
 
 
 def qrange(bits: int, signed: bool = True) -> tuple[int, int]:
@@ -88,6 +113,9 @@ def _reduce_dims(x: torch.Tensor, spec: FixedPointSpec) -> tuple[list[int], list
 def scale_for(x: torch.Tensor, spec: FixedPointSpec, lo: torch.Tensor | None = None,
               hi: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point mapping the observed range of ``x`` (or ``[lo, hi]``) onto the code range."""
+    if spec.scheme != "uniform":
+        _, alpha = _lowbit_codes(x, spec)
+        return alpha, torch.zeros_like(alpha)
     qmin, qmax = qrange(spec.bits, spec.signed)
     dims, shape = _reduce_dims(x, spec)
     if spec.frac_bits is not None:
@@ -131,6 +159,10 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tenso
 def quantize_tensor(x: torch.Tensor, spec: FixedPointSpec, scale: torch.Tensor | None = None,
                     zero_point: torch.Tensor | None = None) -> QuantizedTensor:
     """Codes of ``x`` under ``spec`` (scale calibrated from ``x`` unless given)."""
+    if spec.scheme != "uniform":
+        codes, alpha = _lowbit_codes(x, spec)
+        s = alpha if scale is None else scale
+        return QuantizedTensor(codes, s, torch.zeros_like(s), spec)
     if scale is None or zero_point is None:
         scale, zero_point = scale_for(x, spec)
     return QuantizedTensor(quantize(x.detach(), scale, zero_point, spec.bits, spec.signed), scale, zero_point, spec)
@@ -140,14 +172,14 @@ class _RoundSTE(torch.autograd.Function):
     """Fake quantization whose backward passes the gradient straight through inside the range."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int,  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int,
                 qmax: int) -> torch.Tensor:
         q = torch.round(x / scale) + zp
         ctx.save_for_backward((q >= qmin) & (q <= qmax))
         return (torch.clamp(q, qmin, qmax) - zp) * scale
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
         return grad * inside, None, None, None, None
 
@@ -155,7 +187,16 @@ class _RoundSTE(torch.autograd.Function):
 def fake_quantize(x: torch.Tensor, spec: FixedPointSpec, scale: torch.Tensor | None = None,
                   zero_point: torch.Tensor | None = None) -> torch.Tensor:
     """Quantize-dequantize ``x`` (float in, float out) with a straight-through gradient."""
+    if spec.scheme == "binary":
+        return fake_binary(x, spec.per_channel, spec.channel_axis, scale)
+    if spec.scheme == "ternary":
+        return fake_ternary(x, spec.per_channel, spec.channel_axis, scale)
     if scale is None or zero_point is None:
         scale, zero_point = scale_for(x, spec)
     qmin, qmax = qrange(spec.bits, spec.signed)
     return _RoundSTE.apply(x, scale, zero_point, qmin, qmax)
+
+
+def _lowbit_codes(x: torch.Tensor, spec: FixedPointSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    fn = binary_codes if spec.scheme == "binary" else ternary_codes
+    return fn(x, spec.per_channel, spec.channel_axis)

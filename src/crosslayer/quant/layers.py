@@ -10,7 +10,7 @@ approximate multipliers, in-memory computing and the packed model file operate o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -29,6 +29,8 @@ class QuantLayer(nn.Module):
 
     weight_spec: FixedPointSpec | None
     act_spec: FixedPointSpec | None
+    act_lo: torch.Tensor
+    act_hi: torch.Tensor
 
     def _init_quant(self, weight_spec: FixedPointSpec | None, act_spec: FixedPointSpec | None) -> None:
         self.weight_spec = weight_spec
@@ -117,8 +119,8 @@ def _swap(layer: nn.Module, weight_spec: FixedPointSpec | None, act_spec: FixedP
     return q.to(layer.weight.device)
 
 
-def quantize_model(model: nn.Module, weight_spec: FixedPointSpec | dict[str, FixedPointSpec] | None,
-                   act_spec: FixedPointSpec | dict[str, FixedPointSpec] | None = None,
+def quantize_model(model: nn.Module, weight_spec: FixedPointSpec | Mapping[str, FixedPointSpec | None] | None,
+                   act_spec: FixedPointSpec | Mapping[str, FixedPointSpec | None] | None = None,
                    layers: Iterable[str] | None = None) -> nn.Module:
     """Replace Conv2d / Linear layers in place by quantized ones (all, or those named in ``layers``).
 
@@ -137,8 +139,8 @@ def quantize_model(model: nn.Module, weight_spec: FixedPointSpec | dict[str, Fix
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         layer = getattr(parent, attr)
-        ws = weight_spec.get(name) if isinstance(weight_spec, dict) else weight_spec
-        as_ = act_spec.get(name) if isinstance(act_spec, dict) else act_spec
+        ws = weight_spec.get(name) if isinstance(weight_spec, Mapping) else weight_spec
+        as_ = act_spec.get(name) if isinstance(act_spec, Mapping) else act_spec
         if isinstance(layer, QuantLayer):
             layer.weight_spec, layer.act_spec = ws, as_
         else:
@@ -163,7 +165,7 @@ def weight_codes(model: nn.Module, name: str) -> QuantizedTensor:
     return m.weight_codes()
 
 
-class calibrating:  # noqa: N801 - used as a context manager, reads like a statement
+class calibrating:
     """Context manager: quantized layers record their input range instead of quantizing it."""
 
     def __init__(self, model: nn.Module) -> None:

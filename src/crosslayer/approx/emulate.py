@@ -1,0 +1,292 @@
+"""Approximate inference: Conv2d / Linear evaluated on their integer codes with an approximate
+multiplier per layer and exact integer accumulation.
+
+Every approximate product is split as ``T[w, a] = w a + E[w, a]`` (exact product plus the
+multiplier's error table). The exact part of a layer is one ordinary matmul / convolution on the codes
+(carried in float32 when ``K max|w| max|a| < 2^24`` so every partial sum is an exact integer, else in
+float64). The error part ``sum_k E[w_ok, a_nk]`` is a *lookup-and-sum*: with ``G[a, k, o] = E[w_ok, a]``
+(built once per weight tensor) it is ``sum_k G[a_nk, k, :]``, which ``torch.nn.functional.embedding_bag``
+computes with contiguous row gathers, no Python loop per MAC. Zero-point corrections (asymmetric codes)
+are exact integer terms, as in gemmlowp's integer GEMM (Jacob et al., CVPR 2018).
+
+:class:`ApproxLayer` wraps a quantized layer and is a normal ``nn.Module``: ``forward`` returns the
+approximate output, and in training mode the approximation-aware (AxNN, Venkataramani et al., ISLPED
+2014) straight-through form ``approx(x) + (fq(x) - fq(x).detach())`` so gradients flow as through the
+fake-quantized layer while the loss sees the approximate output.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from crosslayer.approx.catalog import resolve
+from crosslayer.approx.tables import Multiplier
+from crosslayer.errors import StageError
+from crosslayer.quant import FixedPointSpec, QuantConv2d, QuantLayer, QuantLinear, qrange
+
+__all__ = ["ApproxLayer", "approx_layers", "approximable_layers", "approximate_model", "assignment_of",
+           "dequantize_output", "integer_accumulate", "layer_operand_ranges", "unfold_codes"]
+
+log = logging.getLogger(__name__)
+
+_F32_EXACT = float(2**24)
+_ROWS_PER_CHUNK = 1 << 22  # index elements per embedding_bag call (bounds temporary memory)
+_G_CACHE_LIMIT = 1 << 27  # cache the gather table while it has at most this many elements
+
+
+def _operand_range(spec: FixedPointSpec | None, what: str, name: str) -> tuple[int, int]:
+    if spec is None:
+        raise StageError(f"layer {name!r} has no integer {what} codes: quantize the model (weights and "
+                         "activations) to 8 bits first")
+    if spec.bits > 8:
+        raise StageError(f"layer {name!r} codes its {what} with {spec.bits} bits; 8-bit multipliers need "
+                         "at most 8 bits")
+    return qrange(spec.bits, spec.signed)
+
+
+def layer_operand_ranges(layer: nn.Module, name: str = "layer") -> tuple[tuple[int, int], tuple[int, int]]:
+    """(weight code range, activation code range) of a quantized layer; a clear error if it has none."""
+    if not isinstance(layer, QuantLayer):
+        raise StageError(f"layer {name!r} ({type(layer).__name__}) has no integer codes: quantize the model first")
+    return (_operand_range(layer.weight_spec, "weight", name), _operand_range(layer.act_spec, "activation", name))
+
+
+def unfold_codes(layer: nn.Conv2d, codes: torch.Tensor, pad_value: float) -> torch.Tensor:
+    """Input codes of a conv as im2col rows ``(N * L, C_in * kh * kw)`` (padding filled with ``pad_value``,
+    the code of real zero)."""
+    if layer.padding_mode != "zeros":
+        raise StageError(f"approximate conv supports padding_mode='zeros' only, got {layer.padding_mode!r}")
+    x = codes.to(torch.float32)
+    pads = layer._reversed_padding_repeated_twice
+    if any(pads):
+        x = F.pad(x, pads, value=float(pad_value))
+    cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)  # (N, K, L)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def _exact_dtype(k: int, wmax: int, amax: int) -> torch.dtype:
+    return torch.float32 if k * wmax * amax < _F32_EXACT else torch.float64
+
+
+def _gather_table(err: torch.Tensor, w_idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``G[a * K + k, o] = E[w_idx[o, k], a]`` as an (A * K, O) matrix (one gather, no transpose copy)."""
+    o = w_idx.shape[0]
+    return err.t().to(dtype)[:, w_idx.t()].reshape(-1, o)
+
+
+def integer_accumulate(x_codes: torch.Tensor, w_codes: torch.Tensor, err: torch.Tensor | None,
+                       w_lo: int, a_lo: int, gather: torch.Tensor | None = None) -> torch.Tensor:
+    """``acc[m, o] = sum_k T[w_ok, x_mk]`` with ``T = w a + err[w - w_lo, a - a_lo]``, exact, as float64.
+
+    ``x_codes`` (M, K) and ``w_codes`` (O, K) are integer-valued tensors; ``err`` is the (W, A) error
+    table (``None`` = exact multiplier); ``gather`` an optional precomputed :func:`_gather_table`.
+    """
+    m, k = x_codes.shape
+    wmax = int(w_codes.abs().max()) if w_codes.numel() else 0
+    amax = int(x_codes.abs().max()) if x_codes.numel() else 0
+    dt = _exact_dtype(k, wmax, amax)
+    acc = (x_codes.to(dt) @ w_codes.to(dt).t()).to(torch.float64)
+    if err is None:
+        return acc
+    n_a = err.shape[1]
+    emax = float(err.abs().max())
+    edt = torch.float32 if k * emax < _F32_EXACT else torch.float64
+    if gather is None and m < n_a:  # fewer rows than table columns: gathering per MAC is cheaper
+        return acc + _direct_error(x_codes, w_codes, err, w_lo, a_lo)
+    if gather is None:
+        gather = _gather_table(err, (w_codes - w_lo).long(), edt)
+    idx = (x_codes.long() - a_lo) * k + torch.arange(k, device=x_codes.device)
+    step = max(1, _ROWS_PER_CHUNK // max(1, k))
+    parts = [F.embedding_bag(idx[i:i + step], gather, mode="sum") for i in range(0, m, step)]
+    return acc + torch.cat(parts).to(torch.float64)
+
+
+def _direct_error(x_codes: torch.Tensor, w_codes: torch.Tensor, err: torch.Tensor, w_lo: int,
+                  a_lo: int) -> torch.Tensor:
+    """``sum_k err[w_ok, x_mk]`` by one gather per MAC, in row chunks (int64 sums, exact)."""
+    m, k = x_codes.shape
+    o = w_codes.shape[0]
+    flat = err.reshape(-1)
+    w_off = ((w_codes.long() - w_lo) * err.shape[1])[None]
+    step = max(1, _ROWS_PER_CHUNK // max(1, o * k))
+    parts = [flat[w_off + (x_codes[i:i + step].long() - a_lo)[:, None, :]].sum(-1) for i in range(0, m, step)]
+    return torch.cat(parts).to(torch.float64)
+
+
+class ApproxLayer(nn.Module):
+    """A quantized Conv2d / Linear computed with an approximate multiplier (see module docstring)."""
+
+    error_table: torch.Tensor
+    layer: QuantConv2d | QuantLinear
+
+    def __init__(self, layer: nn.Module, mult: Multiplier | str, name: str = "layer") -> None:
+        super().__init__()
+        mult = resolve(mult)
+        if not isinstance(layer, (QuantConv2d, QuantLinear)):
+            raise StageError(f"layer {name!r} ({type(layer).__name__}) has no integer codes: quantize the model "
+                             "first")
+        (wlo, whi), (alo, ahi) = layer_operand_ranges(layer, name)
+        if isinstance(layer, QuantConv2d) and layer.padding_mode != "zeros":
+            raise StageError(f"layer {name!r}: approximate conv supports padding_mode='zeros' only")
+        self.layer = layer
+        self.layer_name = name
+        self.multiplier_name = mult.name
+        self.relative_power = mult.relative_power
+        table = torch.as_tensor(mult.product_table((wlo, whi), (alo, ahi)))
+        w = torch.arange(wlo, whi + 1, dtype=torch.int64)
+        a = torch.arange(alo, ahi + 1, dtype=torch.int64)
+        self.register_buffer("error_table", table - w[:, None] * a[None, :])
+        self.w_lo, self.a_lo = wlo, alo
+        self.is_exact = not bool(self.error_table.any())
+        self._cache: tuple[Any, torch.Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        return state
+
+    def extra_repr(self) -> str:
+        return f"multiplier={self.multiplier_name!r}, relative_power={self.relative_power:.3f}"
+
+    def _gather(self, w_codes: torch.Tensor, rows: int) -> torch.Tensor | None:
+        """The cached gather table, built when worth it (else None: direct gathers)."""
+        if self.is_exact:
+            return None
+        weight = self.layer.weight
+        key = (weight._version, weight.data_ptr(), tuple(w_codes.shape), self.error_table.data_ptr())
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        if rows < self.error_table.shape[1] and self.training:
+            return None  # weights change every step and the batch is small: gather per MAC instead
+        k = w_codes.shape[1]
+        emax = float(self.error_table.abs().max())
+        dt = torch.float32 if k * emax < _F32_EXACT else torch.float64
+        g = _gather_table(self.error_table, (w_codes - self.w_lo).long(), dt)
+        if g.numel() <= _G_CACHE_LIMIT:
+            self._cache = (key, g)
+        return g
+
+    def accumulate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact integer accumulators (float64, layer output layout) and the output scale."""
+        layer = self.layer
+        if not layer.act_calibrated:
+            raise StageError(f"layer {self.layer_name!r}: activation range not calibrated; run calibration data "
+                             "through the quantized model first")
+        xq = layer.input_codes(x)
+        wq = layer.weight_codes()
+        za = float(xq.zero_point.reshape(-1)[0])
+        out_ch = wq.codes.shape[0]
+        zw = wq.zero_point.reshape(-1).to(torch.float64)
+        zw = zw.expand(out_ch) if zw.numel() == 1 else zw
+        w2 = wq.codes.reshape(out_ch, -1)
+        if isinstance(layer, QuantConv2d):
+            if layer.groups != 1:
+                raise StageError(f"layer {self.layer_name!r}: approximate conv supports groups=1 only")
+            n = x.shape[0]
+            cols = unfold_codes(layer, xq.codes, za)
+            acc = integer_accumulate(cols, w2, None if self.is_exact else self.error_table, self.w_lo, self.a_lo,
+                                     self._gather(w2, cols.shape[0]))
+            acc = _zero_point_fix(acc, cols, w2, za, zw)
+            oh, ow = _conv_out_hw(layer, x.shape[-2:])
+            acc = acc.reshape(n, oh * ow, out_ch).transpose(1, 2).reshape(n, out_ch, oh, ow)
+            scale = (wq.scale.reshape(-1).to(torch.float64) * xq.scale.to(torch.float64)).reshape(-1, 1, 1)
+        else:
+            lead = x.shape[:-1]
+            xc = xq.codes.reshape(-1, x.shape[-1])
+            acc = integer_accumulate(xc, w2, None if self.is_exact else self.error_table, self.w_lo, self.a_lo,
+                                     self._gather(w2, xc.shape[0]))
+            acc = _zero_point_fix(acc, xc, w2, za, zw).reshape(*lead, out_ch)
+            scale = wq.scale.reshape(-1).to(torch.float64) * xq.scale.to(torch.float64)
+        return acc, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            acc, scale = self.accumulate(x)
+            out = dequantize_output(acc, scale, self.layer.bias)
+        if torch.is_grad_enabled() and self.training:
+            fq = self.layer(x)
+            return out.to(fq.dtype) + (fq - fq.detach())  # value: approximate; gradient: fake-quantized
+        return out
+
+
+def dequantize_output(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``acc * scale + bias`` in float32 (the one formula emulation and integer reference share)."""
+    out = (acc * scale).to(torch.float32)
+    if bias is not None:
+        shape = [1, -1] + [1] * (acc.dim() - 2) if acc.dim() > 2 else [-1]
+        out = out + bias.detach().to(torch.float32).reshape(shape)
+    return out
+
+
+def _zero_point_fix(acc: torch.Tensor, x: torch.Tensor, w: torch.Tensor, za: float, zw: torch.Tensor) -> torch.Tensor:
+    if za == 0 and not bool(zw.any()):
+        return acc
+    k = x.shape[1]
+    sw = w.to(torch.float64).sum(1)
+    sx = x.to(torch.float64).sum(1, keepdim=True)
+    return acc - za * sw[None, :] - sx * zw[None, :] + k * za * zw[None, :]
+
+
+def _conv_out_hw(layer: nn.Conv2d, hw: torch.Size) -> tuple[int, int]:
+    pads = layer._reversed_padding_repeated_twice
+    out = []
+    for i, size in enumerate(hw):
+        total = size + pads[2 * (1 - i)] + pads[2 * (1 - i) + 1]
+        k = layer.dilation[i] * (layer.kernel_size[i] - 1) + 1
+        out.append((total - k) // layer.stride[i] + 1)
+    return out[0], out[1]
+
+
+def approximable_layers(model: nn.Module) -> list[str]:
+    """Names of the quantized layers (plain or already approximate) an assignment may name, in order."""
+    names: list[str] = []
+    inside: list[str] = []
+    for name, m in model.named_modules():
+        if any(name.startswith(p + ".") for p in inside):
+            continue
+        if isinstance(m, ApproxLayer):
+            inside.append(name)
+            names.append(name)
+        elif isinstance(m, QuantLayer):
+            names.append(name)
+    return names
+
+
+def approx_layers(model: nn.Module) -> Iterator[tuple[str, ApproxLayer]]:
+    for name, m in model.named_modules():
+        if isinstance(m, ApproxLayer):
+            yield name, m
+
+
+def assignment_of(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """``{layer: {"name": multiplier, "relative_power": p}}`` of an approximate model (the flow artifact)."""
+    return {n: {"name": m.multiplier_name, "relative_power": m.relative_power} for n, m in approx_layers(model)}
+
+
+def approximate_model(model: nn.Module, assignment: Mapping[str, Multiplier | str], *,
+                      inplace: bool = False) -> nn.Module:
+    """A copy of ``model`` (or ``model`` itself) whose named quantized layers use the given multipliers.
+
+    Layers already approximate are re-assigned; layers not named keep their current form.
+    """
+    out = model if inplace else copy.deepcopy(model)
+    known = set(approximable_layers(out))
+    unknown = sorted(set(assignment) - known)
+    if unknown:
+        raise StageError(f"no quantized layer named {', '.join(map(repr, unknown))}; quantized layers are: "
+                         f"{', '.join(sorted(known)) or '(none: quantize the model first)'}")
+    for name, mult in assignment.items():
+        parent_name, _, attr = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        layer = getattr(parent, attr)
+        if isinstance(layer, ApproxLayer):
+            layer = layer.layer
+        setattr(parent, attr, ApproxLayer(layer, mult, name).to(layer.weight.device))
+    return out

@@ -1,0 +1,203 @@
+"""Detectors behind one small interface: a batch of fixed-size tiles in, per-tile detections out.
+
+* :class:`TinyCNNDetector`: the project's own tiny grid detector (``tinynet``), batched on the device.
+* :class:`HOGPeopleDetector`: OpenCV's pretrained HOG + linear SVM pedestrian detector (Dalal & Triggs,
+  CVPR 2005) via ``cv2.HOGDescriptor_getDefaultPeopleDetector`` (shipped by opencv 4.x).
+* any object with the same attributes and method (:class:`Detector` protocol), e.g. loaded from
+  ``file.py:factory`` by :func:`load_detector`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from crosslayer.config import check_range
+from crosslayer.detect.detections import Detections, MalformedDetectionsError, validate_detections
+from crosslayer.detect.tinynet import TinyGridDetector, count_macs, decode_grid
+from crosslayer.errors import ConfigError, ModelError
+
+__all__ = ["Detector", "HOGPeopleDetector", "TinyCNNDetector", "load_detector", "run_detector"]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """``input_size`` (width, height) of a tile; ``class_names``; ``macs_per_tile`` (0 when unknown);
+    ``detect(tiles)`` takes (K, h, w, 3) BGR uint8 and returns K ``Detections`` in tile pixels."""
+
+    input_size: tuple[int, int]
+    class_names: tuple[str, ...]
+    macs_per_tile: int
+
+    def detect(self, tiles: NDArray[np.uint8]) -> list[Detections]: ...
+
+
+def run_detector(detector: Detector, tiles: NDArray[np.uint8]) -> list[Detections]:
+    """``detector.detect(tiles)`` with its output checked (one ``Detections`` per tile, well-formed boxes)."""
+    name = type(detector).__name__
+    if len(tiles) == 0:
+        return []
+    out = detector.detect(tiles)
+    if not isinstance(out, (list, tuple)) or len(out) != len(tiles):
+        got = len(out) if isinstance(out, (list, tuple)) else type(out).__name__
+        raise MalformedDetectionsError(f"detector {name} returned {got} results for {len(tiles)} tiles; "
+                                       "expected a list with one Detections per tile")
+    checked = []
+    for d in out:
+        if isinstance(d, Detections):
+            checked.append(validate_detections(d.boxes, d.scores, d.classes, source=f"detector {name}",
+                                               num_classes=len(detector.class_names)))
+        elif isinstance(d, (tuple, list)) and len(d) == 3:
+            checked.append(validate_detections(*d, source=f"detector {name}", num_classes=len(detector.class_names)))
+        else:
+            raise MalformedDetectionsError(f"detector {name} returned a {type(d).__name__} for a tile; expected "
+                                           "Detections or a (boxes, scores, classes) tuple")
+    return checked
+
+
+def _fold_batchnorm(model: TinyGridDetector) -> torch.nn.Module:
+    """An inference copy with every conv + BatchNorm pair folded into one conv (same outputs, fewer passes)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    for block in fused.features:
+        if isinstance(block, torch.nn.Sequential) and isinstance(block[1], torch.nn.BatchNorm2d):
+            conv = block[0]
+            assert isinstance(conv, torch.nn.Conv2d)
+            block[0] = fuse_conv_bn_eval(conv, block[1])
+            block[1] = torch.nn.Identity()
+    return fused
+
+
+@dataclass
+class TinyCNNDetector:
+    """The tiny grid detector on tiles of ``input_size`` (multiples of its stride), batched, run with
+    ``threads`` torch threads (1 by default: see ``trainer.torch_threads``)."""
+
+    model: TinyGridDetector
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int] = (384, 384)
+    conf_threshold: float = 0.5
+    batch_size: int = 8
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 (an immutable default)
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        s = self.model.spec.stride
+        w, h = self.input_size
+        if w % s or h % s or w <= 0 or h <= 0:
+            raise ConfigError(f"tile size {w}x{h} is not allowed for the tiny detector; use positive multiples of {s}")
+        check_range("conf_threshold", self.conf_threshold, 0.0, 1.0, lo_open=True, hi_open=True)
+        self.model = self.model.to(self.device).eval()
+        self.macs_per_tile = count_macs(self.model, h, w)
+        self._infer = _fold_batchnorm(self.model)
+
+    @torch.no_grad()
+    def detect(self, tiles: NDArray[np.uint8]) -> list[Detections]:
+        from crosslayer.detect.trainer import torch_threads
+
+        with torch_threads(self.threads):
+            return self._detect(tiles)
+
+    def _detect(self, tiles: NDArray[np.uint8]) -> list[Detections]:
+        out: list[Detections] = []
+        for i in range(0, len(tiles), self.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(tiles[i:i + self.batch_size])).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(255.0)
+            raw = self._infer(x).float().cpu()
+            out.extend(decode_grid(raw, self.model.spec, conf_threshold=self.conf_threshold))
+        return out
+
+
+@dataclass
+class HOGPeopleDetector:
+    """OpenCV's default HOG people detector run on each tile (the HOG pipeline has no batch API).
+
+    ``upscale`` enlarges each tile first so that pedestrians smaller than the 64x128 window are found;
+    ``hit_threshold`` is the SVM margin; scores are the SVM margins squashed to (0, 1) by a logistic.
+    """
+
+    input_size: tuple[int, int] = (256, 256)
+    upscale: float = 1.0
+    hit_threshold: float = 0.0
+    scale: float = 1.05
+    class_names: tuple[str, ...] = ("person",)
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        check_range("upscale", self.upscale, 0.0, lo_open=True)
+        check_range("scale", self.scale, 1.0, lo_open=True)
+        if not hasattr(cv2, "HOGDescriptor_getDefaultPeopleDetector"):
+            raise ModelError("this OpenCV build has no default HOG people detector (opencv 5 dropped it); "
+                             "install opencv-python-headless<5")
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        w, h = self.input_size
+        # 64x128 window, 16x16 blocks, 8x8 stride, 8x8 cells, 9 bins: 3780 features per window.
+        windows = max(1, int((w * self.upscale - 64) // 8 + 1) * int((h * self.upscale - 128) // 8 + 1))
+        self.macs_per_tile = windows * 3780
+
+    def detect(self, tiles: NDArray[np.uint8]) -> list[Detections]:
+        old = cv2.getNumThreads()
+        cv2.setNumThreads(self.threads)  # one thread: tiles are small, and a shared CPU punishes more
+        try:
+            return self._detect(tiles)
+        finally:
+            cv2.setNumThreads(old)
+
+    def _detect(self, tiles: NDArray[np.uint8]) -> list[Detections]:
+        out = []
+        for tile in tiles:
+            img = tile if self.upscale == 1.0 else cv2.resize(tile, None, fx=self.upscale, fy=self.upscale,
+                                                                 interpolation=cv2.INTER_LINEAR)
+            if img.shape[0] < 128 or img.shape[1] < 64:
+                out.append(Detections.empty())
+                continue
+            rects, weights = self._hog.detectMultiScale(img, hitThreshold=self.hit_threshold, winStride=(8, 8),
+                                                        padding=(8, 8), scale=self.scale)
+            if len(rects) == 0:
+                out.append(Detections.empty())
+                continue
+            r = np.asarray(rects, np.float32) / self.upscale
+            boxes = np.stack([r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]], 1)
+            scores = (1.0 / (1.0 + np.exp(-np.asarray(weights, np.float32).reshape(-1)))).astype(np.float32)
+            out.append(Detections(boxes, scores, np.zeros(len(boxes), np.int64)))
+        return out
+
+
+def load_detector(spec: str) -> Detector:
+    """A user detector from ``path/to/file.py:factory`` (``factory()`` returns a :class:`Detector`)."""
+    path_s, _, factory = spec.partition(":")
+    path = Path(path_s)
+    if not factory or path.suffix != ".py":
+        raise ConfigError(f"detector {spec!r} is not allowed; use 'tiny', 'hog' or 'file.py:factory'")
+    if not path.is_file():
+        raise ModelError(f"detector file {str(path)!r} does not exist")
+    mod_name = f"_crosslayer_user_detector_{abs(hash(path.resolve()))}"
+    mspec = importlib.util.spec_from_file_location(mod_name, path)
+    if mspec is None or mspec.loader is None:
+        raise ModelError(f"cannot import detector file {str(path)!r}")
+    module = importlib.util.module_from_spec(mspec)
+    sys.modules[mod_name] = module
+    try:
+        mspec.loader.exec_module(module)
+    except Exception as exc:
+        raise ModelError(f"importing {str(path)!r} failed: {exc}") from exc
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        raise ModelError(f"{str(path)!r} has no callable {factory!r}")
+    det = fn()
+    if not isinstance(det, Detector):
+        raise ModelError(f"{spec} returned a {type(det).__name__}, not a detector: it needs input_size, "
+                         "class_names, macs_per_tile and detect(tiles)")
+    return det

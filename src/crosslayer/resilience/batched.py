@@ -1,0 +1,149 @@
+"""Evaluate many single-weight faults of one layer in one vectorised forward pass.
+
+A fault that changes one weight ``W[o, ...]`` by ``d`` changes only output channel (neuron) ``o`` of
+its layer, by ``d`` times one slice of the layer's input: ``d * x[:, i]`` for a linear layer,
+``d * x_pad[:, c, kh::stride, kw::stride]`` for a convolution. So instead of rebuilding the model per
+fault (as PyTorchFI does), a forward hook on the faulty layer takes the clean output of a batch of
+``B`` images, stacks ``K`` copies, adds each fault's rank-one correction and lets the rest of the
+network run on the ``K * B`` batch. The layers before the faulty one run once per ``B`` images,
+not once per fault. Hand-written because no fault-injection library exploits this structure.
+
+Assumes the layers after the faulty one treat the batch dimension independently (true for
+feed-forward CNNs; not for e.g. batch-norm in training mode, so the model is put in eval mode).
+Anything else (padding modes other than zeros, string padding, inputs with extra dims) falls back
+to patching the weight and running the full model per fault.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from crosslayer.quant import QuantLayer
+from crosslayer.resilience.inject import patched_weights
+
+__all__ = ["correct_counts", "fault_correct_counts"]
+
+log = logging.getLogger(__name__)
+
+
+def correct_counts(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> int:
+    """How many of ``images`` the model classifies correctly."""
+    dev = next(model.parameters()).device
+    total = 0
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            out = model(images[i:i + batch_size].to(dev))
+            total += int((out.argmax(1).cpu() == labels[i:i + batch_size]).sum())
+    return total
+
+
+def _supports_delta(m: nn.Module) -> bool:
+    if isinstance(m, nn.Linear):
+        return True
+    if isinstance(m, nn.Conv2d):
+        return m.padding_mode == "zeros" and not isinstance(m.padding, str)
+    return False
+
+
+def _delta_output(m: nn.Module, x: torch.Tensor, out: torch.Tensor, pos: tuple[torch.Tensor, ...],
+                  delta: torch.Tensor) -> torch.Tensor:
+    """``K`` faulty copies of ``out`` (shape ``(K * B, ...)``) for weight changes ``delta`` at ``pos``."""
+    k = delta.numel()
+    b = out.shape[0]
+    if isinstance(m, QuantLayer):
+        x = m.quant_input(x)
+    rep = out.unsqueeze(0).repeat(k, *([1] * out.dim()))
+    ar = torch.arange(k, device=out.device)
+    if isinstance(m, nn.Linear):
+        o, i = pos
+        contrib = x[:, i].T * delta[:, None]  # (K, B)
+        rep[ar, :, o] += contrib
+    else:
+        assert isinstance(m, nn.Conv2d)
+        o, c, kh, kw = pos
+        assert not isinstance(m.padding, str)  # _supports_delta ruled string padding out
+        ph, pw = m.padding
+        sh, sw = m.stride
+        dh, dw = m.dilation
+        hout, wout = out.shape[2], out.shape[3]
+        xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
+        cin = (o // (m.out_channels // m.groups)) * (m.in_channels // m.groups) + c
+        rows = kh[:, None] * dh + sh * torch.arange(hout, device=x.device)[None, :]  # (K, Hout)
+        cols = kw[:, None] * dw + sw * torch.arange(wout, device=x.device)[None, :]  # (K, Wout)
+        sl = xp[:, cin[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, K, Hout, Wout)
+        rep[ar, :, o] += sl.transpose(0, 1) * delta[:, None, None, None]
+    return rep.reshape(k * b, *out.shape[1:])
+
+
+def fault_correct_counts(model: nn.Module, layer: str, index: torch.Tensor, values: torch.Tensor,
+                         images: torch.Tensor, labels: torch.Tensor, *, budget_elems: int = 1 << 24,
+                         max_faults_per_pass: int = 128, method: str = "auto") -> torch.Tensor:
+    """Correctly classified images under each single fault ``weight.flat[index[k]] = values[k]`` of ``layer``.
+
+    Returns an int64 tensor of length ``K``. ``method``: ``auto`` (batched rank-one corrections when the
+    layer allows it) or ``direct`` (patch the weight, run the whole model, restore; the reference).
+    ``budget_elems`` bounds the faulty layer's stacked output (``K * B`` images) per pass.
+    """
+    m = model.get_submodule(layer)
+    w: torch.Tensor = m.weight  # type: ignore[assignment]
+    index = index.to(torch.int64).reshape(-1).cpu()
+    values = values.to(torch.float32).reshape(-1).cpu()
+    was_training = model.training
+    model.eval()
+    counts = torch.zeros(index.numel(), dtype=torch.int64)
+    try:
+        if method == "direct" or not _supports_delta(m):
+            for k in range(index.numel()):
+                with patched_weights(w, index[k:k + 1], values[k:k + 1]):
+                    counts[k] = correct_counts(model, images, labels)
+            return counts
+        dev = w.device
+        old = w.detach().reshape(-1)[index.to(dev)].cpu()
+        delta = values - old
+        pos = torch.unravel_index(index, tuple(w.shape))
+        per_image = _output_numel(model, m, images[:1].to(dev))
+        rows = max(1, budget_elems // max(1, per_image))
+        k_pass = max(1, min(max_faults_per_pass, index.numel(), rows))
+        b_pass = max(1, min(len(images), rows // k_pass))
+        state: dict[str, object] = {}
+
+        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+            sel = state["sel"]
+            assert isinstance(sel, slice)
+            p = tuple(t[sel].to(dev) for t in pos)
+            return _delta_output(mod, inp[0], out, p, delta[sel].to(dev, out.dtype))
+
+        handle = m.register_forward_hook(hook)
+        try:
+            with torch.inference_mode():
+                for i in range(0, len(images), b_pass):
+                    x = images[i:i + b_pass].to(dev)
+                    y = labels[i:i + b_pass]
+                    for s in range(0, index.numel(), k_pass):
+                        sel = slice(s, min(s + k_pass, index.numel()))
+                        state["sel"] = sel
+                        logits = model(x)
+                        kk = sel.stop - sel.start
+                        pred = logits.reshape(kk, len(y), -1).argmax(2).cpu()
+                        counts[sel] += (pred == y[None, :]).sum(1)
+        finally:
+            handle.remove()
+        return counts
+    finally:
+        model.train(was_training)
+
+
+def _output_numel(model: nn.Module, m: nn.Module, x: torch.Tensor) -> int:
+    """Per-image size of ``m``'s output (one probe forward)."""
+    seen: list[int] = []
+    h = m.register_forward_hook(lambda _m, _i, out: seen.append(out[0].numel()))
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        h.remove()
+    return seen[0] if seen else 1

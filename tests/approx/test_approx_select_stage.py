@@ -1,0 +1,111 @@
+"""Selection logic (with a synthetic score), MAC-weighted power, and the ``approximate`` flow stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from crosslayer.approx import (
+    SweepPoint,
+    approximable_layers,
+    assignment_of,
+    get_multiplier,
+    greedy_select,
+    layer_macs,
+    power_saving,
+    sensitivity_ranking,
+)
+from crosslayer.approx.stage import ApproximateConfig, approximate_stage
+from crosslayer.config import from_mapping
+from crosslayer.data import DataSplits
+from crosslayer.errors import ConfigError, StageError
+from crosslayer.flow import StageContext, load_flow_config, run_flow
+
+LAYERS = ["conv1", "conv2", "fc1", "fc2"]
+MACS = {"conv1": 288_000, "conv2": 1_600_000, "fc1": 400_000, "fc2": 5_000}
+
+
+def test_macs_and_power_saving(lenet5_int8: nn.Module) -> None:
+    macs = layer_macs(lenet5_int8, torch.zeros(1, 1, 28, 28))
+    assert macs == {"conv1": 20 * 24 * 24 * 25, "conv2": 50 * 8 * 8 * 500, "fc1": 500 * 800, "fc2": 10 * 500}
+    half = get_multiplier("etm4")  # relative power 0.5
+    assert power_saving({}, macs) == 0.0
+    assert power_saving({n: half for n in macs}, macs) == pytest.approx(0.5)
+    assert power_saving({"conv2": half}, macs) == pytest.approx(0.5 * macs["conv2"] / sum(macs.values()))
+
+
+def test_sensitivity_ranking_orders_by_mean_drop() -> None:
+    pts = [SweepPoint("a", "fc1", 1, 0, 0.5, 0.90), SweepPoint("b", "fc1", 1, 0, 0.5, 0.98),
+           SweepPoint("a", "conv1", 1, 0, 0.5, 0.97), SweepPoint("b", "conv1", 1, 0, 0.5, 0.97),
+           SweepPoint("a", "*", 1, 0, 0.5, 0.1)]
+    assert sensitivity_ranking(pts, 0.98) == ["conv1", "fc1"]
+    with pytest.raises(StageError):
+        sensitivity_ranking(pts[-1:], 0.98)
+
+
+def test_greedy_takes_cheapest_within_budget_in_ranking_order(lenet5_int8: nn.Module) -> None:
+    # Synthetic accuracy: each approximate layer costs a fixed amount per multiplier.
+    cost = {"etm4": 0.004, "drum4": 0.002, "trunc4": 0.0}
+    penalty = {"conv1": 1.0, "conv2": 1.0, "fc1": 3.0, "fc2": 1.0}
+
+    def score(model: nn.Module) -> float:
+        return 0.99 - sum(cost.get(a["name"], 0.0) * penalty[n] for n, a in assignment_of(model).items())
+
+    mults = [get_multiplier(n) for n in ("exact", "trunc4", "drum4", "etm4")]  # power 1, .84, .625, .5
+    sel = greedy_select(lenet5_int8, mults, ["fc1", "conv2", "conv1", "fc2"], score, budget_pp=0.7, macs=MACS)
+    # fc1 first: etm4 costs 1.2 pp > 0.7, drum4 0.6 pp fits; conv2 then: etm4 (0.4) breaks, drum4 (0.2) breaks
+    # (0.6 + 0.2 > 0.7), trunc4 fits; same for the rest.
+    assert {n: m.name for n, m in sel.assignment.items()} == {"fc1": "drum4", "conv2": "trunc4", "conv1": "trunc4",
+                                                              "fc2": "trunc4"}
+    assert sel.loss_pp == pytest.approx(0.6) and sel.trace[0] == {"layer": "fc1", "multiplier": "etm4",
+                                                                  "accuracy": pytest.approx(0.978), "accepted": False}
+    assert 0 < sel.power_saving < 1
+    with pytest.raises(StageError, match="not quantized layers"):
+        greedy_select(lenet5_int8, mults, ["fc7"], score, budget_pp=1, macs=MACS)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="unknown multiplier 'drum99'"):
+        from_mapping(ApproximateConfig, {"multipliers": ["drum99"]}, section="approximate")
+    with pytest.raises(ConfigError, match="budget_pp"):
+        from_mapping(ApproximateConfig, {"budget_pp": -1.0}, section="approximate")
+
+
+def test_stage_uses_resilience_ranking(lenet5_int8: nn.Module, mnist_small: DataSplits, tmp_path: Path) -> None:
+    data = DataSplits(train=mnist_small.train.subset(500), val=mnist_small.val.subset(200),
+                      test=mnist_small.test.subset(200))
+    ctx = StageContext(run_dir=tmp_path, flow=load_flow_config(None).flow, data=data, model=lenet5_int8,
+                       device=torch.device("cpu"), seed=0, artifacts={"resilience_ranking": ["fc2", "conv1"]})
+    cfg = ApproximateConfig(multipliers=("exact", "trunc6", "mitchell"), per_layer_sweep=False, budget_pp=1.0)
+    res = approximate_stage(ctx, cfg)
+    rep = res.report
+    assert res.model is None and set(res.publish) == {"approximate"}
+    assign = res.artifacts["multiplier_assignment"]
+    assert set(assign) == set(LAYERS) and all(set(v) == {"name", "relative_power"} for v in assign.values())
+    assert rep.tables[-1].rows[0][0] == "fc2"  # greedy visited the ranking's first layer first
+    assert any("resilience stage's ranking" in n for n in rep.notes)
+    assert not any("int8 copy" in n for n in rep.notes)  # the input was already int8
+    assert rep.metrics["accuracy_loss_pp"] <= 100 and 0 <= rep.metrics["test_accuracy"] <= 1
+    assert 0 <= rep.metrics["multiplier_power_saving"] < 1
+    assert approximable_layers(res.publish["approximate"]) == LAYERS
+
+
+def test_stage_in_a_flow_after_baseline(tmp_path: Path) -> None:
+    toml = tmp_path / "flow.toml"
+    toml.write_text('[flow]\nstages = ["baseline", "approximate"]\ntrain_limit = 2000\ntest_limit = 300\n'
+                    '[baseline]\nepochs = 1\n'
+                    '[approximate]\nmultipliers = ["exact", "trunc6", "etm4"]\nselect_limit = 200\n'
+                    'calibration_images = 200\n')
+    reports = run_flow(load_flow_config(toml), tmp_path / "run")
+    rep = reports[-1]
+    assert rep.stage == "approximate"
+    assert any("int8 copy" in n for n in rep.notes) and any("no resilience_ranking" in n for n in rep.notes)
+    assert len(rep.figures) == 1 and rep.figures[0].png[:4] == b"\x89PNG"
+    assert set(rep.metrics["multiplier_assignment"]) == set(LAYERS)
+    assert rep.metrics["test_samples"] == 300 and rep.metrics["greedy_evaluations"] >= 1
+    assert set(rep.metrics["uniform_sweep"]) == {"exact", "trunc6", "etm4"}
+    assert abs(rep.metrics["selection_accuracy_loss_pp"]) <= 0.5 + 1e-9 or rep.metrics["approximated_layers"] == 0
+    assert (tmp_path / "run" / "reports" / "approximate.json").is_file()

@@ -1,0 +1,86 @@
+import pytest
+import torch
+from torch import nn
+
+from crosslayer.security import (
+    CWConfig,
+    FGSMConfig,
+    HopSkipJumpConfig,
+    JSMAConfig,
+    PGDConfig,
+    REDAttackConfig,
+    TrISecConfig,
+    run_attack,
+)
+
+
+def test_fgsm_budget_and_determinism(lenet5_trained: nn.Module, sec_batch) -> None:
+    x, y = sec_batch
+    r = run_attack(lenet5_trained, x, y, FGSMConfig(eps=0.2))
+    assert r.adv.shape == x.shape and float(r.adv.min()) >= 0 and float(r.adv.max()) <= 1
+    assert float((r.adv - x).abs().max()) == pytest.approx(0.2, abs=1e-6)
+    assert 0.3 < r.metrics["success_rate"] <= 1.0
+    assert r.metrics["robust_accuracy"] < r.metrics["clean_accuracy"]
+    assert 0 < r.metrics["mean_ssim"] < 1
+    r2 = run_attack(lenet5_trained, x, y, FGSMConfig(eps=0.2))
+    assert torch.equal(r.adv, r2.adv)
+    assert run_attack(lenet5_trained, x, y, FGSMConfig(eps=0.0)).metrics["success_rate"] == 0.0
+
+
+def test_pgd_linf_stronger_than_fgsm_and_seeded(lenet5_trained: nn.Module, sec_batch) -> None:
+    x, y = sec_batch
+    cfg = PGDConfig(eps=0.15, steps=10)
+    a = run_attack(lenet5_trained, x, y, cfg, seed=1)
+    b = run_attack(lenet5_trained, x, y, cfg, seed=1)
+    c = run_attack(lenet5_trained, x, y, cfg, seed=2)
+    f = run_attack(lenet5_trained, x, y, FGSMConfig(eps=0.15))
+    assert torch.equal(a.adv, b.adv) and not torch.equal(a.adv, c.adv)
+    assert float((a.adv - x).abs().max()) <= 0.15 + 1e-6
+    assert a.metrics["success_rate"] >= f.metrics["success_rate"]
+    assert a.metrics["success_rate"] > 0.5
+
+
+def test_pgd_l2_ball_and_restarts(lenet5_trained: nn.Module, sec_batch) -> None:
+    x, y = sec_batch[0][:32], sec_batch[1][:32]
+    one = run_attack(lenet5_trained, x, y, PGDConfig(eps=1.5, norm="l2", steps=10), seed=0)
+    three = run_attack(lenet5_trained, x, y, PGDConfig(eps=1.5, norm="l2", steps=10, restarts=3), seed=0)
+    assert float((three.adv - x).flatten(1).norm(dim=1).max()) <= 1.5 + 1e-4
+    assert three.metrics["success_rate"] >= one.metrics["success_rate"]
+    assert 0 < one.metrics["success_rate"] < 1
+
+
+def test_jsma_targeted_l0(lenet5_trained: nn.Module, sec_batch) -> None:
+    x, y = sec_batch[0][:3], sec_batch[1][:3]
+    r = run_attack(lenet5_trained, x, y, JSMAConfig(gamma=0.08))
+    changed = ((r.adv - x).abs() > 1e-6).flatten(1).sum(1)
+    assert int(changed.max()) <= 2 * int(0.08 * 784 / 2)
+    assert r.metrics["success_rate"] > 0  # reaches the target (y + 1) on some images
+    assert bool((r.adv_pred[r.success] == (y[r.success] + 1) % 10).all())
+
+
+def test_cw_finds_smaller_l2_than_fgsm(lenet5_trained: nn.Module, sec_batch) -> None:
+    x, y = sec_batch[0][:4], sec_batch[1][:4]
+    cw = run_attack(lenet5_trained, x, y, CWConfig(steps=50, search_steps=1, c=20.0, lr=0.1))
+    assert cw.metrics["success_rate"] >= 0.75
+    f = run_attack(lenet5_trained, x, y, FGSMConfig(eps=0.3))
+    assert cw.metrics["mean_l2"] < f.metrics["mean_l2"]
+
+
+def test_decision_attacks_respect_query_budget(lenet5_trained: nn.Module, sec_batch) -> None:
+    x, y = sec_batch[0][:2], sec_batch[1][:2]
+    hsj = run_attack(lenet5_trained, x, y, HopSkipJumpConfig(max_queries=120, init_samples=20), seed=0)
+    red = run_attack(lenet5_trained, x, y, REDAttackConfig(max_queries=60), seed=0)
+    for r, budget in ((hsj, 120), (red, 60)):
+        assert r.queries is not None and int(r.queries.max()) <= budget
+        assert r.metrics["success_rate"] == 1.0  # decision-based attacks stay adversarial
+        assert r.metrics["mean_queries"] > 0
+        assert 0 < r.metrics["mean_l2"] < 28
+
+
+def test_trisec_keeps_ssim_and_correlation(lenet5_trained: nn.Module, sec_batch) -> None:
+    x, y = sec_batch[0][:4], sec_batch[1][:4]
+    cfg = TrISecConfig(steps=40, lr=0.03, min_ssim=0.7, min_corr=0.8)
+    r = run_attack(lenet5_trained, x, y, cfg, seed=0)
+    assert r.metrics["success_rate"] > 0
+    assert r.metrics["mean_ssim"] >= 0.7 - 1e-3  # skimage SSIM agrees with the constraint
+    assert bool((r.adv_pred[r.success] == (y[r.success] + 1) % 10).all())
