@@ -15,6 +15,7 @@ from crosslayer.approx import (
     get_multiplier,
     greedy_select,
     layer_macs,
+    paired_loss,
     power_saving,
     sensitivity_ranking,
 )
@@ -60,11 +61,58 @@ def test_greedy_takes_cheapest_within_budget_in_ranking_order(lenet5_int8: nn.Mo
     # (0.6 + 0.2 > 0.7), trunc4 fits; same for the rest.
     assert {n: m.name for n, m in sel.assignment.items()} == {"fc1": "drum4", "conv2": "trunc4", "conv1": "trunc4",
                                                               "fc2": "trunc4"}
-    assert sel.loss_pp == pytest.approx(0.6) and sel.trace[0] == {"layer": "fc1", "multiplier": "etm4",
-                                                                  "accuracy": pytest.approx(0.978), "accepted": False}
+    assert sel.loss_pp == pytest.approx(0.6) and sel.trace[0] == {
+        "layer": "fc1", "multiplier": "etm4", "accuracy": pytest.approx(0.978), "loss_pp": pytest.approx(1.2),
+        "margin_pp": 0.0, "accepted": False}
+    assert sel.margin_pp == 0.0 and sel.images == 0  # a float score gives no per-image outcomes
     assert 0 < sel.power_saving < 1
     with pytest.raises(StageError, match="not quantized layers"):
         greedy_select(lenet5_int8, mults, ["fc7"], score, budget_pp=1, macs=MACS)
+
+
+def test_paired_loss_standard_error() -> None:
+    ref = torch.tensor([1, 1, 1, 0, 1, 1, 0, 1, 1, 1], dtype=torch.bool)
+    cand = torch.tensor([1, 0, 1, 1, 0, 1, 0, 1, 1, 1], dtype=torch.bool)  # b = 2 lost, c = 1 gained
+    loss, se = paired_loss(ref, cand)
+    assert loss == pytest.approx(0.1) and se == pytest.approx(((2 + 1) - 1 / 10) ** 0.5 / 10)
+    assert paired_loss(ref, ref) == (0.0, 0.0)
+    with pytest.raises(StageError, match="differ in length"):
+        paired_loss(ref, cand[:5])
+
+
+def _outcomes(n: int, wrong: set[int]) -> torch.Tensor:
+    out = torch.ones(n, dtype=torch.bool)
+    out[sorted(wrong)] = False
+    return out
+
+
+def test_greedy_margin_rejects_noisy_loss(lenet5_int8: nn.Module) -> None:
+    """Per-image outcomes: an observed loss within budget is refused when loss + z * SE is not."""
+    n = 1000
+    ref = _outcomes(n, set(range(10)))  # 99.0 %
+    # drum4 on fc1: loses 6 images, gains 2 -> loss 0.4 pp, SE = sqrt(8 - 16/1000)/1000 = 0.283 pp
+    # trunc4: loses 1 image -> loss 0.1 pp, SE = 0.1 pp
+    per_image = {"drum4": _outcomes(n, set(range(2, 10)) | set(range(100, 106))),
+                 "trunc4": _outcomes(n, set(range(10)) | {100})}
+
+    def score(model: nn.Module) -> torch.Tensor:
+        names = {a["name"] for a in assignment_of(model).values()} - {"exact"}
+        return per_image[names.pop()] if names else ref
+
+    mults = [get_multiplier(n) for n in ("exact", "trunc4", "drum4")]
+    sel = greedy_select(lenet5_int8, mults, ["fc1"], score, budget_pp=0.5, macs=MACS, reference=ref,
+                        confidence=0.95)
+    first = sel.trace[0]
+    assert first["multiplier"] == "drum4" and first["loss_pp"] == pytest.approx(0.4)
+    assert first["margin_pp"] == pytest.approx(1.6449 * (8 - 16 / 1000) ** 0.5 / 10, rel=1e-3)
+    assert not first["accepted"]  # 0.4 pp < 0.5 pp, but 0.4 + 0.47 > 0.5
+    assert {k: m.name for k, m in sel.assignment.items()} == {"fc1": "trunc4"}
+    assert sel.loss_bound_pp == pytest.approx(0.1 + 1.6449 * 0.1, rel=1e-3) and sel.images == n
+    loose = greedy_select(lenet5_int8, mults, ["fc1"], score, budget_pp=0.5, macs=MACS, reference=ref,
+                          confidence=0.5)  # z = 0: the plain rule takes drum4
+    assert {k: m.name for k, m in loose.assignment.items()} == {"fc1": "drum4"}
+    with pytest.raises(ConfigError, match="confidence"):
+        greedy_select(lenet5_int8, mults, ["fc1"], score, budget_pp=0.5, macs=MACS, confidence=1.0)
 
 
 def test_config_validation() -> None:
@@ -107,5 +155,8 @@ def test_stage_in_a_flow_after_baseline(tmp_path: Path) -> None:
     assert set(rep.metrics["multiplier_assignment"]) == set(LAYERS)
     assert rep.metrics["test_samples"] == 300 and rep.metrics["greedy_evaluations"] >= 1
     assert set(rep.metrics["uniform_sweep"]) == {"exact", "trunc6", "etm4"}
-    assert abs(rep.metrics["selection_accuracy_loss_pp"]) <= 0.5 + 1e-9 or rep.metrics["approximated_layers"] == 0
+    # the acceptance rule: observed loss plus the paired confidence margin within the budget
+    assert rep.metrics["selection_margin_pp"] >= 0 and rep.metrics["selection_confidence"] == 0.95
+    assert (rep.metrics["selection_accuracy_loss_pp"] + rep.metrics["selection_margin_pp"] <= 0.5 + 1e-9
+            or rep.metrics["approximated_layers"] == 0)
     assert (tmp_path / "run" / "reports" / "approximate.json").is_file()

@@ -16,8 +16,11 @@ from crosslayer.approx.reference import IntegerReference, integer_reference_mode
 from crosslayer.approx.select import (
                                        Selection,
                                        SweepPoint,
+                                       as_accuracy,
+                                       correct_on,
                                        greedy_select,
                                        layer_macs,
+                                       paired_loss,
                                        per_layer_sweep,
                                        power_saving,
                                        sensitivity_ranking,
@@ -26,8 +29,9 @@ from crosslayer.approx.select import (
 from crosslayer.approx.tables import Multiplier, load_table, save_table
 
 __all__ = ["DEFAULT_NAMES", "FAMILIES", "ApproxLayer", "ErrorMetrics", "IntegerReference", "Multiplier", "Selection",
-           "SweepPoint", "approx_layers", "approximable_layers", "approximate_model", "assignment_of",
+           "SweepPoint", "approx_layers", "approximable_layers", "approximate_model", "as_accuracy",
+           "assignment_of", "correct_on",
            "error_metrics", "finetune", "get_multiplier", "greedy_select", "integer_accumulate",
            "integer_reference_model", "layer_macs", "library", "load_table", "operand_histograms",
-           "per_layer_sweep", "power_saving", "reference_accumulate", "resolve", "save_table",
+           "paired_loss", "per_layer_sweep", "power_saving", "reference_accumulate", "resolve", "save_table",
            "sensitivity_ranking", "uniform_metrics", "uniform_sweep"]

@@ -6,13 +6,30 @@ ISLPED 2014, and of Mrazek et al., ICCAD 2016): visit layers from the most resil
 cheapest multiplier whose *whole-model* accuracy, together with the choices already made, stays within
 ``budget_pp`` of the exact int8 model; layers where none fits keep the exact multiplier. The estimated
 power saving weighs each layer's multiplier by its share of the model's multiply-accumulates.
+
+Acceptance rule. The selection images are a sample, so an observed loss below the budget can be luck:
+many candidates are tried and the greedy keeps the lucky ones. When the evaluator gives per-image
+outcomes (:func:`correct_on`), a candidate is accepted only if the observed loss plus a one-sided
+confidence margin stays within the budget::
+
+    loss + z_c * SE <= budget,   SE = sqrt((b + c) - (b - c)^2 / n) / n
+
+where, on the same ``n`` images, ``b`` counts images the exact model gets right and the candidate wrong,
+``c`` the reverse, and ``z_c`` is the standard normal quantile of ``confidence`` (1.645 for 0.95). ``SE``
+is the standard error of the difference of two *dependent* (paired) proportions, the Wald interval
+behind McNemar's test (McNemar, Psychometrika 1947; Agresti, *Categorical Data Analysis*, 3rd ed.,
+Wiley 2013, Sec. 11.1). Pairing matters: both models see the same images, so only the images on which
+they disagree carry noise. An evaluator that returns a plain accuracy (a float) gives no per-image
+outcomes; the margin is then 0 and the rule is ``loss <= budget``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import torch
@@ -21,15 +38,17 @@ from torch import nn
 from crosslayer.approx.emulate import approximable_layers, approximate_model
 from crosslayer.approx.metrics import uniform_metrics
 from crosslayer.approx.tables import Multiplier
+from crosslayer.config import check_range
 from crosslayer.data import ImageDataset
 from crosslayer.errors import StageError
-from crosslayer.train import evaluate, progress
+from crosslayer.train import evaluate, predict, progress
 
-__all__ = ["Selection", "SweepPoint", "greedy_select", "layer_macs", "per_layer_sweep", "power_saving",
-           "sensitivity_ranking", "uniform_sweep"]
+__all__ = ["Selection", "SweepPoint", "accuracy_on", "as_accuracy", "correct_on", "greedy_select", "layer_macs",
+           "paired_loss", "per_layer_sweep", "power_saving", "sensitivity_ranking", "uniform_sweep"]
 
 log = logging.getLogger(__name__)
-Evaluator = Callable[[nn.Module], float]
+Outcome = float | torch.Tensor  # an accuracy, or per-image correctness (bool / 0-1 tensor, one entry per image)
+Evaluator = Callable[[nn.Module], Outcome]
 
 
 @dataclass(frozen=True)
@@ -46,20 +65,67 @@ class SweepPoint:
 
 @dataclass
 class Selection:
+    """The chosen assignment; ``margin_pp`` is the confidence margin of the accepted whole-model loss
+    (0 when the evaluator gave no per-image outcomes), ``images`` the selection images (0 if unknown)."""
+
     assignment: dict[str, Multiplier]
     accuracy: float
     reference_accuracy: float
     power_saving: float
     evaluations: int
     trace: list[dict[str, Any]] = field(default_factory=list)
+    margin_pp: float = 0.0
+    confidence: float = 0.95
+    images: int = 0
 
     @property
     def loss_pp(self) -> float:
         return 100.0 * (self.reference_accuracy - self.accuracy)
 
+    @property
+    def loss_bound_pp(self) -> float:
+        """Observed loss plus the confidence margin: what the acceptance rule held within the budget."""
+        return self.loss_pp + self.margin_pp
+
 
 def accuracy_on(data: ImageDataset, batch_size: int = 1000) -> Evaluator:
+    """Evaluator giving the accuracy (a float) on ``data``: no per-image outcomes, so no margin."""
     return lambda model: evaluate(model, data, batch_size).accuracy
+
+
+def correct_on(data: ImageDataset, batch_size: int = 1000) -> Callable[[nn.Module], torch.Tensor]:
+    """Evaluator giving per-image correctness (a bool tensor) on ``data``, for the paired margin."""
+    labels = data.labels
+
+    def score(model: nn.Module) -> torch.Tensor:
+        pred = predict(model, data.images, batch_size).argmax(1).cpu()
+        return pred == labels
+    return score
+
+
+def as_accuracy(outcome: Outcome) -> float:
+    """Accuracy of an evaluator's outcome (a float as it is, a per-image tensor its mean)."""
+    if isinstance(outcome, torch.Tensor):
+        if outcome.numel() == 0:
+            raise StageError("the evaluator returned no per-image outcomes (empty selection set)")
+        return float(outcome.to(torch.float64).mean())
+    return float(outcome)
+
+
+def paired_loss(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
+    """(accuracy loss, its standard error), both as fractions, of ``candidate`` against ``reference`` from
+    per-image correctness on the same images: ``(b - c) / n`` and ``sqrt((b + c) - (b - c)^2 / n) / n``
+    (dependent proportions, the Wald form behind McNemar's test; Agresti 2013, Sec. 11.1)."""
+    r, c_ = reference.reshape(-1).bool(), candidate.reshape(-1).bool()
+    if r.shape != c_.shape:
+        raise StageError(f"per-image outcomes differ in length: reference {r.numel()}, candidate {c_.numel()}")
+    n = r.numel()
+    if n == 0:
+        raise StageError("the evaluator returned no per-image outcomes (empty selection set)")
+    b = int((r & ~c_).sum())
+    c = int((~r & c_).sum())
+    var = max(0.0, (b + c) - (b - c) ** 2 / n)
+    return (b - c) / n, math.sqrt(var) / n
 
 
 def layer_macs(model: nn.Module, sample: torch.Tensor) -> dict[str, int]:
@@ -103,7 +169,7 @@ def uniform_sweep(qmodel: nn.Module, mults: Sequence[Multiplier], score: Evaluat
         task = bar.add_task("uniform sweep", total=len(mults), info="")
         for m in mults:
             met = uniform_metrics(m)
-            acc = score(approximate_model(qmodel, {n: m for n in layers}))
+            acc = as_accuracy(score(approximate_model(qmodel, {n: m for n in layers})))
             out.append(SweepPoint(m.name, "*", met.med, met.mred, m.relative_power, acc))
             bar.update(task, advance=1, info=f"{m.name} {acc:.4f}")
     return out
@@ -119,7 +185,7 @@ def per_layer_sweep(qmodel: nn.Module, mults: Sequence[Multiplier], score: Evalu
         for layer in names:
             for m in mults:
                 met = uniform_metrics(m)
-                acc = score(approximate_model(qmodel, {layer: m}))
+                acc = as_accuracy(score(approximate_model(qmodel, {layer: m})))
                 out.append(SweepPoint(m.name, layer, met.med, met.mred, m.relative_power, acc))
                 bar.update(task, advance=1, info=f"{layer} {m.name} {acc:.4f}")
     return out
@@ -137,38 +203,58 @@ def sensitivity_ranking(points: Sequence[SweepPoint], reference: float) -> list[
 
 
 def greedy_select(qmodel: nn.Module, mults: Sequence[Multiplier], ranking: Sequence[str], score: Evaluator, *,
-                  budget_pp: float, macs: Mapping[str, int], reference: float | None = None,
-                  single_layer: Mapping[tuple[str, str], float] | None = None) -> Selection:
-    """The greedy assignment described in the module docstring.
+                  budget_pp: float, macs: Mapping[str, int], reference: Outcome | None = None,
+                  single_layer: Mapping[tuple[str, str], float] | None = None,
+                  confidence: float = 0.95) -> Selection:
+    """The greedy assignment and acceptance rule described in the module docstring.
 
+    ``score`` gives an accuracy or per-image correctness (:func:`correct_on`; enables the paired
+    margin at ``confidence``). ``reference`` is the exact int8 model's outcome on the same images
+    (computed when None, or when it is a float but ``score`` gives per-image outcomes).
     ``single_layer[(layer, multiplier)]``, accuracies from :func:`per_layer_sweep`, prune candidates that
     already break the budget on their own (a necessary condition), saving evaluations.
     """
+    check_range("confidence", confidence, 0.5, 1.0, hi_open=True)
     layers = approximable_layers(qmodel)
     unknown = [n for n in ranking if n not in layers]
     if unknown:
         raise StageError(f"ranking names {', '.join(map(repr, unknown))}, not quantized layers of the model "
                          f"({', '.join(layers)})")
-    exact_model = approximate_model(qmodel, {})
-    ref = score(exact_model) if reference is None else reference
+    z = NormalDist().inv_cdf(confidence)
+    ref_out: Outcome = score(approximate_model(qmodel, {})) if reference is None else reference
+    ref = as_accuracy(ref_out)
     floor = ref - budget_pp / 100.0
     order = sorted(mults, key=lambda m: (m.relative_power, m.name))
     chosen: dict[str, Multiplier] = {}
     trace: list[dict[str, Any]] = []
-    evals, acc_now = 0, ref
+    evals, acc_now, margin_now = 0, ref, 0.0
     for layer in ranking:
         for m in order:
             if m.relative_power >= 1.0:
                 break
             if single_layer is not None and single_layer.get((layer, m.name), 1.0) < floor:
                 continue
-            acc = score(approximate_model(qmodel, {**chosen, layer: m}))
+            out = score(approximate_model(qmodel, {**chosen, layer: m}))
             evals += 1
-            ok = acc >= floor
-            trace.append({"layer": layer, "multiplier": m.name, "accuracy": acc, "accepted": ok})
+            acc = as_accuracy(out)
+            margin = 0.0
+            if isinstance(out, torch.Tensor):
+                if not isinstance(ref_out, torch.Tensor):  # per-image outcomes need the reference's too
+                    ref_out = score(approximate_model(qmodel, {}))
+                    evals += 1
+                if not isinstance(ref_out, torch.Tensor):
+                    raise StageError("the evaluator mixes accuracies and per-image outcomes")
+                _, se = paired_loss(ref_out, out)
+                margin = z * se
+            loss_pp, margin_pp = 100.0 * (ref - acc), 100.0 * margin
+            ok = loss_pp + margin_pp <= budget_pp + 1e-9
+            trace.append({"layer": layer, "multiplier": m.name, "accuracy": acc, "loss_pp": loss_pp,
+                          "margin_pp": margin_pp, "accepted": ok})
             if ok:
                 chosen[layer] = m
-                acc_now = acc
+                acc_now, margin_now = acc, margin_pp
                 break
-    log.info("greedy selection: %d evaluations, accuracy %.4f (reference %.4f)", evals, acc_now, ref)
-    return Selection(chosen, acc_now, ref, power_saving(chosen, macs), evals, trace)
+    n_img = ref_out.numel() if isinstance(ref_out, torch.Tensor) else 0
+    log.info("greedy selection: %d evaluations, accuracy %.4f (reference %.4f), margin %.3f pp at %.2f",
+             evals, acc_now, ref, margin_now, confidence)
+    return Selection(chosen, acc_now, ref, power_saving(chosen, macs), evals, trace, margin_now, confidence, n_img)

@@ -24,7 +24,8 @@ from crosslayer.approx.finetune import finetune
 from crosslayer.approx.metrics import error_metrics, operand_histograms, uniform_metrics
 from crosslayer.approx.plots import accuracy_vs_med
 from crosslayer.approx.select import (
-    accuracy_on,
+    as_accuracy,
+    correct_on,
     greedy_select,
     layer_macs,
     per_layer_sweep,
@@ -51,12 +52,15 @@ class ApproximateConfig:
     from 256x256 truth-table files (``path`` or ``path:relative_power``); ``power_overrides``: relative
     power per name. ``budget_pp``: allowed accuracy loss vs the exact int8 model, percentage points.
     ``select_limit`` / ``test_limit``: images of the validation / test split used (0 = all).
+    ``confidence``: one-sided confidence of the selection's acceptance rule (observed loss plus the paired
+    standard-error margin within the budget, see :mod:`crosslayer.approx.select`; 0.5 = no margin).
     """
 
     multipliers: tuple[str, ...] = DEFAULT_NAMES
     truth_tables: tuple[str, ...] = ()
     power_overrides: dict[str, float] = field(default_factory=dict)
     budget_pp: float = 0.5
+    confidence: float = 0.95
     select_on: Literal["val", "test"] = "val"
     select_limit: int = 1000
     test_limit: int = 0
@@ -68,6 +72,7 @@ class ApproximateConfig:
 
     def validate(self) -> None:
         check_range("budget_pp", self.budget_pp, 0.0, 100.0)
+        check_range("confidence", self.confidence, 0.5, 1.0, hi_open=True)
         check_range("select_limit", self.select_limit, 0)
         check_range("test_limit", self.test_limit, 0)
         check_range("finetune_epochs", self.finetune_epochs, 0, 100)
@@ -130,11 +135,12 @@ def approximate_stage(ctx: StageContext, cfg: ApproximateConfig) -> StageResult:
     sel_data = data.val if cfg.select_on == "val" else data.test
     sel_data = sel_data.subset(cfg.select_limit) if cfg.select_limit else sel_data
     test = data.test.subset(cfg.test_limit) if cfg.test_limit else data.test
-    score = accuracy_on(sel_data)
+    score = correct_on(sel_data)
     layers = approximable_layers(q)
     macs = layer_macs(q, data.test.images[:1].to(ctx.device))
     exact = approximate_model(q, {n: "exact" for n in layers})
-    ref = score(exact)
+    ref_out = score(exact)
+    ref = as_accuracy(ref_out)
 
     uni = uniform_sweep(q, mults, score)
     per = per_layer_sweep(q, mults, score) if cfg.per_layer_sweep else []
@@ -161,18 +167,18 @@ def approximate_stage(ctx: StageContext, cfg: ApproximateConfig) -> StageResult:
         rep.notes.append("no resilience_ranking artifact: layers ranked by this stage's own per-layer multiplier "
                          "sweep (mean accuracy drop, smallest first)")
     single = {(p.layer, p.multiplier): p.accuracy for p in per} or None
-    sel = greedy_select(q, mults, ranking, score, budget_pp=cfg.budget_pp, macs=macs, reference=ref,
-                        single_layer=single)
+    sel = greedy_select(q, mults, ranking, score, budget_pp=cfg.budget_pp, macs=macs, reference=ref_out,
+                        single_layer=single, confidence=cfg.confidence)
     model = approximate_model(q, {n: sel.assignment.get(n, "exact") for n in layers})
 
     if cfg.finetune_epochs and sel.assignment:
         train = data.train.subset(cfg.finetune_limit) if cfg.finetune_limit else data.train
-        before = score(model)
+        before = as_accuracy(score(model))
         finetune(model, train, data.val, TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, optimizer="adam",
                                                      weight_decay=0.0, batch_size=64), seed=ctx.seed)
         model.eval()
         rep.notes.append(f"AxNN fine-tuning, {cfg.finetune_epochs} epoch(s): {sel_data.split} accuracy "
-                         f"{before:.4f} -> {score(model):.4f}")
+                         f"{before:.4f} -> {as_accuracy(score(model)):.4f}")
 
     t0 = time.perf_counter()
     acc = evaluate(model, test).accuracy
@@ -194,11 +200,14 @@ def approximate_stage(ctx: StageContext, cfg: ApproximateConfig) -> StageResult:
     rep.add_table("Chosen assignment (layers most resilient first: " + ", ".join(ranking) + ")",
                   ["layer", "multiplier", "relative power", "MACs / image", "MED uniform", "MED layer operands",
                    "MRED layer operands", "bias layer operands"], rows)
-    rep.add_table("Greedy search trace", ["layer", "multiplier", f"{sel_data.split} accuracy", "accepted"],
-                  [[t["layer"], t["multiplier"], t["accuracy"], t["accepted"]] for t in sel.trace])
+    rep.add_table("Greedy search trace (accepted when loss + margin <= budget)",
+                  ["layer", "multiplier", f"{sel_data.split} accuracy", "loss pp", "margin pp", "accepted"],
+                  [[t["layer"], t["multiplier"], t["accuracy"], t["loss_pp"], t["margin_pp"], t["accepted"]]
+                   for t in sel.trace])
     rep.metrics.update({
         "test_accuracy": acc, "exact_int8_test_accuracy": ref_test, "fake_quant_test_accuracy": fq_test,
         "accuracy_loss_pp": 100.0 * (ref_test - acc), "selection_accuracy_loss_pp": sel.loss_pp,
+        "selection_margin_pp": sel.margin_pp, "selection_confidence": cfg.confidence,
         "budget_pp": cfg.budget_pp, "multiplier_power_saving": saving, "approximated_layers": len(sel.assignment),
         "greedy_evaluations": sel.evaluations, "emulation_images_per_s": len(test) / max(seconds, 1e-9),
         "test_samples": len(test), "selection_samples": len(sel_data),

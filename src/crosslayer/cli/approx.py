@@ -180,6 +180,8 @@ def eval_cmd(
 @handle_errors
 def select_cmd(
     budget: float = typer.Option(0.5, "--budget", help="Allowed accuracy loss in percentage points."),
+    confidence: float = typer.Option(0.95, "--confidence", help="One-sided confidence of the acceptance rule: "
+                                     "loss + paired standard-error margin <= budget (0.5 = no margin)."),
     names: str = typer.Option(None, "--names", help="Candidate multipliers, comma-separated (default: the "
                                                     "built-in library)."),
     table: list[str] = TableOpt, select_limit: int = typer.Option(1000, "--select-limit",
@@ -191,33 +193,37 @@ def select_cmd(
     setup_logging(False)
     from crosslayer.approx import (
         approximate_model,
+        as_accuracy,
         assignment_of,
         greedy_select,
         layer_macs,
         per_layer_sweep,
         sensitivity_ranking,
     )
-    from crosslayer.approx.select import accuracy_on
+    from crosslayer.approx.select import correct_on
     from crosslayer.config import check_range
     from crosslayer.train import evaluate
 
     check_range("--budget", budget, 0.0, 100.0)
+    check_range("--confidence", confidence, 0.5, 1.0, hi_open=True)
     q, splits, layers = _prepare(run, model, weights, data_dir, test_limit, seed)
     mults = _multipliers(names, table)
     val = splits.val.subset(select_limit) if select_limit else splits.val
-    score = accuracy_on(val)
+    score = correct_on(val)
     exact = approximate_model(q, {n: "exact" for n in layers})
     ref = score(exact)
     sweep = per_layer_sweep(q, mults, score)
-    ranking = sensitivity_ranking(sweep, ref)
+    ranking = sensitivity_ranking(sweep, as_accuracy(ref))
     sel = greedy_select(q, mults, ranking, score, budget_pp=budget, macs=layer_macs(q, splits.test.images[:1]),
-                        reference=ref, single_layer={(p.layer, p.multiplier): p.accuracy for p in sweep})
+                        reference=ref, single_layer={(p.layer, p.multiplier): p.accuracy for p in sweep},
+                        confidence=confidence)
     approx = approximate_model(q, {n: sel.assignment.get(n, "exact") for n in layers})
     acc, ref_test = evaluate(approx, splits.test).accuracy, evaluate(exact, splits.test).accuracy
     assigned = assignment_of(approx)
     res = {"assignment": assigned, "ranking": ranking, "power_saving": sel.power_saving,
            "test_accuracy": acc, "exact_int8_test_accuracy": ref_test, "accuracy_loss_pp": 100 * (ref_test - acc),
-           "selection_accuracy_loss_pp": sel.loss_pp, "evaluations": sel.evaluations}
+           "selection_accuracy_loss_pp": sel.loss_pp, "selection_margin_pp": sel.margin_pp,
+           "confidence": confidence, "selection_images": len(val), "evaluations": sel.evaluations}
     _write(out, "approx_select.json", res)
     emit(res, as_json, title="multiplier selection")
     if not as_json:

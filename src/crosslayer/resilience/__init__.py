@@ -1,7 +1,7 @@
 """Error resilience by fault and noise injection: fault models (pure tensor functions), targets
 (weights in place, activations via hooks), fast batched campaigns and their statistics."""
 
-from crosslayer.resilience.batched import correct_counts, fault_correct_counts
+from crosslayer.resilience.batched import campaign_correct_counts, correct_counts, fault_correct_counts
 from crosslayer.resilience.campaign import (
                                             CampaignResult,
                                             CellResult,
@@ -32,7 +32,8 @@ from crosslayer.resilience.stats import leveugle_sample_size, mean_interval, wil
 
 __all__ = ["FLOAT32", "CampaignResult", "CellResult", "FaultRecord", "LayerWeights", "TrialStats", "WordFormat",
            "activation_bitflips", "activation_hooks", "apply_word_mask", "ber_campaign", "ber_masks",
-           "bit_sensitivity", "code_format", "correct_counts", "evaluate_sites", "fault_correct_counts",
+           "bit_sensitivity", "campaign_correct_counts", "code_format", "correct_counts", "evaluate_sites",
+           "fault_correct_counts",
            "fault_layers", "flip_bits", "from_words", "gaussian_noise", "leveugle_sample_size", "mean_interval",
            "noise_campaign", "patched_weights", "random_fault_sites", "rank_layers", "sample_sites",
            "statistical_campaign", "stored_weights", "stuck_bits", "to_words", "uniform_noise", "wilson_interval"]

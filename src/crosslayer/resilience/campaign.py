@@ -2,8 +2,10 @@
 
 Sample sizes follow Leveugle et al. (DATE 2009) unless a fixed number of injections is given; every
 cell reports the mean accuracy drop with a Student-t interval and the share of *critical* faults
-(drop above ``critical_pp``) with a Wilson interval. Faults of one layer are evaluated together by
-:func:`crosslayer.resilience.batched.fault_correct_counts` on a fixed image subset.
+(drop above ``critical_pp``) with a Wilson interval. All faults of a campaign are evaluated together by
+:func:`crosslayer.resilience.batched.campaign_correct_counts` (one clean pass over the images, then only
+the network after each faulty layer, many faults per pass) on a fixed image subset; ``method="direct"``
+patches the weight and runs the whole model per fault (the reference).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import nn
 
 from crosslayer.config import check_range
 from crosslayer.quant import FixedPointSpec
-from crosslayer.resilience.batched import correct_counts, fault_correct_counts
+from crosslayer.resilience.batched import campaign_correct_counts, correct_counts, fault_correct_counts
 from crosslayer.resilience.faults import check_bit, sample_distinct
 from crosslayer.resilience.inject import LayerWeights, Representation, stored_weights
 from crosslayer.resilience.stats import leveugle_sample_size, mean_interval, wilson_interval
@@ -91,15 +93,23 @@ def evaluate_sites(model: nn.Module, lw: dict[str, LayerWeights], sites: dict[st
     one fault at a time, evaluated in batches; the drop is relative to ``base_correct`` correct images."""
     records: list[FaultRecord] = []
     n = len(labels)
+    total = sum(int(i.numel()) for i, _ in sites.values())
     with progress() as bar:
-        task = bar.add_task(desc, total=sum(int(i.numel()) for i, _ in sites.values()), info="")
+        task = bar.add_task(desc, total=total, info="")
+        if method == "auto":
+            faults = {name: (index, lw[name].faulty_values(index, bit)) for name, (index, bit) in sites.items()}
+            _, by_layer = campaign_correct_counts(model, faults, images, labels)
+        else:
+            by_layer = {}
+            for name, (index, bit) in sites.items():
+                values = lw[name].faulty_values(index, bit)
+                by_layer[name] = fault_correct_counts(model, name, index, values, images, labels, method=method)
+                bar.update(task, advance=int(index.numel()), info=name)
         for name, (index, bit) in sites.items():
-            values = lw[name].faulty_values(index, bit)
-            counts = fault_correct_counts(model, name, index, values, images, labels, method=method)
-            drops = (base_correct - counts).double() * 100.0 / n
+            drops = (base_correct - by_layer[name]).double() * 100.0 / n
             records += [FaultRecord(name, int(i), int(b), float(d))
                         for i, b, d in zip(index.tolist(), bit.tolist(), drops.tolist(), strict=True)]
-            bar.update(task, advance=int(index.numel()), info=name)
+        bar.update(task, completed=total)
     return records
 
 
