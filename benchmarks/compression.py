@@ -1,4 +1,4 @@
-"""Software-level compression of LeNet-5 and LeNet-300-100 on MNIST (issue 3), composed from the library:
+"""Software-level compression of LeNet-5 and LeNet-300-100 on MNIST, composed from the library:
 
 - baseline: ``crosslayer.train.fit_cached`` with the settings of benchmarks/baseline.py;
 - iterative class-blind magnitude pruning within a 0.1 pp validation budget
@@ -18,8 +18,8 @@
     python benchmarks/compression.py --quick             # smoke run, writes compression_quick.json
     python benchmarks/compression.py --models lenet5 --skip-peers
 
-The compressed LeNet-5 (pruned + quantized module) is saved to benchmarks/.work/compression/lenet5_compressed.pt
-for benchmarks/deploy.py. Writes benchmarks/results/compression.json.
+The compressed models (pruned + quantized modules) are saved to benchmarks/.work/compression/<model>_compressed.pt;
+benchmarks/deploy.py reads the LeNet-5 one. Writes benchmarks/results/compression.json.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, WORK, peak_rss_mb, write_results
+from _common import BASELINE_RECIPES, RESULTS, WORK, peak_rss_mb, write_results
 from crosslayer.data import DataSplits, load_splits
 from crosslayer.encode import pack_model
 from crosslayer.explore import one_loop, sequential, sweep
@@ -48,9 +48,8 @@ from crosslayer.quant.measure import MeasureConfig, quant_measurements
 from crosslayer.quant.storage import quantized_storage
 from crosslayer.train import TrainConfig, evaluate, fit_cached
 
-# benchmarks/baseline.py settings (shift augmentation is needed on the 9k subset)
-BASELINES = {"lenet5": TrainConfig(epochs=20, optimizer="sgd", lr=0.02, augment_shift=2),
-             "lenet300": TrainConfig(epochs=30, optimizer="sgd", lr=0.05, augment_shift=2)}
+# benchmarks/baseline.py settings
+BASELINES = {name: TrainConfig(**recipe) for name, recipe in BASELINE_RECIPES.items()}
 # iterative schedule: class-blind (one global threshold lets fc1 absorb most of the pruning, as in Han et al.),
 # small steps near the end where the budget bites, 2 fine-tuning epochs at a reduced learning rate per step
 _SCHEDULE = ScheduleConfig(scheme="class-blind", targets=(0.5, 0.75, 0.85, 0.9, 0.92, 0.94, 0.95), budget_pp=0.1,
@@ -77,8 +76,13 @@ class Plan:
     suffix: str
 
 
+# 4/4-bit QAT: 5 epochs at 1e-4; ternary (TWN) weights: 8 epochs at 1e-3, which the MLP needs to stay within 1 pp
+MEASURE = MeasureConfig(qat=QuantizeConfig(mode="qat", weight_bits=4, act_bits=4, qat_epochs=5, qat_lr=1e-4),
+                        ternary=QuantizeConfig(mode="ternary", act_bits=8, qat_epochs=8, qat_lr=1e-3))
+
+
 def full_plan() -> Plan:
-    return Plan(10000, None, BASELINES, PRUNE, JOINT_QUANT, MeasureConfig(),
+    return Plan(10000, None, BASELINES, PRUNE, JOINT_QUANT, MEASURE,
                 TrainConfig(epochs=1, lr=1e-3, optimizer="adam", weight_decay=0.0), 0,
                 TrainConfig(epochs=1, batch_size=64, lr=1e-3, optimizer="adam", weight_decay=0.0), "")
 
@@ -175,11 +179,10 @@ def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, seed: int
     res["seconds"] = time.perf_counter() - t_stage
     res["seconds_note"] = ("wall time of pruning + PTQ8/QAT4/ternary + both joint variants, baseline training "
                            f"excluded; load average {os.getloadavg()[0]:.1f} at the end")
-    if name == "lenet5":
-        chosen = seq.model if pick == "sequential" else ol.model
-        path = work / f"lenet5_compressed{plan.suffix}.pt"
-        torch.save(chosen, path)
-        res["compressed_model_path"] = str(path.relative_to(WORK.parents[1]))
+    chosen = seq.model if pick == "sequential" else ol.model
+    path = work / f"{name}_compressed{plan.suffix}.pt"
+    torch.save(chosen, path)
+    res["compressed_model_path"] = str(path.relative_to(WORK.parents[1]))
 
     # 4. the three schemes at equal sparsity, one plot (not part of the stage's seconds)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Selective Tile Processing vs. resize vs. all tiles (issue 6), measured on this machine.
+"""Selective Tile Processing vs. resize vs. all tiles, measured on this machine.
 
 1. Held-out synthetic 1920x1080 sequences (test backgrounds, seeds never used in training), the project's
    tiny grid detector on 384x384 tiles: recall, precision, AP@0.5 (pycocotools), FPS (median per-frame

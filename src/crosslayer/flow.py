@@ -19,6 +19,7 @@ import dataclasses
 import importlib
 import logging
 import pkgutil
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -184,6 +185,12 @@ def load_flow_config(path: str | Path | None = None, overrides: Mapping[str, Any
                           f"allowed: [flow] and one per stage: {', '.join(sorted(stages))}")
     cfgs: dict[str, Any] = {name: from_mapping(stages[name].config_cls, doc.get(name), section=name)
                             for name in flow.stages}
+    for name in doc:  # a section of a stage that is not run is still checked, so a typo never passes silently
+        if name not in cfgs:
+            from_mapping(stages[name].config_cls, doc[name], section=name)
+            if path is not None and "stages" not in (overrides or {}):
+                log.warning("section [%s] is configured but %r is not in flow.stages; it is not run",
+                            name, name)
     return ResolvedFlow(flow, cfgs)
 
 
@@ -296,10 +303,16 @@ _PUBLISHED = {"prune": "pruned", "quantize": "quantized", "approximate": "approx
 def run_flow(resolved: ResolvedFlow, run_dir: str | Path,
              on_stage: Callable[[str, Report], None] | None = None) -> list[Report]:
     """Run every stage of ``resolved`` in order, writing the run directory as it goes."""
+    fresh = not Path(run_dir).exists()
     run = ensure_writable_dir(run_dir)
     flow = resolved.flow
+    try:
+        ctx = build_context(run, flow)  # model, weights and data are checked before anything is written
+    except BaseException:
+        if fresh:
+            shutil.rmtree(run, ignore_errors=True)
+        raise
     atomic_write_text(run / "config.toml", resolved.to_toml())
-    ctx = build_context(run, flow)
     stages = available_stages()
     reports: list[Report] = []
     t_start = time.perf_counter()

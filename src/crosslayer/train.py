@@ -32,7 +32,7 @@ from crosslayer.data.split import Batches
 from crosslayer.fileio import save_torch
 
 __all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "predict", "progress",
-           "random_shift", "seed_everything"]
+           "random_affine", "random_shift", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class TrainConfig:
     gamma: float = 0.1
     optimizer: Literal["sgd", "adam"] = "sgd"
     augment_shift: int = 0
+    augment_rotate: float = 0.0     # degrees, random rotation in [-r, r]
+    augment_scale: float = 0.0      # random isotropic scale in [1 - s, 1 + s]
 
     def validate(self) -> None:
         check_range("epochs", self.epochs, 0)
@@ -63,6 +65,11 @@ class TrainConfig:
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("step_size", self.step_size, 1)
         check_range("augment_shift", self.augment_shift, 0, 8)
+        check_range("augment_rotate", self.augment_rotate, 0.0, 45.0)
+        check_range("augment_scale", self.augment_scale, 0.0, 0.5)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
 
 @dataclass
@@ -155,6 +162,26 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def random_affine(x: torch.Tensor, max_degrees: float, max_scale: float,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Rotate each image by a random angle in [-max_degrees, max_degrees] and scale it by a random factor in
+    [1 - max_scale, 1 + max_scale] about its centre (bilinear, zero fill).
+
+    The affine distortions of Simard et al., ICDAR 2003, which with translations lift a small-data MNIST
+    model by a few tenths of a point. One ``grid_sample`` per batch.
+    """
+    if max_degrees <= 0 and max_scale <= 0:
+        return x
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(max_degrees)
+    scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * max_scale
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    grid = nn.functional.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def _ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(model(x), y)
 
@@ -186,6 +213,7 @@ def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConf
             model.train()
             total, n = 0.0, 0
             for x, y in batches:
+                x = random_affine(x, cfg.augment_rotate, cfg.augment_scale, aug_gen)
                 x = random_shift(x, cfg.augment_shift, aug_gen)
                 x, y = x.to(dev), y.to(dev)
                 opt.zero_grad(set_to_none=True)
@@ -211,11 +239,18 @@ def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConf
     return TrainResult(best_acc, best_epoch, time.perf_counter() - t0, history)
 
 
+def _key_fields(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as it enters the cache key; options added later are left out at their neutral default,
+    so trainings cached before they existed stay valid."""
+    late = {"augment_rotate": 0.0, "augment_scale": 0.0}
+    return {k: v for k, v in to_mapping(cfg).items() if not (k in late and v == late[k])}
+
+
 def _cache_key(model_name: str, model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig,
                seed: int) -> str:
     payload = json.dumps({
         "model": model_name, "arch": repr(model), "train": train.fingerprint(), "val": val.fingerprint(),
-        "cfg": to_mapping(cfg), "seed": seed, "torch": torch.__version__, "v": 1,
+        "cfg": _key_fields(cfg), "seed": seed, "torch": torch.__version__, "v": 1,
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 

@@ -56,6 +56,9 @@ def test_malformed_toml_and_unknown_stage(tmp_path):
     f.write_text('[flow]\nstages = ["baseline"]\n[baseline]\nepochs = -2\n')
     with pytest.raises(ConfigError, match="epochs = -2 is out of range"):
         load_flow_config(f)
+    f.write_text('[flow]\nstages = ["baseline"]\n[prune]\nbudget_pp = -1\n')
+    with pytest.raises(ConfigError, match="budget_pp = -1.0 is out of range"):
+        load_flow_config(f)  # a section of a stage that is not run is validated too
 
 
 def test_default_flow_resolves():

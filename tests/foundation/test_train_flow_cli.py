@@ -103,6 +103,7 @@ def test_cli_bad_input_is_one_clear_error(tmp_path, args, message):
     assert res.exit_code == 2
     assert message in res.output
     assert "Traceback" not in res.output
+    assert not (tmp_path / "r").exists(), "a failed run must leave no run directory behind"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")

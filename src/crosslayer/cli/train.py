@@ -24,6 +24,8 @@ def train_cmd(
     lr: float = typer.Option(0.05, help="Initial learning rate (cosine schedule)."),
     optimizer: str = typer.Option("sgd", help="sgd (momentum 0.9) or adam."),
     augment_shift: int = typer.Option(0, help="Random translation augmentation, in pixels (0 = off)."),
+    augment_rotate: float = typer.Option(0.0, help="Random rotation augmentation, in degrees (0 = off)."),
+    augment_scale: float = typer.Option(0.0, help="Random scale augmentation, fraction (0.1 = 0.9-1.1x; 0 = off)."),
     weights: Path = typer.Option(None, "--weights", help="State dict to start from (loaded with weights_only=True)."),
     train_limit: int = typer.Option(0, help="Use only the first N training images (0 = all)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Train again even if a cached result exists."),
@@ -42,7 +44,8 @@ def train_cmd(
         "init_weights": str(weights) if weights else "", "train_limit": train_limit, "stages": ["baseline"],
     }).flow
     options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
-               "augment_shift": augment_shift, "use_cache": not no_cache}
+               "augment_shift": augment_shift, "augment_rotate": augment_rotate, "augment_scale": augment_scale,
+               "use_cache": not no_cache}
     if optimizer == "adam":
         options["weight_decay"] = 0.0
     cfg = from_mapping(BaselineConfig, options, section="train")

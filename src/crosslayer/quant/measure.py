@@ -1,4 +1,4 @@
-"""The three headline quantization measurements of the compression benchmark (issue 3):
+"""The three headline quantization measurements of the compression benchmark:
 8-bit post-training quantization of weights and activations, 4-bit with quantization-aware
 fine-tuning, and ternary (TWN) weights fine-tuned with the STE, each as a test-accuracy loss in
 percentage points against the float model. Reused by ``benchmarks/quant.py`` and the compression
