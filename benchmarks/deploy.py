@@ -1,4 +1,4 @@
-"""The deployable compressed LeNet-5 (issue 9): packed file, ONNX agreement, real speed, reader fuzzing.
+"""The deployable compressed LeNet-5: packed file, ONNX agreement, real speed, reader fuzzing.
 
 - packed file: the compressed LeNet-5 of benchmarks/compression.py (unstructured pruning + 4-bit QAT) through
   ``crosslayer.encode.pack_model``; its size and the accuracy of ``unpack_model`` of it;
@@ -42,10 +42,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, write_results
+from _common import BASELINE_RECIPES, WORK, write_results
 
 THREADS = 2
-BASELINE_CFG = dict(epochs=20, optimizer="sgd", lr=0.02, augment_shift=2)  # benchmarks/baseline.py settings
+BASELINE_CFG = BASELINE_RECIPES["lenet5"]  # benchmarks/baseline.py settings
 STRUCT_TARGETS = (0.3, 0.5, 0.6, 0.7, 0.75, 0.8)
 DIR = WORK / "deploy"
 
@@ -244,7 +244,7 @@ def main() -> None:
     DIR.mkdir(parents=True, exist_ok=True)
     data = load_splits("mnist", None, train_limit=2000 if args.quick else 10000,
                        test_limit=1000 if args.quick else None, seed=0)
-    bcfg = TrainConfig(**{**BASELINE_CFG, "epochs": 2 if args.quick else 20})  # type: ignore[arg-type]
+    bcfg = TrainConfig(**{**BASELINE_CFG, "epochs": 2 if args.quick else 20})
     base = build_model("lenet5")
     fit_cached("lenet5", base, data.train, data.val, bcfg, seed=0, desc="baseline lenet5")
     base.eval()

@@ -13,6 +13,7 @@ from crosslayer.encode import (
     huffman,
 )
 from crosslayer.encode.bits import pack_uint, unpack_uint
+from crosslayer.encode.sparse import relative_entries
 from crosslayer.errors import CrossLayerError
 
 
@@ -79,3 +80,23 @@ def test_huffman_decode_rejects_garbage():
     code = build_code(np.array([0, 0, 1, 2]))
     with pytest.raises(CrossLayerError):
         huffman.decode(b"\xff", 8, 50, code)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-8, 8), min_size=1, max_size=300), st.integers(1, 6))
+def test_relative_cover_tail_bounds_the_row_length(data, bits):
+    """With the tail covered, a row of k entries is shorter than (k + 1) * 2**bits (what the reader checks)."""
+    x = np.array(data, dtype=np.int64)
+    x[np.abs(x) < 6] = 0
+    vals, _ = encode_relative(x, bits)
+    tail_vals, tail_gaps = relative_entries(x, bits, cover_tail=True)
+    assert len(x) < (len(tail_vals) + 1) << bits
+    assert tail_vals[:len(vals)].tolist() == vals.tolist() and (tail_vals[len(vals):] == 0).all()
+    np.testing.assert_array_equal(decode_relative(tail_vals, tail_gaps, len(x)), x)
+
+
+def test_unpack_uint_matches_pack_for_every_width():
+    rng = np.random.default_rng(2)
+    for width in (1, 2, 7, 8, 13, 16, 31, 32):
+        v = rng.integers(0, 1 << width, size=101)
+        assert unpack_uint(pack_uint(v, width), 101, width).tolist() == v.tolist()

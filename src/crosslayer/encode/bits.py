@@ -10,7 +10,7 @@ import numpy as np
 
 from crosslayer.errors import CrossLayerError
 
-__all__ = ["pack_uint", "packed_nbytes", "unpack_uint"]
+__all__ = ["pack_uint", "packed_nbytes", "unpack_bits", "unpack_uint"]
 
 
 def packed_nbytes(count: int, width: int) -> int:
@@ -30,12 +30,28 @@ def pack_uint(values: np.ndarray, width: int) -> bytes:
 
 
 def unpack_uint(data: bytes, count: int, width: int) -> np.ndarray:
-    """Inverse of :func:`pack_uint`; raises if ``data`` is too short for ``count`` values."""
+    """Inverse of :func:`pack_uint`; raises if ``data`` is too short for ``count`` values.
+
+    Works one bit column at a time, so the temporary memory is one byte per stored bit plus the int64 result
+    (a packed stream is read from untrusted files: no ``count x width x 8``-byte intermediate).
+    """
     if not 1 <= width <= 32:
         raise CrossLayerError(f"bit width {width} out of range [1, 32]")
+    if count < 0:
+        raise CrossLayerError(f"negative value count {count}")
     need = packed_nbytes(count, width)
     if len(data) < need:
         raise CrossLayerError(f"bit stream too short: {len(data)} bytes for {count} values of {width} bits")
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, count=need))[: count * width]
-    weights = (np.uint64(1) << np.arange(width - 1, -1, -1, dtype=np.uint64))
-    return (bits.reshape(count, width).astype(np.uint64) * weights).sum(axis=1).astype(np.int64)
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, count=need))[: count * width].reshape(count, width)
+    out = np.zeros(count, dtype=np.int64)
+    for j in range(width):
+        out <<= 1
+        out |= bits[:, j]
+    return out
+
+
+def unpack_bits(data: bytes, count: int) -> np.ndarray:
+    """``count`` single bits (MSB first) as a bool array: the inverse of ``pack_uint(mask, 1)``."""
+    if count < 0 or len(data) < packed_nbytes(count, 1):
+        raise CrossLayerError(f"bit stream too short: {len(data)} bytes for {count} bits")
+    return np.unpackbits(np.frombuffer(data, dtype=np.uint8, count=packed_nbytes(count, 1)))[:count].astype(bool)

@@ -33,9 +33,20 @@ class Op:
         return {"kind": self.kind, "name": self.name, "params": {k: v for k, v in self.params}}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Op:
-        return cls(str(d["kind"]), str(d.get("name", "")),
-                   tuple((str(k), tuple(v) if isinstance(v, list) else v) for k, v in d.get("params", {}).items()))
+    def from_json(cls, d: Any) -> Op:
+        """Inverse of :meth:`to_json`; raises ``ValueError`` on anything but ``{"kind": str, "name": str,
+        "params": {str: value}}`` (lists become tuples)."""
+        if not isinstance(d, dict) or set(d) - {"kind", "name", "params"}:
+            raise ValueError(f"an op must be an object with keys kind / name / params, got {_short(d)}")
+        kind, name, params = d.get("kind"), d.get("name", ""), d.get("params", {})
+        if not isinstance(kind, str) or not isinstance(name, str) or not isinstance(params, dict):
+            raise ValueError(f"op kind and name must be strings and params an object, got {_short(d)}")
+        return cls(kind, name, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _pair(v: Any) -> tuple[int, int]:

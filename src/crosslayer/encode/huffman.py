@@ -116,6 +116,8 @@ def decode(stream: bytes, n_bits: int, count: int, code: HuffmanCode) -> np.ndar
         raise CrossLayerError("empty Huffman code for a non-empty stream")
     if n_bits > len(stream) * 8:
         raise CrossLayerError("Huffman stream shorter than its declared length")
+    if count > n_bits:
+        raise CrossLayerError(f"{n_bits} bits cannot hold {count} Huffman symbols (at least one bit each)")
     bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8))[:n_bits]
     words = code.codewords()
     # Canonical decoding tables: for each length, the first code and the index of its first symbol.
@@ -128,22 +130,21 @@ def decode(stream: bytes, n_bits: int, count: int, code: HuffmanCode) -> np.ndar
             i = int(np.argmax(code.lengths == ln))
             first_code[ln], first_index[ln] = words[i], i
     out = np.empty(count, dtype=np.int64)
-    pos, acc, ln, k = 0, 0, 0, 0
-    bl = bits.tolist()
-    n = len(bl)
-    while k < count:
-        if pos >= n:
-            raise CrossLayerError("Huffman stream ended before all symbols were decoded")
-        acc = (acc << 1) | bl[pos]
-        pos += 1
-        ln += 1
-        if ln > max_len:
-            raise CrossLayerError("invalid Huffman codeword in stream")
-        if count_len[ln] and 0 <= acc - first_code[ln] < count_len[ln]:
-            out[k] = code.symbols[first_index[ln] + acc - first_code[ln]]
-            k += 1
-            acc, ln = 0, 0
-    return out
+    acc, ln, k = 0, 0, 0
+    chunk = 1 << 16  # bits turned into a Python list at a time (bounded memory on any stream length)
+    for start in range(0, n_bits, chunk):
+        for bit in bits[start:start + chunk].tolist():
+            acc = (acc << 1) | bit
+            ln += 1
+            if ln > max_len:
+                raise CrossLayerError("invalid Huffman codeword in stream")
+            if count_len[ln] and 0 <= acc - first_code[ln] < count_len[ln]:
+                out[k] = code.symbols[first_index[ln] + acc - first_code[ln]]
+                k += 1
+                acc, ln = 0, 0
+                if k == count:
+                    return out
+    raise CrossLayerError("Huffman stream ended before all symbols were decoded")
 
 
 def codebook_bytes(code: HuffmanCode, symbol_bits: int, offset: int = 0) -> bytes:

@@ -21,19 +21,23 @@ __all__ = ["BitmaskEncoding", "RelativeCSR", "decode_relative", "encode_bitmask"
            "encode_relative", "relative_entries"]
 
 
-def relative_entries(row: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """(values, gaps) of one 1-D sequence with fillers; vectorised over the non-zeros."""
+def relative_entries(row: np.ndarray, index_bits: int, *, cover_tail: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(values, gaps) of one 1-D sequence with fillers; vectorised over the non-zeros.
+
+    ``cover_tail``: also bridge the zeros after the last non-zero with fillers, so fewer than
+    ``2**index_bits`` positions stay uncovered at the end. Then a row of ``k`` entries is at most
+    ``(k + 1) * 2**index_bits`` long, which lets a reader bound the size an encoding can claim.
+    """
     if not 1 <= index_bits <= 16:
         raise CrossLayerError(f"index_bits {index_bits} out of range [1, 16]")
     flat = np.asarray(row).ravel()
     pos = np.flatnonzero(flat)
-    if pos.size == 0:
-        return np.zeros(0, dtype=flat.dtype), np.zeros(0, dtype=np.int64)
-    runs = np.diff(np.concatenate(([-1], pos))) - 1          # zeros skipped before each non-zero
     span = 1 << index_bits                                    # a filler skips span-1 zeros and is itself one
+    n_tail = (flat.size - 1 - (int(pos[-1]) if pos.size else -1)) // span if cover_tail else 0
+    runs = np.diff(np.concatenate(([-1], pos))) - 1          # zeros skipped before each non-zero
     n_fill = runs // span
     rem = runs - n_fill * span
-    total = int(pos.size + n_fill.sum())
+    total = int(pos.size + n_fill.sum()) + n_tail
     values = np.zeros(total, dtype=flat.dtype)
     gaps = np.full(total, span - 1, dtype=np.int64)
     real_at = np.cumsum(n_fill + 1) - 1                       # index of each real entry after its fillers
@@ -98,12 +102,13 @@ def _as_matrix(w: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
 
 
-def encode_csr(w: np.ndarray, index_bits: int, *, transposed: bool = False) -> RelativeCSR:
-    """Relative-index CSR of ``w`` viewed as (rows = first axis, columns = the rest)."""
+def encode_csr(w: np.ndarray, index_bits: int, *, transposed: bool = False, cover_tail: bool = False) -> RelativeCSR:
+    """Relative-index CSR of ``w`` viewed as (rows = first axis, columns = the rest); ``cover_tail`` as in
+    :func:`relative_entries` (the packed file sets it)."""
     m = _as_matrix(w)
     if transposed:
         m = m.T
-    parts = [relative_entries(row, index_bits) for row in m]
+    parts = [relative_entries(row, index_bits, cover_tail=cover_tail) for row in m]
     values = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=m.dtype)
     gaps = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
     counts = np.array([len(p[0]) for p in parts], dtype=np.int64)
