@@ -1,6 +1,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from crosslayer.security import (
     CWConfig,
@@ -10,8 +11,11 @@ from crosslayer.security import (
     PGDConfig,
     REDAttackConfig,
     TrISecConfig,
+    fgsm,
+    pgd,
     run_attack,
 )
+from crosslayer.security.base import input_grad_only
 
 
 def test_fgsm_budget_and_determinism(lenet5_trained: nn.Module, sec_batch) -> None:
@@ -84,3 +88,48 @@ def test_trisec_keeps_ssim_and_correlation(lenet5_trained: nn.Module, sec_batch)
     assert r.metrics["success_rate"] > 0
     assert r.metrics["mean_ssim"] >= 0.7 - 1e-3  # skimage SSIM agrees with the constraint
     assert bool((r.adv_pred[r.success] == (y[r.success] + 1) % 10).all())
+
+
+def _reference_pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int,
+                        start: torch.Tensor) -> torch.Tensor:
+    """Madry et al.'s L-inf PGD step by step: ascend, project onto the eps-ball, clip to [0, 1]."""
+    adv = start.clone()
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
+        adv = adv.detach() + alpha * g.sign()
+        adv = torch.clamp(x + torch.clamp(adv - x, -eps, eps), 0.0, 1.0)
+    return adv
+
+
+def test_pgd_and_fgsm_match_the_textbook_update(lenet5_trained: nn.Module, sec_batch) -> None:
+    x, y = sec_batch[0][:32], sec_batch[1][:32]
+    model = lenet5_trained.eval()
+    flags = [p.requires_grad for p in model.parameters()]
+    cfg = PGDConfig(eps=0.2, steps=6, alpha=0.03)
+    adv = pgd(model, x, y, cfg, gen=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    start = (x + 0.2 * (torch.rand(x.shape, generator=gen) * 2 - 1)).clamp(0.0, 1.0)
+    ref = _reference_pgd_linf(model, x, y, 0.2, 0.03, 6, start)
+    assert float((adv - ref).abs().max()) <= 1e-6
+    assert float((adv - x).abs().max()) <= 0.2 + 1e-6 and float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+    assert torch.equal(fgsm(model, x, y, 0.1), (x + 0.1 * g.sign()).clamp(0.0, 1.0))
+    # the attacks leave the model's parameter flags and the caller's images untouched
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert not x.requires_grad and torch.equal(x, sec_batch[0][:32])
+
+
+def test_input_grad_only_restores_parameter_flags() -> None:
+    net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    net[1].bias.requires_grad_(False)
+    with input_grad_only(net):
+        assert not any(p.requires_grad for p in net.parameters())
+        x = torch.ones(1, 4, requires_grad=True)
+        (g,) = torch.autograd.grad(net(x).sum(), x)
+        assert g.shape == (1, 4)
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+    with pytest.raises(RuntimeError, match="boom"), input_grad_only(net):
+        raise RuntimeError("boom")
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]

@@ -36,7 +36,9 @@ def test_fine_pruning_zeroes_dormant_channels(lenet5_trained: nn.Module, mnist_s
     train, val = mnist_small.train.subset(1000), mnist_small.val.subset(300)
     res = fine_prune(lenet5_trained, train, val, FinePruneConfig(epochs=1, max_drop_pp=2.0, max_fraction=0.5), seed=0)
     assert 0 < len(res.pruned) <= 25
-    w = lenet5_trained.conv2.weight
+    conv2 = lenet5_trained.get_submodule("conv2")
+    assert isinstance(conv2, nn.Conv2d)
+    w = conv2.weight
     assert float(w.detach()[res.pruned].abs().sum()) == 0.0  # pruned channels stayed zero through fine-tuning
     assert res.val_accuracy_start - res.val_accuracy_pruned <= 0.02 + 1e-9
     assert res.val_accuracy_final > 0.9

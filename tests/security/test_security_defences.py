@@ -10,10 +10,12 @@ from crosslayer.security import (
     MedianFilter,
     PGDConfig,
     adversarial_loss,
+    adversarial_train,
     bpda,
     evaluate_defence,
     learn_thresholds,
 )
+from crosslayer.train import TrainConfig, evaluate
 
 
 def test_quantization_levels_and_bpda_gradient() -> None:
@@ -25,7 +27,7 @@ def test_quantization_levels_and_bpda_gradient() -> None:
     with bpda(q):
         xr2 = x.clone().requires_grad_(True)
         (q(xr2) * 2).sum().backward()
-    assert torch.equal(xr2.grad, torch.full_like(x, 2.0))  # identity backward
+    assert xr2.grad is not None and torch.equal(xr2.grad, torch.full_like(x, 2.0))  # identity backward
     assert q.bpda is False  # the context manager restored the flag
     with pytest.raises(ConfigError, match="levels"):
         InputQuantization(1)
@@ -82,6 +84,17 @@ def test_adversarial_loss_exceeds_clean(lenet5_trained: nn.Module, sec_batch) ->
     clean = nn.functional.cross_entropy(lenet5_trained(x), y)
     assert float(adv_loss.detach()) > float(clean.detach()) + 0.5
     adv_loss.backward()  # gradients reach the weights (it is a training loss)
-    assert lenet5_trained.fc2.weight.grad is not None
+    fc2 = lenet5_trained.get_submodule("fc2")
+    assert isinstance(fc2, nn.Linear) and fc2.weight.grad is not None
     ramp = adversarial_loss(PGDConfig(eps=0.2, steps=5), seed=0, ramp_steps=1000)
     assert float(ramp(lenet5_trained, x, y).detach()) < float(adv_loss.detach())  # eps 0.2/1000 at step 1
+
+
+def test_adversarial_train_ends_with_the_last_epoch(lenet5_trained: nn.Module, mnist_small) -> None:
+    train, val = mnist_small.train.subset(512), mnist_small.val.subset(200)
+    start = evaluate(lenet5_trained, val).accuracy
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.002, optimizer="adam", weight_decay=0.0)
+    res = adversarial_train(lenet5_trained, train, val, cfg, PGDConfig(eps=0.3, steps=3), seed=0)
+    final = evaluate(lenet5_trained, val).accuracy
+    assert final == pytest.approx(res.history[-1]["val_accuracy"])  # the last epoch's weights, not the best
+    assert final < start  # training on eps-0.3 examples costs clean accuracy: keeping the best would undo it

@@ -51,8 +51,12 @@ def adversarial_loss(attack: PGDConfig, *, seed: int = 0, clean_weight: float = 
 
 def adversarial_train(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig,
                       attack: PGDConfig, *, seed: int = 0, clean_weight: float = 0.0,
-                      ramp_epochs: float = 0.0) -> TrainResult:
-    """Train ``model`` in place on PGD examples (best clean validation epoch kept)."""
+                      ramp_epochs: float = 0.0, keep_best: bool = False) -> TrainResult:
+    """Train ``model`` in place on PGD examples; it ends holding the last epoch's weights.
+
+    ``keep_best=True`` keeps the best *clean* validation epoch instead, which favours the start model and
+    the early, small-epsilon epochs of the ramp over the robust end of training (Madry et al. keep the last).
+    """
     batches = (len(train) + cfg.batch_size - 1) // cfg.batch_size
     loss_fn = adversarial_loss(attack, seed=seed, clean_weight=clean_weight, ramp_steps=int(ramp_epochs * batches))
-    return fit(model, train, val, cfg, seed=seed, loss_fn=loss_fn, desc="adversarial training")
+    return fit(model, train, val, cfg, seed=seed, loss_fn=loss_fn, desc="adversarial training", keep_best=keep_best)

@@ -19,7 +19,7 @@ from torch import nn
 from crosslayer.errors import ConfigError, DataError, ModelError
 
 __all__ = ["INPUT_RANGE", "NORMS", "AttackResult", "Normalized", "check_eps", "check_inputs", "frozen",
-           "perturbation_norms", "ssim_scores", "summarize"]
+           "input_grad_only", "perturbation_norms", "ssim_scores", "summarize"]
 
 INPUT_RANGE = (0.0, 1.0)
 NORMS = ("linf", "l2")
@@ -91,6 +91,19 @@ def check_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 def _device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def input_grad_only(model: nn.Module) -> Iterator[nn.Module]:
+    """No parameter gradients (nor the activations saved for them) while attacking; mode untouched; restored on exit."""
+    flags = [(p, p.requires_grad) for p in model.parameters() if p.requires_grad]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crosslayer.security.base import check_eps
+from crosslayer.security.base import check_eps, input_grad_only
 from crosslayer.security.registry import register_attack
 
 __all__ = ["FGSMConfig", "fgsm"]
@@ -30,12 +30,12 @@ class FGSMConfig:
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *,
          target: torch.Tensor | None = None) -> torch.Tensor:
     """``clip(x + eps * sign(grad_x CE(model(x), y)))``; with ``target``, a step down the target's loss."""
-    x = x.detach().clone().requires_grad_(True)
-    logits = model(x)
-    loss = F.cross_entropy(logits, target) if target is not None else F.cross_entropy(logits, y)
-    (grad,) = torch.autograd.grad(loss, x)
+    x_in = x.detach().requires_grad_(True)  # a new leaf sharing x's storage (x itself is left alone)
+    with input_grad_only(model):
+        loss = F.cross_entropy(model(x_in), target if target is not None else y)
+        (grad,) = torch.autograd.grad(loss, x_in)
     step = -eps if target is not None else eps
-    return (x.detach() + step * grad.sign()).clamp_(0.0, 1.0)
+    return grad.sign_().mul_(step).add_(x).clamp_(0.0, 1.0)
 
 
 @register_attack("fgsm", FGSMConfig, "fast gradient sign method, one L-inf step (Goodfellow et al., 2015)")

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from crosslayer.config import check_range
-from crosslayer.security.base import check_eps, check_norm
+from crosslayer.security.base import check_eps, check_norm, input_grad_only
 from crosslayer.security.registry import register_attack
 
 __all__ = ["PGDConfig", "pgd"]
@@ -76,16 +76,21 @@ def _one_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig,
     x_adv = _random_start(x, cfg.eps, norm, gen) if cfg.random_start and cfg.eps > 0 else x.clone()
     alpha, sign = cfg.step_size, (-1.0 if target is not None else 1.0)
     goal = target if target is not None else y
+    if norm == "linf":  # the projection onto the ball and the input range in one clamp: [max(x-eps, 0), min(x+eps, 1)]
+        lo, hi = (x - cfg.eps).clamp_(min=0.0), (x + cfg.eps).clamp_(max=1.0)
     for _ in range(cfg.steps):
         x_adv.requires_grad_(True)
         loss = F.cross_entropy(model(x_adv), goal)
         for _ in range(cfg.eot_samples - 1):
             loss = loss + F.cross_entropy(model(x_adv), goal)
         (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach()  # the graph is gone: the step updates the buffer in place
         with torch.no_grad():
-            step = grad.sign() if norm == "linf" else grad / _flat_norm(grad)
-            x_adv = _project(x_adv.detach() + (sign * alpha) * step, x, cfg.eps, norm)
-    return x_adv.detach()
+            if norm == "linf":
+                x_adv.add_(grad.sign_(), alpha=sign * alpha).clamp_(min=lo, max=hi)
+            else:
+                x_adv = _project(x_adv.add_(grad.div_(_flat_norm(grad)), alpha=sign * alpha), x, cfg.eps, norm)
+    return x_adv
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, *, gen: torch.Generator | None = None,
@@ -93,6 +98,12 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, *, g
     """PGD adversarial examples for ``x`` (model frozen by the caller or not: gradients flow to inputs only)."""
     norm = check_norm(cfg.norm)
     gen = gen if gen is not None else torch.Generator().manual_seed(0)
+    with input_grad_only(model):
+        return _pgd_runs(model, x, y, cfg, norm, gen, target)
+
+
+def _pgd_runs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: PGDConfig, norm: str, gen: torch.Generator,
+              target: torch.Tensor | None) -> torch.Tensor:
     best = _one_run(model, x, y, cfg, norm, gen, target)
     if cfg.restarts == 1:
         return best
