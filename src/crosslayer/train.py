@@ -32,7 +32,7 @@ from crosslayer.data.split import Batches
 from crosslayer.fileio import save_torch
 
 __all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "predict", "progress",
-           "random_affine", "random_shift", "seed_everything"]
+           "random_affine", "random_shift", "seed_everything", "within_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def evaluate(model: nn.Module, data: ImageDataset, batch_size: int = 1000) -> Ev
     """Top-1 accuracy (fraction 0-1) and mean cross-entropy on ``data``."""
     logits = predict(model, data.images, batch_size)
     loss = float(nn.functional.cross_entropy(logits, data.labels)) if len(data) else float("nan")
-    acc = float((logits.argmax(1) == data.labels).float().mean()) if len(data) else float("nan")
+    acc = int((logits.argmax(1) == data.labels).sum()) / len(data) if len(data) else float("nan")
     return EvalResult(accuracy=acc, loss=loss, n=len(data))
 
 
@@ -133,6 +133,12 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def within_budget(loss_pp: float, budget_pp: float) -> bool:
+    """``loss_pp <= budget_pp`` up to rounding: a loss of exactly one image in a thousand is 0.1 pp, not
+    0.10000000000000009 pp, so it meets a 0.1 pp budget."""
+    return loss_pp <= budget_pp + 1e-6
 
 
 def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:

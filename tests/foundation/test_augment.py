@@ -65,3 +65,12 @@ def test_affine_options_are_validated_and_old_cache_keys_kept(mnist_small):
     key = _cache_key("lenet300", net, mnist_small.train, mnist_small.val, plain, 0)
     assert key == _cache_key("lenet300", net, mnist_small.train, mnist_small.val, off, 0)
     assert key != _cache_key("lenet300", net, mnist_small.train, mnist_small.val, on, 0)
+
+
+def test_within_budget_takes_one_image_in_a_thousand_as_exactly_the_budget():
+    from crosslayer.train import within_budget
+
+    one_image = 100.0 * (0.986 - 0.985)  # 0.10000000000000009 in floating point
+    assert one_image > 0.1
+    assert within_budget(one_image, 0.1)
+    assert not within_budget(100.0 * (0.986 - 0.984), 0.1)

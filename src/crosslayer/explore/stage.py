@@ -13,7 +13,7 @@ from crosslayer.explore.sweep import DesignPoint, sweep
 from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.prune import SCHEMES
 from crosslayer.report import Figure, Report
-from crosslayer.train import TrainConfig, evaluate
+from crosslayer.train import TrainConfig, evaluate, within_budget
 
 __all__ = ["ExploreConfig", "fig7", "fig8"]
 
@@ -105,7 +105,7 @@ def explore_stage(ctx: StageContext, cfg: ExploreConfig) -> StageResult:
                              for i, p in enumerate(points)]
     rep.add_table("Design points", ["scheme", "sparsity", "weight bits", "test accuracy", "storage bits",
                                     "compression", "non-zero MACs", "Pareto"], rows)
-    within = [p for p in points if 100 * (base_acc - p.test_accuracy) <= cfg.budget_pp]
+    within = [p for p in points if within_budget(100 * (base_acc - p.test_accuracy), cfg.budget_pp)]
     best = min(within, key=lambda p: p.storage_bits) if within else max(points, key=lambda p: p.test_accuracy)
     rep.metrics.update({"baseline_accuracy": base_acc, "points": len(points), "pareto_points": len(front),
                         "test_accuracy": best.test_accuracy, "sparsity": best.sparsity,

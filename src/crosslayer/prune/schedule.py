@@ -41,7 +41,7 @@ from crosslayer.prune.masks import (
     prunable_weights,
 )
 from crosslayer.prune.structured import Importance, count_macs, prunable_groups, prune_groups
-from crosslayer.train import TrainConfig, evaluate, fit, progress
+from crosslayer.train import TrainConfig, evaluate, fit, progress, within_budget
 
 __all__ = ["IterativePruner", "PruneOutcome", "ScheduleConfig", "rebuild_structure"]
 
@@ -56,6 +56,7 @@ class ScheduleConfig:
     ``targets``: increasing overall sparsities (unstructured) or channel fractions removed per group
     (``structured``), each in ``[0, 1)``. ``budget_pp``: allowed validation accuracy loss in
     percentage points. ``layers``: restrict pruning to these module names (empty: all Conv2d/Linear).
+    ``augment_shift``: random translation (pixels) during fine-tuning, as in the baseline's training.
     """
 
     scheme: Scheme = "class-blind"
@@ -69,6 +70,7 @@ class ScheduleConfig:
     layers: tuple[str, ...] = ()
     structured: bool = False
     importance: Importance = "l1"
+    augment_shift: int = 0
 
     def validate(self) -> None:
         if self.scheme not in SCHEMES:
@@ -84,12 +86,14 @@ class ScheduleConfig:
         check_range("finetune_lr", self.finetune_lr, 0.0, lo_open=True)
         check_range("batch_size", self.batch_size, 1)
         check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("augment_shift", self.augment_shift, 0, 8)
         if self.importance not in ("l1", "l2"):
             raise ConfigError(f"importance = {self.importance!r} is not allowed; choose 'l1' or 'l2'")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.finetune_epochs, batch_size=self.batch_size, lr=self.finetune_lr,
-                           optimizer=self.optimizer, weight_decay=self.weight_decay, schedule="cosine")
+                           optimizer=self.optimizer, weight_decay=self.weight_decay, schedule="cosine",
+                           augment_shift=self.augment_shift)
 
 
 @dataclass
@@ -191,8 +195,8 @@ class IterativePruner:
                 "lambda": lam, "params": params, "macs": count_macs(model, self.example),
                 "nonzero_macs": count_macs(model, self.example, nonzero=True),
                 "val_accuracy": val, "test_accuracy": test, "val_loss_pp": 100.0 * (b_val - val),
-                "test_loss_pp": 100.0 * (b_test - test), "within_budget": 100.0 * (b_val - val) <= self.cfg.budget_pp
-                + 1e-9, "seconds": seconds}
+                "test_loss_pp": 100.0 * (b_test - test),
+                "within_budget": within_budget(100.0 * (b_val - val), self.cfg.budget_pp), "seconds": seconds}
 
     def _step(self, model: nn.Module, masks: Masks, channels: dict[str, int], step: int,
               target: float) -> tuple[nn.Module, Masks, dict[str, int], float | None]:

@@ -20,7 +20,7 @@ from torch import nn
 from crosslayer.data import DataSplits
 from crosslayer.data.datasets import ImageDataset
 from crosslayer.quant.pipeline import QuantizeConfig, quantizable_layers, quantize_pipeline
-from crosslayer.train import evaluate, progress
+from crosslayer.train import evaluate, progress, within_budget
 
 __all__ = ["SweepPoint", "SweepResult", "bit_sweep", "lowest_within_budget"]
 
@@ -59,7 +59,7 @@ def lowest_within_budget(losses: Sequence[tuple[int, float]], budget_pp: float) 
     """Lowest width such that it and every wider width tried lose at most ``budget_pp`` (None if the widest fails)."""
     best = None
     for bits, loss in sorted(losses, key=lambda t: -t[0]):
-        if loss > budget_pp + 1e-9:
+        if not within_budget(loss, budget_pp):
             break
         best = bits
     return best
@@ -99,10 +99,10 @@ def bit_sweep(model: nn.Module, data: DataSplits, cfg: QuantizeConfig, *, eval_s
                 bar.update(task, info=f"QAT {b} bits")
                 p = _point(model, data, cfg, ev, ref, b, seed, qat=True)
                 qat_pts.append(p)
-                if p.loss_pp > cfg.budget_pp:
+                if not within_budget(p.loss_pp, cfg.budget_pp):
                     break
             res.points.extend(qat_pts)
-            ok = [p.bits for p in qat_pts if p.loss_pp <= cfg.budget_pp]
+            ok = [p.bits for p in qat_pts if within_budget(p.loss_pp, cfg.budget_pp)]
             res.whole_net_qat_bits = lowest_within_budget(
                 [(p.bits, p.loss_pp) for p in qat_pts], cfg.budget_pp) if ok else res.whole_net_bits
         if cfg.sweep_per_layer:
@@ -127,7 +127,7 @@ def _combine(model: nn.Module, data: DataSplits, cfg: QuantizeConfig, ev: ImageD
                                 layer_act_bits=dict(bits) if cfg.act_bits else {})
         acc = evaluate(quantize_pipeline(model, data, c, seed=seed).model, ev).accuracy
         widenable = [n for n in bits if bits[n] < widths[0]]
-        if 100.0 * (ref - acc) <= cfg.budget_pp + 1e-9 or not widenable:
+        if within_budget(100.0 * (ref - acc), cfg.budget_pp) or not widenable:
             break
         worst = max(widenable, key=lambda n: loss_at.get((n, bits[n]), 0.0))
         bits[worst] = min(b for b in widths if b > bits[worst])
