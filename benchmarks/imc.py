@@ -1,14 +1,20 @@
 """In-memory computing benchmark -> benchmarks/results/imc.json.
 
-1. LeNet-5 trained conventionally on 9k MNIST (the test fixture's cached training), programmed onto
-   ReRAM crossbars at a variation that costs it >= 5 pp; the same network fine-tuned with
-   variation-aware training (Long et al., DATE 2019). Accuracy over 10 chips (seeds) on the test set.
+1. The reference LeNet-5 (benchmarks/_common.BASELINE_RECIPES: SGD, 20 epochs, shift / rotation /
+   scale augmentation; 9k MNIST training images, 1k validation), programmed onto ReRAM crossbars at
+   a fixed log-normal variation (d2d 0.53, c2c 0.2; 16 levels, 8-bit DAC / ADC) that costs it >= 5 pp;
+   the same network fine-tuned from its trained weights with variation-aware training (Long et al.,
+   DATE 2019: one programming of the inference noise model per step, same augmentation). Accuracy
+   over 10 chips (seeds) on the 10k test images.
 2. One layer (LeNet-5 fc2, 500 -> 10, real inputs) side by side with IBM aihwkit's pure-PyTorch
    inference tile (TorchInferenceRPUConfig), matched settings: single differential pair in
-   [0, 25] uS, 8-bit DAC / ADC, abs-max input scaling, ADC bound 10; no programming noise, then
-   Gaussian programming noise of the same std. Output error statistics of both tools.
+   [0, 25] uS, 8-bit DAC / ADC, abs-max input scaling, ADC bound just above the largest output; no
+   programming noise, then Gaussian programming noise of the same std. Output error statistics of
+   both tools.
 
-Usage: .venv/bin/python benchmarks/imc.py [--test-limit N] [--seeds K] [--epochs E] [--threads T] [--skip-aihwkit]
+Usage: .venv/bin/python benchmarks/imc.py [--epochs E] [--lr LR] [--test-limit N] [--seeds K]
+       [--d2d D] [--c2c C] [--threads T] [--skip-aihwkit]
+The defaults are the reported setting.
 """
 
 from __future__ import annotations
@@ -24,9 +30,19 @@ from typing import Any
 
 import torch
 
-from _common import WORK, peer_venv, write_results  # type: ignore[import-not-found]
+from _common import BASELINE_RECIPES, WORK, peer_venv, write_results  # type: ignore[import-not-found]
 
 G_MAX = 25.0
+# The reported setting (``python benchmarks/imc.py`` with no arguments re-creates the results file). The
+# conventional model is the project's reference LeNet-5 (BASELINE_RECIPES, shared through the training cache);
+# the variation-aware fine-tuning keeps its data augmentation.
+BASELINE = BASELINE_RECIPES["lenet5"]
+AWARE_EPOCHS = 30
+AWARE_LR = 0.001
+# Training-noise strengths tried (multiples of the device sigma); the one with the best mean accuracy on the
+# validation images over chips VAL_CHIPS (not the test chips) is reported.
+NOISE_SCALES = (1.0, 1.3)
+VAL_CHIPS = tuple(range(100, 110))
 
 PEER = textwrap.dedent('''
     import json, sys, time
@@ -158,7 +174,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--test-limit", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=AWARE_EPOCHS, help="variation-aware fine-tuning epochs")
+    ap.add_argument("--lr", type=float, default=AWARE_LR, help="variation-aware fine-tuning learning rate")
+    ap.add_argument("--noise-scales", type=str, default=",".join(map(str, NOISE_SCALES)),
+                    help="training-noise multiples to try, chosen on validation chips")
     ap.add_argument("--d2d", type=float, default=0.53)
     ap.add_argument("--c2c", type=float, default=0.2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
@@ -172,19 +191,32 @@ def main() -> None:
     from crosslayer.models import build_model
     from crosslayer.train import TrainConfig, evaluate, fit_cached
 
+    # the shared MNIST files hold 10k training images: 9k train / 1k validation
     data = load_splits("mnist", None, train_limit=10000, test_limit=args.test_limit or None, seed=0)
     model = build_model("lenet5")
-    base_cfg = TrainConfig(epochs=4, batch_size=64, lr=0.002, optimizer="adam", weight_decay=0.0)
-    fit_cached("lenet5", model, data.train, data.val, base_cfg, seed=0, desc="baseline")
+    base_cfg = TrainConfig(**BASELINE)
+    t0 = time.perf_counter()
+    base = fit_cached("lenet5", model, data.train, data.val, base_cfg, seed=0, desc="baseline")
+    base_s = time.perf_counter() - t0
     model.eval()
     spec = CrossbarSpec(variation="lognormal", d2d_sigma=args.d2d, c2c_sigma=args.c2c)
     cal = data.train.images[:256]
     seeds = list(range(args.seeds))
 
-    t0 = time.perf_counter()
-    aware, tres = train_variation_aware(model, data.train, data.val, spec, AwareTrainConfig(epochs=args.epochs),
-                                        seed=0)
-    train_s = time.perf_counter() - t0
+    aug = {k: v for k, v in BASELINE.items() if "augment" in k}
+    selection: dict[str, dict[str, float]] = {}
+    best_val = -1.0
+    for scale in (float(v) for v in args.noise_scales.split(",")):
+        t0 = time.perf_counter()
+        cfg_s = AwareTrainConfig(epochs=args.epochs, lr=args.lr, noise_scale=scale, **aug)
+        net, res_s = train_variation_aware(model, data.train, data.val, spec, cfg_s, seed=0)
+        secs = time.perf_counter() - t0
+        val = statistics.fmean(crossbar_accuracy(net, spec, data.val, seeds=VAL_CHIPS, calibration=cal))
+        selection[str(scale)] = {"val_clean_accuracy": evaluate(net, data.val).accuracy,
+                                 "val_noisy_accuracy": val, "train_seconds": secs}
+        print(f"noise scale {scale}: validation accuracy on {len(VAL_CHIPS)} chips {val:.4f}", flush=True)
+        if val > best_val:
+            best_val, aware, tres, acfg, train_s = val, net, res_s, cfg_s, secs
     clean = evaluate(model, data.test).accuracy
     t0 = time.perf_counter()
     std = crossbar_accuracy(model, spec, data.test, seeds=seeds, calibration=cal)
@@ -197,13 +229,20 @@ def main() -> None:
         return statistics.fmean(v), statistics.pstdev(v)
 
     res: dict[str, Any] = {
-        "command": " ".join(sys.argv), "model": "lenet5", "train_images": len(data.train),
-        "test_images": len(data.test),
-        "baseline_training": {"epochs": 4, "optimizer": "adam", "lr": 0.002},
+        "command": " ".join(["benchmarks/imc.py", *sys.argv[1:]]), "model": "lenet5",
+        "train_images": len(data.train), "val_images": len(data.val), "test_images": len(data.test),
+        "baseline_training": {**{k: getattr(base_cfg, k) for k in base_cfg.__dataclass_fields__},
+                              "best_val_epoch": base.best_epoch, "val_accuracy": base.best_val_accuracy,
+                              "cached": base.cached, "seconds": base_s},
         "crossbar": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
         "total_sigma": spec.sigma,
-        "aware_training": {"epochs": args.epochs, "optimizer": "adam", "lr": 0.001, "seconds": train_s,
-                           "history": tres.history},
+        "aware_training": {"from": "baseline weights", "epochs": acfg.epochs, "optimizer": acfg.optimizer,
+                           "lr": acfg.lr, "schedule": "cosine", "noise_scale": acfg.noise_scale,
+                           "selection": {"rule": "best mean noisy accuracy on the validation images over chips "
+                                                 f"{VAL_CHIPS[0]}-{VAL_CHIPS[-1]}", "candidates": selection},
+                           **{k: getattr(acfg, k) for k in acfg.__dataclass_fields__ if "augment" in k},
+                           "noise": "one programming per step (levels, d2d + c2c log-normal), as at inference",
+                           "seconds": train_s, "history": tres.history},
         "chips": len(seeds),
         "clean_accuracy": clean,
         "crossbar_no_variation_accuracy": ideal,

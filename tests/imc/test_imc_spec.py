@@ -51,3 +51,5 @@ def test_stage_config_nested_errors() -> None:
         from_mapping(ImcConfig, {"crossbar": {"levles": 4}}, section="imc")
     with pytest.raises(ConfigError, match="epochs"):
         AwareTrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="augment_shift"):
+        AwareTrainConfig(augment_shift=9)

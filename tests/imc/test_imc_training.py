@@ -38,3 +38,22 @@ def test_variation_aware_training_improves_noisy_accuracy(lenet5_trained: nn.Mod
     std = sum(crossbar_accuracy(lenet5_trained, spec, test, seeds=seeds)) / 3
     aw = sum(crossbar_accuracy(aware, spec, test, seeds=seeds)) / 3
     assert aw > std + 0.02
+
+
+def test_augment_shift_reaches_the_training_loop() -> None:
+    """With the same seed, a shift-augmented fine-tuning sees other images, so it ends elsewhere."""
+    from crosslayer.data.datasets import ImageDataset
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 1, 8, 8, generator=g)
+    labels = torch.randint(0, 3, (64,), generator=g)
+    data = ImageDataset("toy", "train", images, labels, ("a", "b", "c"), "random")
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    spec = CrossbarSpec(d2d_sigma=0.1)
+    plain, _ = train_variation_aware(net, data, data, spec, AwareTrainConfig(epochs=1, batch_size=32), seed=0)
+    again, _ = train_variation_aware(net, data, data, spec, AwareTrainConfig(epochs=1, batch_size=32), seed=0)
+    shifted, _ = train_variation_aware(net, data, data, spec,
+                                       AwareTrainConfig(epochs=1, batch_size=32, augment_shift=2), seed=0)
+    assert torch.equal(plain[1].weight, again[1].weight)
+    assert not torch.allclose(plain[1].weight, shifted[1].weight)

@@ -30,20 +30,29 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class AwareTrainConfig:
-    """Fine-tuning schedule of variation-aware training; ``noise_scale`` multiplies the spec's sigmas
-    (Long et al. train at the device's own variation, i.e. 1.0)."""
+    """Fine-tuning schedule of variation-aware training (cosine learning-rate decay); ``noise_scale``
+    multiplies the spec's sigmas (Long et al. train at the device's own variation, i.e. 1.0);
+    ``augment_shift`` / ``augment_rotate`` / ``augment_scale`` are the data augmentations of
+    :class:`crosslayer.train.TrainConfig` (give them the baseline's values, so that the programming
+    noise is the only new ingredient of the fine-tuning)."""
 
     epochs: int = 1
     lr: float = 0.001
     batch_size: int = 64
     optimizer: Literal["sgd", "adam"] = "adam"
     noise_scale: float = 1.0
+    augment_shift: int = 0
+    augment_rotate: float = 0.0
+    augment_scale: float = 0.0
 
     def validate(self) -> None:
         check_range("epochs", self.epochs, 1)
         check_range("lr", self.lr, 0.0, lo_open=True)
         check_range("batch_size", self.batch_size, 1)
         check_range("noise_scale", self.noise_scale, 0.0)
+        check_range("augment_shift", self.augment_shift, 0, 8)
+        check_range("augment_rotate", self.augment_rotate, 0.0, 45.0)
+        check_range("augment_scale", self.augment_scale, 0.0, 0.5)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -83,7 +92,8 @@ def train_variation_aware(model: nn.Module, train: ImageDataset, val: ImageDatas
     train_spec = spec.replace(d2d_sigma=spec.d2d_sigma * s, c2c_sigma=spec.c2c_sigma * s)
     net = copy.deepcopy(model)
     tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, momentum=0.9, weight_decay=0.0,
-                       schedule="cosine", optimizer=cfg.optimizer)
+                       schedule="cosine", optimizer=cfg.optimizer, augment_shift=cfg.augment_shift,
+                       augment_rotate=cfg.augment_rotate, augment_scale=cfg.augment_scale)
     result = fit(net, train, val, tcfg, seed=seed, loss_fn=noisy_loss(train_spec, seed=seed),
                  desc="variation-aware", keep_best=False)
     log.info("variation-aware training: %d epoch(s), final val accuracy %.4f", cfg.epochs,
