@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--timing-limit", type=int, default=10000, help="test images timed (interleaved, medians)")
     ap.add_argument("--sweep-limit", type=int, default=10000, help="test images for the accuracy-vs-MED sweep")
     ap.add_argument("--select-limit", type=int, default=0, help="validation images used by the selection (0 = all)")
-    ap.add_argument("--confidence", type=float, default=0.95, help="one-sided confidence of the acceptance rule")
+    ap.add_argument("--confidence", type=float, default=0.99, help="one-sided confidence of the acceptance rule")
     ap.add_argument("--final-limit", type=int, default=10000, help="test images for the selected assignment")
     ap.add_argument("--bitexact-limit", type=int, default=1000, help="test images checked against the reference")
     ap.add_argument("--repeats", type=int, default=3)

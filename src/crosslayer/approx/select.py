@@ -15,7 +15,7 @@ confidence margin stays within the budget::
     loss + z_c * SE <= budget,   SE = sqrt((b + c) - (b - c)^2 / n) / n
 
 where, on the same ``n`` images, ``b`` counts images the exact model gets right and the candidate wrong,
-``c`` the reverse, and ``z_c`` is the standard normal quantile of ``confidence`` (1.645 for 0.95). ``SE``
+``c`` the reverse, and ``z_c`` is the standard normal quantile of ``confidence`` (1.645 for 0.95, 2.326 for the default 0.99). ``SE``
 is the standard error of the difference of two *dependent* (paired) proportions, the Wald interval
 behind McNemar's test (McNemar, Psychometrika 1947; Agresti, *Categorical Data Analysis*, 3rd ed.,
 Wiley 2013, Sec. 11.1). Pairing matters: both models see the same images, so only the images on which
@@ -75,7 +75,7 @@ class Selection:
     evaluations: int
     trace: list[dict[str, Any]] = field(default_factory=list)
     margin_pp: float = 0.0
-    confidence: float = 0.95
+    confidence: float = 0.99
     images: int = 0
 
     @property
@@ -205,7 +205,7 @@ def sensitivity_ranking(points: Sequence[SweepPoint], reference: float) -> list[
 def greedy_select(qmodel: nn.Module, mults: Sequence[Multiplier], ranking: Sequence[str], score: Evaluator, *,
                   budget_pp: float, macs: Mapping[str, int], reference: Outcome | None = None,
                   single_layer: Mapping[tuple[str, str], float] | None = None,
-                  confidence: float = 0.95) -> Selection:
+                  confidence: float = 0.99) -> Selection:
     """The greedy assignment and acceptance rule described in the module docstring.
 
     ``score`` gives an accuracy or per-image correctness (:func:`correct_on`; enables the paired

@@ -60,7 +60,7 @@ class ApproximateConfig:
     truth_tables: tuple[str, ...] = ()
     power_overrides: dict[str, float] = field(default_factory=dict)
     budget_pp: float = 0.5
-    confidence: float = 0.95
+    confidence: float = 0.99
     select_on: Literal["val", "test"] = "val"
     select_limit: int = 1000
     test_limit: int = 0

@@ -180,7 +180,7 @@ def eval_cmd(
 @handle_errors
 def select_cmd(
     budget: float = typer.Option(0.5, "--budget", help="Allowed accuracy loss in percentage points."),
-    confidence: float = typer.Option(0.95, "--confidence", help="One-sided confidence of the acceptance rule: "
+    confidence: float = typer.Option(0.99, "--confidence", help="One-sided confidence of the acceptance rule: "
                                      "loss + paired standard-error margin <= budget (0.5 = no margin)."),
     names: str = typer.Option(None, "--names", help="Candidate multipliers, comma-separated (default: the "
                                                     "built-in library)."),
