@@ -110,15 +110,11 @@ def input_grad_only(model: nn.Module) -> Iterator[nn.Module]:
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no parameter gradients while attacking; restores both on exit."""
     was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
     try:
-        yield model
+        with input_grad_only(model):
+            yield model
     finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
         model.train(was_training)
 
 
