@@ -14,13 +14,13 @@ confidence margin stays within the budget::
 
     loss + z_c * SE <= budget,   SE = sqrt((b + c) - (b - c)^2 / n) / n
 
-where, on the same ``n`` images, ``b`` counts images the exact model gets right and the candidate wrong,
-``c`` the reverse, and ``z_c`` is the standard normal quantile of ``confidence`` (1.645 for 0.95, 2.326 for the default 0.99). ``SE``
-is the standard error of the difference of two *dependent* (paired) proportions, the Wald interval
-behind McNemar's test (McNemar, Psychometrika 1947; Agresti, *Categorical Data Analysis*, 3rd ed.,
-Wiley 2013, Sec. 11.1). Pairing matters: both models see the same images, so only the images on which
-they disagree carry noise. An evaluator that returns a plain accuracy (a float) gives no per-image
-outcomes; the margin is then 0 and the rule is ``loss <= budget``.
+where, on the same ``n`` images, ``b`` counts images the exact model gets right and the candidate wrong, ``c``
+the reverse, and ``z_c`` is the standard normal quantile of ``confidence`` (1.645 for 0.95, 2.326 for the
+default 0.99). ``SE`` is the standard error of the difference of two *dependent* (paired) proportions, the
+Wald interval behind McNemar's test (McNemar, Psychometrika 1947; Agresti, *Categorical Data Analysis*, 3rd
+ed., Wiley 2013, Sec. 11.1). Pairing matters: both models see the same images, so only the images on which
+they disagree carry noise. An evaluator that returns a plain accuracy (a float) gives no per-image outcomes;
+the margin is then 0 and the rule is ``loss <= budget``.
 """
 
 from __future__ import annotations
