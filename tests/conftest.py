@@ -17,7 +17,7 @@ if "CROSSLAYER_DATA" not in os.environ and (_SHARED / "mnist").is_dir():
 
 from crosslayer.data import DataSplits, load_splits  # noqa: E402
 from crosslayer.models import build_model  # noqa: E402
-from crosslayer.train import TrainConfig, fit_cached  # noqa: E402
+from crosslayer.train import TrainConfig, fit_cached, seed_everything  # noqa: E402
 
 # Real data: the 10k MNIST training subset (9,000 train / 1,000 validation) and the first 2,000 test images.
 TRAIN_LIMIT, TEST_LIMIT = 10000, 2000
@@ -39,6 +39,7 @@ def mnist_small(data_dir: Path) -> DataSplits:
 
 
 def _trained(name: str, data: DataSplits) -> nn.Module:
+    seed_everything(0)  # the initial weights must not depend on which tests ran before this fixture
     model = build_model(name)
     fit_cached(name, model, data.train, data.val, QUICK_TRAIN, seed=0, desc=f"fixture {name}")
     return model.eval()
