@@ -50,9 +50,13 @@ class AwareTrainConfig:
         check_range("lr", self.lr, 0.0, lo_open=True)
         check_range("batch_size", self.batch_size, 1)
         check_range("noise_scale", self.noise_scale, 0.0)
-        check_range("augment_shift", self.augment_shift, 0, 8)
-        check_range("augment_rotate", self.augment_rotate, 0.0, 45.0)
-        check_range("augment_scale", self.augment_scale, 0.0, 0.5)
+        self.train_config()  # the schedule and augmentation are checked where they are used
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=0.9,
+                           weight_decay=0.0, schedule="cosine", optimizer=self.optimizer,
+                           augment_shift=self.augment_shift, augment_rotate=self.augment_rotate,
+                           augment_scale=self.augment_scale)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -91,10 +95,7 @@ def train_variation_aware(model: nn.Module, train: ImageDataset, val: ImageDatas
     s = cfg.noise_scale
     train_spec = spec.replace(d2d_sigma=spec.d2d_sigma * s, c2c_sigma=spec.c2c_sigma * s)
     net = copy.deepcopy(model)
-    tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, momentum=0.9, weight_decay=0.0,
-                       schedule="cosine", optimizer=cfg.optimizer, augment_shift=cfg.augment_shift,
-                       augment_rotate=cfg.augment_rotate, augment_scale=cfg.augment_scale)
-    result = fit(net, train, val, tcfg, seed=seed, loss_fn=noisy_loss(train_spec, seed=seed),
+    result = fit(net, train, val, cfg.train_config(), seed=seed, loss_fn=noisy_loss(train_spec, seed=seed),
                  desc="variation-aware", keep_best=False)
     log.info("variation-aware training: %d epoch(s), final val accuracy %.4f", cfg.epochs,
              result.history[-1]["val_accuracy"] if result.history else float("nan"))

@@ -86,7 +86,7 @@ class ScheduleConfig:
         check_range("finetune_lr", self.finetune_lr, 0.0, lo_open=True)
         check_range("batch_size", self.batch_size, 1)
         check_range("weight_decay", self.weight_decay, 0.0)
-        check_range("augment_shift", self.augment_shift, 0, 8)
+        self.train_config()  # checks the fine-tuning's augmentation where it is used
         if self.importance not in ("l1", "l2"):
             raise ConfigError(f"importance = {self.importance!r} is not allowed; choose 'l1' or 'l2'")
 
