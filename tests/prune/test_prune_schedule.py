@@ -51,6 +51,32 @@ def test_budget_stops_and_keeps_last_point_within(lenet300_trained: nn.Module, t
                                             if n.endswith("weight")), abs=2)
 
 
+def test_stop_confidence_needs_evidence_of_a_loss_beyond_budget(lenet300_trained: nn.Module,
+                                                                 tiny: DataSplits) -> None:
+    point = IterativePruner(lenet300_trained, tiny, ScheduleConfig(targets=(0.9,), budget_pp=100.0,
+                                                                   finetune_epochs=0), seed=0).run()
+    step = point.history[1]
+    loss, se = step["val_loss_pp"], step["val_loss_se_pp"]
+    assert loss > 0 and se > 0 and step["val_loss_lower_pp"] == pytest.approx(loss)  # z = 0 at 0.5
+    # a budget between the observed loss and its one-SE lower bound: the point rule stops, 95 % does not
+    budget = loss - se
+    strict = IterativePruner(lenet300_trained, tiny, ScheduleConfig(targets=(0.9,), budget_pp=budget,
+                                                                    finetune_epochs=0), seed=0).run()
+    assert strict.kept_step == 0 and "budget" in strict.stop_reason
+    lenient = IterativePruner(lenet300_trained, tiny, ScheduleConfig(targets=(0.9,), budget_pp=budget,
+                                                                     finetune_epochs=0, stop_confidence=0.95),
+                              seed=0).run()
+    rec = lenient.history[1]
+    assert lenient.kept_step == 1 and rec["within_budget"]
+    assert rec["val_loss_lower_pp"] == pytest.approx(loss - 1.6448536 * se, abs=1e-4)
+    # far beyond the budget even the lenient rule stops, and says with what confidence
+    far = IterativePruner(lenet300_trained, tiny, ScheduleConfig(targets=(0.9,), budget_pp=0.0,
+                                                                 finetune_epochs=0, stop_confidence=0.95),
+                          seed=0).run()
+    assert loss - 1.6448536 * se > 0  # 90 % of LeNet-300-100's weights removed without fine-tuning
+    assert far.kept_step == 0 and "0.95 confidence" in far.stop_reason
+
+
 def test_resume_gives_the_same_result(lenet300_trained: nn.Module, tiny: DataSplits, tmp_path: Path) -> None:
     cfg = ScheduleConfig(scheme="class-distribution", targets=(0.5, 0.85), budget_pp=50.0, finetune_epochs=1)
     full = IterativePruner(lenet300_trained, tiny, cfg, seed=3).run()
@@ -87,6 +113,8 @@ def test_structured_schedule_shrinks_lenet5(lenet5_trained: nn.Module, tiny: Dat
     ({"targets": [0.5, 1.0]}, r"targets\[1\] = 1.0 is out of range"),
     ({"targets": []}, "targets is empty"),
     ({"budget_pp": -0.5}, "budget_pp = -0.5 is out of range"),
+    ({"stop_confidence": 0.4}, "stop_confidence = 0.4 is out of range"),
+    ({"stop_confidence": 1.0}, "stop_confidence = 1.0 is out of range"),
     ({"scheme": "random"}, "class-blind"),
     ({"finetune_lr": 0.0}, "finetune_lr"),
 ])

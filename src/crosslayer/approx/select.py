@@ -26,7 +26,6 @@ the margin is then 0 and the rule is ``loss <= budget``.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -41,6 +40,7 @@ from crosslayer.approx.tables import Multiplier
 from crosslayer.config import check_range
 from crosslayer.data import ImageDataset
 from crosslayer.errors import StageError
+from crosslayer.stats import paired_loss
 from crosslayer.train import evaluate, predict, progress
 
 __all__ = ["Selection", "SweepPoint", "accuracy_on", "as_accuracy", "correct_on", "greedy_select", "layer_macs",
@@ -110,22 +110,6 @@ def as_accuracy(outcome: Outcome) -> float:
             raise StageError("the evaluator returned no per-image outcomes (empty selection set)")
         return float(outcome.to(torch.float64).mean())
     return float(outcome)
-
-
-def paired_loss(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
-    """(accuracy loss, its standard error), both as fractions, of ``candidate`` against ``reference`` from
-    per-image correctness on the same images: ``(b - c) / n`` and ``sqrt((b + c) - (b - c)^2 / n) / n``
-    (dependent proportions, the Wald form behind McNemar's test; Agresti 2013, Sec. 11.1)."""
-    r, c_ = reference.reshape(-1).bool(), candidate.reshape(-1).bool()
-    if r.shape != c_.shape:
-        raise StageError(f"per-image outcomes differ in length: reference {r.numel()}, candidate {c_.numel()}")
-    n = r.numel()
-    if n == 0:
-        raise StageError("the evaluator returned no per-image outcomes (empty selection set)")
-    b = int((r & ~c_).sum())
-    c = int((~r & c_).sum())
-    var = max(0.0, (b + c) - (b - c) ** 2 / n)
-    return (b - c) / n, math.sqrt(var) / n
 
 
 def layer_macs(model: nn.Module, sample: torch.Tensor) -> dict[str, int]:

@@ -31,6 +31,10 @@ def prune_cmd(
     dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist or fashion-mnist (ignored with RUN_DIR)."),
     scheme: str = typer.Option("class-blind", "--scheme", help="class-blind, class-uniform or class-distribution."),
     budget: float = typer.Option(0.1, "--budget", help="Allowed validation accuracy loss in percentage points."),
+    stop_confidence: float = typer.Option(
+        0.5, "--stop-confidence", help="Stop only when the validation images show a loss beyond --budget at this "
+                                       "one-sided confidence (paired test; 0.5: the observed loss decides)."),
+    shift: int = typer.Option(0, "--shift", help="Random shift (pixels) augmenting the fine-tuning."),
     targets: str = typer.Option("0.6,0.8,0.9,0.93,0.95", "--targets",
                                 help="Increasing sparsities (or channel fractions with --structured)."),
     structured: bool = typer.Option(False, "--structured", help="Remove whole channels instead of weights."),
@@ -62,7 +66,8 @@ def prune_cmd(
 
     cfg = from_mapping(ScheduleConfig, {
         "scheme": scheme, "targets": list(_floats(targets, "--targets")), "budget_pp": budget,
-        "structured": structured, "importance": importance, "finetune_epochs": epochs, "finetune_lr": lr,
+        "stop_confidence": stop_confidence, "augment_shift": shift, "structured": structured,
+        "importance": importance, "finetune_epochs": epochs, "finetune_lr": lr,
         "layers": [s.strip() for s in layers.split(",") if s.strip()]}, section="prune")
     limits = {"train_limit": train_limit or None, "test_limit": test_limit or None}
     if run_dir is not None:

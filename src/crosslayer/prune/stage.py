@@ -47,9 +47,10 @@ def fill_report(rep: Report, outcome: PruneOutcome, base_model: nn.Module, cfg: 
     if kept.get("lambda") is not None:
         rep.metrics["lambda"] = kept["lambda"]
     rep.add_table("Pruning steps", ["step", "target", "sparsity", "params", "nonzero MACs", "val acc", "test acc",
-                                    "val loss (pp)", "within budget", "seconds"],
+                                    "val loss (pp)", "± SE (pp)", "within budget", "seconds"],
                   [[h["step"], h["target"], h["sparsity"], h["params"], h["nonzero_macs"], h["val_accuracy"],
-                    h["test_accuracy"], h["val_loss_pp"], h["within_budget"], h["seconds"]]
+                    h["test_accuracy"], h["val_loss_pp"], h.get("val_loss_se_pp", 0.0), h["within_budget"],
+                    h["seconds"]]
                    for h in outcome.history])
     by_name = {x.name: x for x in storage.layers}
     rows: list[list[Any]] = []
