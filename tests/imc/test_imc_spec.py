@@ -53,3 +53,7 @@ def test_stage_config_nested_errors() -> None:
         AwareTrainConfig(epochs=0)
     with pytest.raises(ConfigError, match="augment_shift"):
         AwareTrainConfig(augment_shift=9)
+    with pytest.raises(ConfigError, match="augment_rotate"):
+        from_mapping(ImcConfig, {"aware_augment_rotate": -5.0}, section="imc")
+    cfg = from_mapping(ImcConfig, {"aware_augment_shift": 2, "aware_augment_scale": 0.1}, section="imc")
+    assert (cfg.aware_config().augment_shift, cfg.aware_config().augment_scale) == (2, 0.1)

@@ -90,6 +90,9 @@ def train_cmd(run: Path = _RUN, stage: str = _STAGE, model: str = _MODEL, weight
               out: Path = typer.Option(..., "--out", "-o", help="Where to write the fine-tuned state dict (.pt)."),
               epochs: int = typer.Option(1, help="Fine-tuning epochs."),
               lr: float = typer.Option(0.001, help="Learning rate (Adam)."),
+              shift: int = typer.Option(0, "--shift", help="Random shift augmentation (pixels)."),
+              rotate: float = typer.Option(0.0, "--rotate", help="Random rotation augmentation (degrees)."),
+              scale: float = typer.Option(0.0, "--scale", help="Random scale augmentation (fraction)."),
               train_limit: int = typer.Option(10000, help="Training images (0 = all)."),
               seed: int = SeedOpt, data_dir: str = DataDirOpt, as_json: bool = JsonOpt) -> None:
     """Variation-aware fine-tuning (Long et al., DATE 2019); writes the state dict to --out."""
@@ -101,8 +104,8 @@ def train_cmd(run: Path = _RUN, stage: str = _STAGE, model: str = _MODEL, weight
     spec = _spec(spec_file, sigma, variation, None)
     data = load_splits(dataset, data_dir, train_limit=train_limit or None, seed=seed)
     net = _model(run, stage, model, weights, data.test)
-    aware, res = train_variation_aware(net, data.train, data.val, spec, AwareTrainConfig(epochs=epochs, lr=lr),
-                                       seed=seed)
+    aware, res = train_variation_aware(net, data.train, data.val, spec, AwareTrainConfig(
+        epochs=epochs, lr=lr, augment_shift=shift, augment_rotate=rotate, augment_scale=scale), seed=seed)
     save_torch(out, aware.state_dict())
     emit({"val_accuracy": res.history[-1]["val_accuracy"] if res.history else float("nan"),
           "train_seconds": res.train_seconds, "sigma": spec.sigma, "out": str(out)}, as_json,

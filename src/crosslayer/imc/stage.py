@@ -35,7 +35,9 @@ class ImcConfig:
     (its ``d2d_sigma`` is swept over ``sigmas``, its ``adc_bits`` over ``adc_bits_sweep``).
     Variation-aware fine-tuning of the trained model: ``aware_epochs`` at ``aware_lr`` with ``aware_optimizer``
     (a small rate: 1e-3 for one epoch cost the demo's pruned LeNet-5 2.6 pp of clean accuracy and left it
-    below the conventional model on the noisy crossbar; 2 epochs at 2e-4 recover 0.85 pp). Evaluation:
+    below the conventional model on the noisy crossbar; 2 epochs at 2e-4 recover 0.85 pp), with the data
+    augmentation ``aware_augment_shift`` / ``aware_augment_rotate`` / ``aware_augment_scale`` (give the
+    baseline's values for longer fine-tuning, as benchmarks/imc.py does). Evaluation:
     ``seeds`` chips on the first ``eval_limit`` test images (0 = all); ADC ranges calibrated on
     ``calibration_images``."""
 
@@ -46,6 +48,9 @@ class ImcConfig:
     aware_epochs: int = 2
     aware_lr: float = 0.0002
     aware_optimizer: Literal["sgd", "adam"] = "adam"
+    aware_augment_shift: int = 0
+    aware_augment_rotate: float = 0.0
+    aware_augment_scale: float = 0.0
     seeds: int = 2
     eval_limit: int = 1000
     calibration_images: int = 256
@@ -61,9 +66,15 @@ class ImcConfig:
                 raise ConfigError("[imc] adc_bits_sweep[] = 1 is not allowed; use 0 (ideal) or 2-24")
         check_range("[imc] aware_epochs", self.aware_epochs, 1)
         check_range("[imc] aware_lr", self.aware_lr, 0.0, lo_open=True)
+        self.aware_config()  # the augmentation is checked where it is used
         check_range("[imc] seeds", self.seeds, 1)
         check_range("[imc] eval_limit", self.eval_limit, 0)
         check_range("[imc] calibration_images", self.calibration_images, 0)
+
+    def aware_config(self) -> AwareTrainConfig:
+        return AwareTrainConfig(epochs=self.aware_epochs, lr=self.aware_lr, optimizer=self.aware_optimizer,
+                                augment_shift=self.aware_augment_shift, augment_rotate=self.aware_augment_rotate,
+                                augment_scale=self.aware_augment_scale)
 
 
 def _sweep_plot(std: list[SweepPoint], aware: list[SweepPoint], *, title: str, xlabel: str, caption: str) -> Any:
@@ -112,9 +123,7 @@ def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
     cal = ctx.data.train.images[:cfg.calibration_images] if cfg.calibration_images else None
     seeds = [ctx.seed * 1000 + i for i in range(cfg.seeds)]
 
-    aware, tres = train_variation_aware(model, ctx.data.train, ctx.data.val, spec,
-                                        AwareTrainConfig(epochs=cfg.aware_epochs, lr=cfg.aware_lr,
-                                                                     optimizer=cfg.aware_optimizer), seed=ctx.seed)
+    aware, tres = train_variation_aware(model, ctx.data.train, ctx.data.val, spec, cfg.aware_config(), seed=ctx.seed)
     ideal = spec.replace(d2d_sigma=0.0, c2c_sigma=0.0, stuck_on_rate=0.0, stuck_off_rate=0.0)
     digital = {"conventional": evaluate(model, test).accuracy, "aware": evaluate(aware, test).accuracy}
     op: dict[str, tuple[float, ...]] = {}
