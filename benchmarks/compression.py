@@ -118,7 +118,8 @@ def _loss(base: float, acc: float) -> float:
     return 100.0 * (base - acc)
 
 
-def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, seed: int = 0) -> dict[str, Any]:
+def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, resume: bool = False,
+              seed: int = 0) -> dict[str, Any]:
     t_start = time.perf_counter()
     res: dict[str, Any] = {}
     work = WORK / "compression"
@@ -136,6 +137,8 @@ def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, seed: int
 
     # 1. iterative pruning within budget (state file: a rerun or the joint run below resumes it)
     state = work / f"{name}_prune{plan.suffix}.pt"
+    if not resume:  # a resumed schedule would leave its fine-tuning out of the stage's wall time
+        state.unlink(missing_ok=True)
     t0 = time.perf_counter()
     pr = IterativePruner(model, data, plan.prune[name], seed=seed, state_path=state).run()
     kept = pr.kept
@@ -223,6 +226,8 @@ def main() -> None:
     ap.add_argument("--models", default="lenet5,lenet300")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run; writes compression_quick.json")
     ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="resume an interrupted pruning schedule (its earlier steps then miss from `seconds`)")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -234,7 +239,7 @@ def main() -> None:
                            "load_average_start": list(os.getloadavg())}
     for name in args.models.split(","):
         print(f"== {name}", flush=True)
-        out[name] = run_model(name, data, plan, peers=not args.skip_peers)
+        out[name] = run_model(name, data, plan, peers=not args.skip_peers, resume=args.resume)
         print({k: v for k, v in out[name].items() if not isinstance(v, dict | list)}, flush=True)
     out["load_average_end"] = list(os.getloadavg())
     out["peak_rss_mb"] = peak_rss_mb()
