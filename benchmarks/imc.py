@@ -121,17 +121,13 @@ def clip_bias(x: torch.Tensor, w: torch.Tensor, sigma_rel: float, g_max: float) 
     s = sigma_rel * g_max, and negative results are clipped, so E[G'] - G = s phi(G/s) - G Phi(-G/s)
     (the mean of a normal truncated at 0). The weight error's mean is that of G+ minus that of G-, in
     weight units; the output bias is x @ bias^T."""
-    from statistics import NormalDist
-
-    nd = NormalDist()
     s = sigma_rel * g_max
     scale = float(w.abs().max()) / g_max  # weight per uS
 
     def shift(g: torch.Tensor) -> torch.Tensor:
         u = (g / s).double()
         phi = torch.exp(-0.5 * u * u) / (2 * torch.pi) ** 0.5
-        cdf_neg = torch.tensor([nd.cdf(-v) for v in u.reshape(-1).tolist()], dtype=torch.float64).reshape(u.shape)
-        return s * phi - g.double() * cdf_neg
+        return s * phi - g.double() * torch.special.ndtr(-u)
 
     g_pos, g_neg = w.clamp(min=0) / scale, (-w).clamp(min=0) / scale
     bias_w = (shift(g_pos) - shift(g_neg)) * scale

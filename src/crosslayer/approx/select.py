@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import torch
@@ -37,11 +36,10 @@ from torch import nn
 from crosslayer.approx.emulate import approximable_layers, approximate_model
 from crosslayer.approx.metrics import uniform_metrics
 from crosslayer.approx.tables import Multiplier
-from crosslayer.config import check_range
 from crosslayer.data import ImageDataset
 from crosslayer.errors import StageError
-from crosslayer.stats import paired_loss
-from crosslayer.train import evaluate, predict, progress
+from crosslayer.stats import one_sided_z, paired_loss
+from crosslayer.train import evaluate, predict, progress, within_budget
 
 __all__ = ["Selection", "SweepPoint", "accuracy_on", "as_accuracy", "correct_on", "greedy_select", "layer_macs",
            "paired_loss", "per_layer_sweep", "power_saving", "sensitivity_ranking", "uniform_sweep"]
@@ -198,13 +196,12 @@ def greedy_select(qmodel: nn.Module, mults: Sequence[Multiplier], ranking: Seque
     ``single_layer[(layer, multiplier)]``, accuracies from :func:`per_layer_sweep`, prune candidates that
     already break the budget on their own (a necessary condition), saving evaluations.
     """
-    check_range("confidence", confidence, 0.5, 1.0, hi_open=True)
+    z = one_sided_z(confidence)
     layers = approximable_layers(qmodel)
     unknown = [n for n in ranking if n not in layers]
     if unknown:
         raise StageError(f"ranking names {', '.join(map(repr, unknown))}, not quantized layers of the model "
                          f"({', '.join(layers)})")
-    z = NormalDist().inv_cdf(confidence)
     ref_out: Outcome = score(approximate_model(qmodel, {})) if reference is None else reference
     ref = as_accuracy(ref_out)
     floor = ref - budget_pp / 100.0
@@ -231,7 +228,7 @@ def greedy_select(qmodel: nn.Module, mults: Sequence[Multiplier], ranking: Seque
                 _, se = paired_loss(ref_out, out)
                 margin = z * se
             loss_pp, margin_pp = 100.0 * (ref - acc), 100.0 * margin
-            ok = loss_pp + margin_pp <= budget_pp + 1e-9
+            ok = within_budget(loss_pp + margin_pp, budget_pp)
             trace.append({"layer": layer, "multiplier": m.name, "accuracy": acc, "loss_pp": loss_pp,
                           "margin_pp": margin_pp, "accepted": ok})
             if ok:

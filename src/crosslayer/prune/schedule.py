@@ -213,13 +213,13 @@ class IterativePruner:
             sparsity, per_layer = mask_sparsity(masks), layer_sparsity(masks)
         b_val = base["val_accuracy"] if base else val
         b_test = base["test_accuracy"] if base else test
+        lower_pp = 100.0 * (b_val - val - self.z * se)  # the observed loss less the confidence margin
         return {"step": step, "target": target, "sparsity": sparsity, "layer_sparsity": per_layer,
                 "lambda": lam, "params": params, "macs": count_macs(model, self.example),
                 "nonzero_macs": count_macs(model, self.example, nonzero=True),
                 "val_accuracy": val, "test_accuracy": test, "val_loss_pp": 100.0 * (b_val - val),
                 "test_loss_pp": 100.0 * (b_test - test), "val_loss_se_pp": 100.0 * se,
-                "val_loss_lower_pp": 100.0 * (b_val - val - self.z * se),
-                "within_budget": within_budget(100.0 * (b_val - val - self.z * se), self.cfg.budget_pp),
+                "val_loss_lower_pp": lower_pp, "within_budget": within_budget(lower_pp, self.cfg.budget_pp),
                 "seconds": seconds}
 
     def _step(self, model: nn.Module, masks: Masks, channels: dict[str, int], step: int,

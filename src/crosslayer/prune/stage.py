@@ -49,7 +49,7 @@ def fill_report(rep: Report, outcome: PruneOutcome, base_model: nn.Module, cfg: 
     rep.add_table("Pruning steps", ["step", "target", "sparsity", "params", "nonzero MACs", "val acc", "test acc",
                                     "val loss (pp)", "± SE (pp)", "within budget", "seconds"],
                   [[h["step"], h["target"], h["sparsity"], h["params"], h["nonzero_macs"], h["val_accuracy"],
-                    h["test_accuracy"], h["val_loss_pp"], h.get("val_loss_se_pp", 0.0), h["within_budget"],
+                    h["test_accuracy"], h["val_loss_pp"], h["val_loss_se_pp"], h["within_budget"],
                     h["seconds"]]
                    for h in outcome.history])
     by_name = {x.name: x for x in storage.layers}
