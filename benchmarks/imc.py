@@ -19,7 +19,9 @@
 
 Usage: .venv/bin/python benchmarks/imc.py [--epochs E] [--lr LR] [--test-limit N] [--seeds K]
        [--d2d-grid D1,D2,..] [--c2c C] [--noise-scales S1,..] [--threads T] [--skip-aihwkit]
-The defaults are the reported setting.
+       [--seed S] [--out NAME]
+The defaults are the reported setting (imc.json). Robustness runs use --seed / --out, e.g.
+``--d2d-grid 0.47 --seed 1 --skip-aihwkit --out imc_seed1``.
 """
 
 from __future__ import annotations
@@ -249,6 +251,10 @@ def main() -> None:
     ap.add_argument("--c2c", type=float, default=C2C)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--skip-aihwkit", action="store_true")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the train/validation split, the baseline training and the variation-aware training")
+    ap.add_argument("--out", default="imc",
+                    help="results name: benchmarks/results/<OUT>.json (and <OUT>_variation.png)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -259,11 +265,11 @@ def main() -> None:
     from crosslayer.train import TrainConfig, evaluate, fit_cached
 
     # the shared MNIST files hold 10k training images: 9k train / 1k validation
-    data = load_splits("mnist", None, train_limit=10000, test_limit=args.test_limit or None, seed=0)
+    data = load_splits("mnist", None, train_limit=10000, test_limit=args.test_limit or None, seed=args.seed)
     model = build_model("lenet5")
     base_cfg = TrainConfig(**BASELINE)
     t0 = time.perf_counter()
-    base = fit_cached("lenet5", model, data.train, data.val, base_cfg, seed=0, desc="baseline")
+    base = fit_cached("lenet5", model, data.train, data.val, base_cfg, seed=args.seed, desc="baseline")
     base_s = time.perf_counter() - t0
     model.eval()
     cal = data.train.images[:256]
@@ -283,7 +289,7 @@ def main() -> None:
         for scale in (float(v) for v in args.noise_scales.split(",")):
             t0 = time.perf_counter()
             cfg_s = AwareTrainConfig(epochs=args.epochs, lr=args.lr, noise_scale=scale, **aug)
-            net, res_s = train_variation_aware(model, data.train, data.val, spec, cfg_s, seed=0)
+            net, res_s = train_variation_aware(model, data.train, data.val, spec, cfg_s, seed=args.seed)
             secs = time.perf_counter() - t0
             val = statistics.fmean(crossbar_accuracy(net, spec, data.val, seeds=VAL_CHIPS, calibration=cal))
             selection[str(scale)] = {"val_clean_accuracy": evaluate(net, data.val).accuracy,
@@ -308,11 +314,11 @@ def main() -> None:
     spec = CrossbarSpec(variation="lognormal", d2d_sigma=head["d2d_sigma"], c2c_sigma=args.c2c)
     ideal = crossbar_accuracy(model, spec.replace(d2d_sigma=0.0, c2c_sigma=0.0), data.test, seeds=[0],
                               calibration=cal)[0]
-    png = RESULTS / "imc_variation.png"
+    png = RESULTS / f"{args.out}_variation.png"
     variation_plot(points, clean, head["d2d_sigma"], png)
 
     res: dict[str, Any] = {
-        "command": " ".join(["benchmarks/imc.py", *sys.argv[1:]]), "model": "lenet5",
+        "command": " ".join(["benchmarks/imc.py", *sys.argv[1:]]), "model": "lenet5", "seed": args.seed,
         "train_images": len(data.train), "val_images": len(data.val), "test_images": len(data.test),
         "baseline_training": {**{k: getattr(base_cfg, k) for k in base_cfg.__dataclass_fields__},
                               "best_val_epoch": base.best_epoch, "val_accuracy": base.best_val_accuracy,
@@ -343,7 +349,7 @@ def main() -> None:
                      indent=1))
     if not args.skip_aihwkit:
         res["aihwkit_comparison"] = aihwkit_comparison(model, data.test.images[:1000], 0.05, list(range(5)))
-    write_results("imc", res)
+    write_results(args.out, res)
 
 
 if __name__ == "__main__":
