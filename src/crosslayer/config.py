@@ -1,14 +1,18 @@
 """TOML into frozen, keyword-only dataclass configs. Validation raises ``ConfigError`` naming the
 key and what is allowed; it never asserts.
 
-A technique declares its config as ``@dataclass(frozen=True, kw_only=True)`` and may add a
-``validate(self)`` method that raises ``ConfigError``; :func:`from_mapping` checks unknown keys and
-types (int, float, bool, str, Literal choices, tuples/lists of those, optional values) first.
+A technique declares its config as ``@dataclass(frozen=True, kw_only=True)`` subclassing
+:class:`Config` and may add a ``validate(self)`` method that raises ``ConfigError``. ``Config`` checks
+every number when the object is constructed (from TOML, the CLI or Python alike): floats must be
+finite, integers of a sane magnitude, then ``validate`` runs. :func:`from_mapping` checks unknown keys
+and types (int, float, bool, str, Literal choices, tuples/lists of those, optional values, nested
+configs) first.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -19,21 +23,104 @@ import tomllib
 
 from crosslayer.errors import ConfigError
 
-__all__ = ["check_range", "from_mapping", "load_toml", "to_mapping"]
+__all__ = ["MAX_BATCH", "MAX_CONFIG_BYTES", "MAX_EPOCHS", "MAX_INT", "Config", "check_finite", "check_range",
+           "from_mapping", "load_toml",
+           "parse_toml", "to_mapping"]
 
 T = TypeVar("T")
 
+MAX_CONFIG_BYTES = 4 << 20
+"""The largest TOML file read (4 MiB): a config is a page of text, so anything larger is refused unread."""
+MAX_INT = 1 << 53
+"""The largest integer magnitude any option accepts; options with a natural bound check a tighter one."""
+MAX_BATCH = 1 << 16
+"""The largest batch size any option accepts (65,536 images)."""
+MAX_EPOCHS = 10_000
+"""The most training epochs any option accepts."""
+MAX_NESTING = 16
+"""The deepest nesting of tables and arrays a config may use."""
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, turning a missing file or a syntax error into a ``ConfigError``."""
+
+class Config:
+    """Base of every config dataclass: every number is checked when the object is built.
+
+    Subclasses are ``@dataclass(frozen=True, kw_only=True)``; a ``validate(self)`` method, if defined,
+    runs after the generic checks (floats finite, integers within :data:`MAX_INT`, nested configs valid).
+    """
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            check_finite(f.name, getattr(self, f.name))
+        validate = getattr(self, "validate", None)
+        if callable(validate):
+            validate()
+
+
+def check_finite(name: str, value: Any) -> None:
+    """Raise ``ConfigError`` if ``value`` (or an item of a list / tuple / dict value) is a NaN, an
+    infinity, or a number beyond :data:`MAX_INT` in magnitude."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} = {value!r} is not a finite number")
+    if isinstance(value, float) and abs(value) > MAX_INT:
+        raise ConfigError(f"{name} = {value:.3g} is absurdly large (more than 2**53 in magnitude)")
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        digits = str(value)
+        shown = digits if len(digits) <= 24 else f"{digits[:12]}...({len(digits)} digits)"
+        raise ConfigError(f"{name} = {shown} is absurdly large (more than 2**53 in magnitude)")
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(f"{name}[{i}]", v)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            check_finite(f"{name}.{k}", v)
+
+
+def load_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a TOML file, turning a missing, oversized, binary or malformed file into a ``ConfigError``."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+        raise ConfigError(f"{what} {str(p)!r} does not exist or is not a file")
     try:
         with p.open("rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {str(p)!r}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {str(p)!r} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is text")
+    return parse_toml(raw, f"{what} {str(p)!r}")
+
+
+def parse_toml(raw: bytes, where: str = "config") -> dict[str, Any]:
+    """Parse TOML bytes: not UTF-8, a syntax error or nesting deeper than :data:`MAX_NESTING` is a
+    ``ConfigError``; numbers are checked by :func:`check_finite` when configs are built from it."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start}); a config must be a TOML text file") from exc
+    if "\x00" in text:
+        raise ConfigError(f"{where} contains NUL bytes; a config must be a TOML text file")
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{where} nests tables or arrays too deeply") from exc
+    _check_depth(doc, where)
+    return doc
+
+
+def _check_depth(doc: Any, where: str) -> None:
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ConfigError(f"{where} nests tables or arrays more than {MAX_NESTING} levels deep")
+        if isinstance(node, Mapping):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, section: str = "") -> T:
@@ -41,7 +128,9 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, section: str =
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     data = dict(data or {})
-    where = f"[{section}] " if section else ""
+    # a nested config's section arrives as its parent's field name, e.g. "[imc] crossbar": name its keys
+    # "[imc] crossbar.rows"
+    where = (f"{section}." if "] " in section else f"[{section}] ") if section else ""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -55,9 +144,16 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, *, section: str =
         obj = cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{where}{exc}") from exc
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    except ConfigError as exc:
+        msg = str(exc)
+        named = not where or msg.startswith(where) or msg.startswith(f"{section}.")
+        raise ConfigError(msg if named else f"{where}{msg}") from None
+    if not isinstance(obj, Config):  # a plain dataclass: run its checks here
+        for f in dataclasses.fields(obj):
+            check_finite(f"{where}{f.name}", getattr(obj, f.name))
+        validate = getattr(obj, "validate", None)
+        if callable(validate):
+            validate()
     return obj
 
 
@@ -76,7 +172,10 @@ def to_mapping(obj: Any) -> dict[str, Any]:
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None, *,
                 lo_open: bool = False, hi_open: bool = False) -> None:
-    """Raise ``ConfigError`` unless ``lo <= value <= hi`` (bounds optional, open or closed)."""
+    """Raise ``ConfigError`` unless ``lo <= value <= hi`` (bounds optional, open or closed); NaN and
+    infinities are always out of range."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} = {value!r} is not a finite number")
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
         hi is not None and (value >= hi if hi_open else value > hi))
     if bad:
@@ -137,11 +236,18 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{name} must be an integer, got {value!r}")
+        check_finite(name, value)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r}")
-        return float(value)
+        check_finite(name, value)
+        try:
+            out = float(value)
+        except OverflowError as exc:
+            raise ConfigError(f"{name} is too large for a number") from exc
+        check_finite(name, out)
+        return out
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {value!r}")

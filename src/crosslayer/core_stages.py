@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from crosslayer.flow import StageContext, StageResult, register_stage
+from crosslayer.config import Config
 from crosslayer.report import Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import TrainConfig, evaluate, fit, fit_cached, model_summary
 
 __all__ = ["BaselineConfig", "EvaluateConfig"]
@@ -21,11 +22,12 @@ class BaselineConfig(TrainConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluateConfig:
+class EvaluateConfig(Config):
     """No options: evaluates the current model on the test set."""
 
 
-@register_stage("baseline", BaselineConfig, "train the model (or reuse a cached training / given weights)")
+@register_stage("baseline", BaselineConfig, "train the model (or reuse a cached training / given weights)",
+                needs_model=False, provides_model=True)
 def baseline_stage(ctx: StageContext, cfg: BaselineConfig) -> StageResult:
     rep = Report("baseline")
     if ctx.flow.weights:

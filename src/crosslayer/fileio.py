@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ import torch
 
 from crosslayer.errors import CrossLayerError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "ensure_writable_dir", "save_torch"]
+__all__ = ["WriteError", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "ensure_writable_dir",
+           "finite_json", "save_torch"]
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
@@ -32,16 +34,29 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+class WriteError(CrossLayerError):
+    """A file that could not be written (a full disk, a read-only file or folder, a folder in the way)."""
+
+
 @contextlib.contextmanager
 def _atomic(path: Path) -> Iterator[io.BufferedWriter]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise WriteError(f"cannot write {str(path)!r}: it is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise WriteError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -60,7 +75,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON: NaN and infinities (which JSON cannot express, and which other tools reject) are
+    written as ``null``."""
+    return atomic_write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=False, default=_json_default,
+                                              allow_nan=False) + "\n")
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (also inside dicts, lists, tuples, numpy / torch scalars) as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k) if not isinstance(k, str) else k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy / torch arrays and scalars
+        return finite_json(obj.tolist())
+    return obj
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> Path:

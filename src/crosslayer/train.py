@@ -26,9 +26,10 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from crosslayer.config import check_range, to_mapping
+from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range, to_mapping
 from crosslayer.data.datasets import ImageDataset, cache_dir
 from crosslayer.data.split import Batches
+from crosslayer.errors import DataError
 from crosslayer.fileio import save_torch
 
 __all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "predict", "progress",
@@ -41,7 +42,7 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Hyper-parameters of one training run."""
 
     epochs: int = 10
@@ -58,9 +59,9 @@ class TrainConfig:
     augment_scale: float = 0.0      # random isotropic scale in [1 - s, 1 + s]
 
     def validate(self) -> None:
-        check_range("epochs", self.epochs, 0)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("lr", self.lr, 0.0, lo_open=True)
+        check_range("epochs", self.epochs, 0, MAX_EPOCHS)
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_range("lr", self.lr, 0.0, 10.0, lo_open=True)
         check_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("step_size", self.step_size, 1)
@@ -68,8 +69,6 @@ class TrainConfig:
         check_range("augment_rotate", self.augment_rotate, 0.0, 45.0)
         check_range("augment_scale", self.augment_scale, 0.0, 0.5)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
 
 @dataclass
@@ -121,10 +120,14 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> t
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageDataset, batch_size: int = 1000) -> EvalResult:
-    """Top-1 accuracy (fraction 0-1) and mean cross-entropy on ``data``."""
+    """Top-1 accuracy (fraction 0-1) and mean cross-entropy on ``data``; an empty set is a ``DataError``
+    (an accuracy of nothing is not a number to report)."""
+    if len(data) == 0:
+        raise DataError(f"{data.name} {data.split} set is empty: nothing to evaluate (check the dataset, "
+                        "--test-limit and the validation fraction)")
     logits = predict(model, data.images, batch_size)
-    loss = float(nn.functional.cross_entropy(logits, data.labels)) if len(data) else float("nan")
-    acc = int((logits.argmax(1) == data.labels).sum()) / len(data) if len(data) else float("nan")
+    loss = float(nn.functional.cross_entropy(logits, data.labels))
+    acc = int((logits.argmax(1) == data.labels).sum()) / len(data)
     return EvalResult(accuracy=acc, loss=loss, n=len(data))
 
 

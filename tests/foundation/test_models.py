@@ -53,6 +53,9 @@ def test_weights_loaded_safely_and_mismatch_names_layer(tmp_path):
     with pytest.raises(ModelError, match="'fc1.weight'"):
         load_weights(build_model("lenet5"), p)
     torch.save({"x": 1}, p)
+    with pytest.raises(ModelError, match="state dict of tensors"):
+        load_weights(build_model("lenet5"), p)
+    torch.save({"x": torch.zeros(1)}, p)
     with pytest.raises(ModelError, match="layer 'x'"):
         load_weights(build_model("lenet5"), p)
 

@@ -66,13 +66,21 @@ def test_stage_publishes_pruned_and_keeps_baseline_dense(flow_run: Path) -> None
 
 
 def test_stage_resumes_from_its_state(flow_run: Path, tmp_path: Path) -> None:
-    # re-running the same flow in the same folder reuses every completed step: same numbers
+    # re-running the same flow in the same folder reuses every finished stage: same numbers
     before = json.loads((flow_run / "metrics.json").read_text())["prune"]
     (tmp_path / "flow.toml").write_text(FLOW)
     reps = run_flow(load_flow_config(tmp_path / "flow.toml"), flow_run)
-    after = reps[-1].metrics
-    assert after["test_accuracy"] == before["test_accuracy"] and after["sparsity"] == before["sparsity"]
-    assert any("resumed" in n for n in reps[-1].notes)
+    after = json.loads((flow_run / "metrics.json").read_text())
+    assert after["prune"]["test_accuracy"] == before["test_accuracy"] == reps[-1].metrics["test_accuracy"]
+    assert after["flow"]["resumed"] == ["baseline", "prune"]
+    # a prune stage killed half-way (not recorded as finished) resumes from its schedule's state file
+    state = json.loads((flow_run / "run.json").read_text())
+    state["done"] = state["done"][:1]
+    (flow_run / "run.json").write_text(json.dumps(state))
+    reps = run_flow(load_flow_config(tmp_path / "flow.toml"), flow_run)
+    assert reps[-1].metrics["sparsity"] == before["sparsity"]
+    assert any("resumed from the state file" in n for n in reps[-1].notes)
+    assert json.loads((flow_run / "metrics.json").read_text())["flow"]["resumed"] == ["baseline"]
 
 
 def test_cli_prune_weights_and_run_dir(flow_run: Path, tmp_path: Path, lenet300_trained: nn.Module) -> None:
@@ -85,12 +93,21 @@ def test_cli_prune_weights_and_run_dir(flow_run: Path, tmp_path: Path, lenet300_
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["sparsity"] == pytest.approx(0.6, abs=1e-3) and out["scheme"] == "class-blind"
-    assert (tmp_path / "p" / "pruned.pt").is_file() and (tmp_path / "p" / "report.html").is_file()
+    assert (tmp_path / "p" / "report.html").is_file()
+    pruned = load_run_model(tmp_path / "p")
+    assert sum(int((p == 0).sum()) for p in pruned.parameters()) > 0.5 * 266200
     res = runner.invoke(app, ["prune", str(flow_run), "--structured", "--targets", "0.5", "--budget", "50",
                               "--epochs", "0", "--json", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["structured"] is True and out["params"] < 0.3 * 431080
+    # the physically smaller model is a run directory every other command reads (architecture record)
+    small = load_run_model(tmp_path / "s")
+    assert sum(p.numel() for p in small.parameters()) == out["params"]
+    assert small(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    res = runner.invoke(app, ["quantize", str(tmp_path / "s"), "--test-limit", "200", "--train-limit", "500",
+                              "--json", "--out", str(tmp_path / "sq")])
+    assert res.exit_code == 0, res.output
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -98,7 +115,7 @@ def test_cli_prune_weights_and_run_dir(flow_run: Path, tmp_path: Path, lenet300_
     (["--scheme", "random"], "class-blind"),
     (["--targets", "0.5,abc"], "comma-separated"),
     (["--targets", "1.2"], "targets[0] = 1.2 is out of range"),
-    ([], "give a trained model"),
+    ([], "nothing to run prune on"),
 ])
 def test_cli_bad_input(args: list[str], message: str, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["prune", "--out", str(tmp_path / "x"), *args])

@@ -66,8 +66,8 @@ def test_quantize_cli_and_bad_input(lenet5_weights: Path, tmp_path: Path, data_d
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)
     assert metrics["mode"] == "ptq" and metrics["test_accuracy"] > 0.9
-    assert (out / "report.html").is_file() and (out / "checkpoints" / "quantize.pt").is_file()
+    assert (out / "report.html").is_file() and (out / "checkpoints" / "quantized.pt").is_file()
     bad = runner.invoke(app, ["quantize", "--weights", str(lenet5_weights), "--bits", "17", "--out", str(out)])
     assert bad.exit_code == 2 and "weight_bits = 17 is out of range" in bad.output
     none = runner.invoke(app, ["quantize", "--out", str(out)])
-    assert none.exit_code == 2 and "nothing to quantize" in none.output
+    assert none.exit_code == 2 and "nothing to run quantize on" in none.output

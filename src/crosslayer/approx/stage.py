@@ -34,18 +34,18 @@ from crosslayer.approx.select import (
     uniform_sweep,
 )
 from crosslayer.approx.tables import Multiplier, load_table
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.quant import FixedPointSpec, QuantLayer, calibrating, iter_quant_layers, quantize_model
 from crosslayer.report import Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import TrainConfig, evaluate, predict
 
 __all__ = ["ApproximateConfig", "ensure_int8", "load_tables"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ApproximateConfig:
+class ApproximateConfig(Config):
     """Options of the ``approximate`` stage.
 
     ``multipliers``: library names (see ``crosslayer approx list``); ``truth_tables``: extra multipliers

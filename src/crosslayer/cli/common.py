@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from crosslayer.errors import CrossLayerError
 
-__all__ = ["DataDirOpt", "DeviceOpt", "JsonOpt", "OutOpt", "SeedOpt", "console", "emit", "handle_errors",
+__all__ = ["DataDirOpt", "DeviceOpt", "ForceOpt", "JsonOpt", "OutOpt", "SeedOpt", "console", "emit", "handle_errors",
            "setup_logging"]
 
 console = Console(stderr=True, soft_wrap=True)
@@ -28,6 +29,9 @@ JsonOpt = typer.Option(False, "--json", help="Print the metrics as JSON on stdou
 DataDirOpt = typer.Option(None, "--data-dir", help="Folder of the dataset's IDX files (else $CROSSLAYER_DATA, "
                                                     "else download into the cache).")
 OutOpt = typer.Option(None, "--out", "-o", help="Output (run) directory.")
+ForceOpt = typer.Option(False, "--force", help="If --out already holds another run, remove that run's files and "
+                                              "start afresh (without it such a directory is refused; the same "
+                                              "run is resumed).")
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -36,16 +40,25 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a ``CrossLayerError`` into one red line on stderr and exit code 2."""
+    """Turn a user-caused failure (a ``CrossLayerError``, a file the system refused, memory running out)
+    into one red line on stderr and exit code 2; an interrupt exits 130. Other exceptions are bugs and
+    keep their traceback."""
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except CrossLayerError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
+        except OSError as exc:  # a path the system refused: missing, a folder, read-only, a full disk
+            where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+            console.print(f"[bold red]error:[/] {escape(str(exc.strerror or exc))}{escape(where)}", highlight=False)
+            raise typer.Exit(2) from None
+        except MemoryError:
+            console.print("[bold red]error:[/] ran out of memory; use smaller inputs or batch sizes", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]; results written so far are kept")
+            console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
     return wrapper  # type: ignore[return-value]
 

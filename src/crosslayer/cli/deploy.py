@@ -31,33 +31,43 @@ def pack_cmd(run_dir: Path = typer.Argument(..., help="Run directory of `crossla
              as_json: bool = JsonOpt) -> None:
     """Pack a run's (pruned, quantized) model into one checksummed file; prints its exact storage."""
     setup_logging(False)
+    from crosslayer.config import from_mapping
     from crosslayer.encode import write_packed
+    from crosslayer.encode.stage import EncodeConfig
 
-    acct = write_packed(out, _model_from_run(run_dir, stage), conv_index_bits=conv_index_bits,
-                        fc_index_bits=fc_index_bits)
+    cfg = from_mapping(EncodeConfig, {"conv_index_bits": conv_index_bits, "fc_index_bits": fc_index_bits},
+                       section="pack")
+    acct = write_packed(out, _model_from_run(run_dir, stage), conv_index_bits=cfg.conv_index_bits,
+                        fc_index_bits=cfg.fc_index_bits)
     emit({"bytes": acct["bytes"], **{f"{k}_bits": v for k, v in acct["total_bits"].items()}}, as_json,
          title=f"packed {out}")
 
 
 @handle_errors
 def unpack_cmd(packed: Path = typer.Argument(..., help="A .xlm file."),
-               out: Path = typer.Option(None, "--out", "-o", help="Write the rebuilt PyTorch model (torch.save)."),
+               out: Path = typer.Option(None, "--out", "-o", help="Write the rebuilt model's state dict (.pt)."),
                evaluate_on: str = typer.Option(None, "--eval", help="Evaluate on this dataset's test set."),
                data_dir: str = typer.Option(None, "--data-dir"), as_json: bool = JsonOpt) -> None:
     """Rebuild a PyTorch model from a packed file (validated: truncated or corrupt files are refused)."""
     setup_logging(False)
     from crosslayer.encode import unpack_model
+    from crosslayer.encode.packfile import MAX_FILE_BYTES
     from crosslayer.errors import DataError
 
     if not packed.is_file():
         raise DataError(f"packed file {str(packed)!r} does not exist")
-    model = unpack_model(packed.read_bytes())
+    size = packed.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise DataError(f"packed file {str(packed)!r} is {size} bytes; no legal packed file exceeds "
+                        f"{MAX_FILE_BYTES} bytes")
+    with packed.open("rb") as fh:
+        model = unpack_model(fh.read(MAX_FILE_BYTES + 1))
     metrics: dict[str, object] = {"layers": sum(1 for _ in model.children()),
                                   "params": sum(p.numel() for p in model.parameters())}
     if out is not None:
         from crosslayer.fileio import save_torch
 
-        save_torch(out, model)
+        save_torch(out, model.state_dict())
         metrics["written"] = str(out)
     if evaluate_on:
         from crosslayer.data import load_dataset

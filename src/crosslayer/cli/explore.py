@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from crosslayer.cli.common import DataDirOpt, DeviceOpt, JsonOpt, console, emit, handle_errors, setup_logging
+from crosslayer.cli.common import DataDirOpt, DeviceOpt, ForceOpt, JsonOpt, console, emit, handle_errors, setup_logging
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +26,8 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 def explore_cmd(
     run_dir: Path = typer.Argument(None, help="Run directory whose baseline to explore (or use --model/--weights)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output run directory."),
-    model: str = typer.Option("lenet5", "--model", "-m", help="Model name or file.py:factory (with --weights)."),
+    model: str = typer.Option(None, "--model", "-m", help="Model name (default lenet5) or file.py:factory (with "
+                                                          "--weights; with a RUN_DIR only to name its user factory)."),
     weights: Path = typer.Option(None, "--weights", help="Trained state dict (weights_only=True)."),
     dataset: str = typer.Option("mnist", "--dataset", "-d"),
     sparsities: str = typer.Option("0.5,0.8,0.9,0.95", help="Comma-separated sparsities."),
@@ -35,7 +36,7 @@ def explore_cmd(
     finetune_epochs: int = typer.Option(1, help="Fine-tuning epochs per pruned point."),
     budget: float = typer.Option(0.5, "--budget", help="Accuracy budget (pp) for the reported best point."),
     seed: int = typer.Option(0, "--seed"), device: str = DeviceOpt, data_dir: str = DataDirOpt,
-    as_json: bool = JsonOpt,
+    as_json: bool = JsonOpt, force: bool = ForceOpt,
 ) -> None:
     """Sweep pruning × quantization, report every point and the Pareto front (accuracy vs. storage)."""
     setup_logging(False)
@@ -49,7 +50,7 @@ def explore_cmd(
         "budget_pp": budget}, section="explore")
     rep = run_standalone("explore", cfg, out, run_dir=run_dir, options={
         "model": model, "weights": str(weights) if weights else "", "dataset": dataset, "seed": seed,
-        "device": device, "data_dir": data_dir or ""})
+        "device": device, "data_dir": data_dir or ""}, force=force)
     emit(rep.metrics, as_json, title="explore")
     if not as_json:
         console.print(f"report: {out / 'report.html'}")

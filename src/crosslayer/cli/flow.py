@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from crosslayer.cli.common import DataDirOpt, JsonOpt, console, emit, handle_errors, setup_logging
+from crosslayer.cli.common import DataDirOpt, ForceOpt, JsonOpt, console, emit, handle_errors, setup_logging
 from crosslayer.report import Report
 
 
@@ -28,9 +28,11 @@ def flow_cmd(
     dataset: str = typer.Option(None, "--dataset", "-d", help="Override [flow].dataset."),
     data_dir: str = DataDirOpt,
     as_json: bool = JsonOpt,
+    force: bool = ForceOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run the cross-layer flow: every stage of CONFIG in order, one report."""
+    """Run the cross-layer flow: every stage of CONFIG in order, one report. Re-running the same flow into
+    the same --out resumes after its last finished stage."""
     setup_logging(verbose)
     from crosslayer.flow import load_flow_config, run_flow
 
@@ -42,7 +44,12 @@ def flow_cmd(
         extra = f" test accuracy {acc:.4f}" if isinstance(acc, float) else ""
         console.print(f"[green]✓[/] {name} ({rep.seconds:.1f} s){extra}")
 
-    run_flow(resolved, out, on_stage=announce)
+    try:
+        run_flow(resolved, out, on_stage=announce, force=force)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: the stages that finished are kept in {str(out)!r}; the same "
+                      "command resumes after them")
+        raise typer.Exit(130) from None
     metrics = json.loads((out / "metrics.json").read_text())
     if as_json:
         sys.stdout.write(json.dumps(metrics, indent=2) + "\n")

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from crosslayer.cli.common import DataDirOpt, DeviceOpt, JsonOpt, SeedOpt, console, emit, handle_errors, setup_logging
+from crosslayer.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    SeedOpt,
+    console,
+    emit,
+    handle_errors,
+    setup_logging,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,10 +35,11 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
 @handle_errors
 def prune_cmd(
     run_dir: Path = typer.Argument(None, help="A flow run directory: prune the model its last stage left."),
-    model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory "
-                                                               "(with --weights; ignored with RUN_DIR)."),
+    model: str = typer.Option(None, "--model", "-m", help="lenet5 (default), lenet300, vgg-small, or file.py:factory "
+                                                          "(with --weights; with RUN_DIR: names its user factory)."),
     weights: Path = typer.Option(None, "--weights", help="Trained state dict of --model."),
-    dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist or fashion-mnist (ignored with RUN_DIR)."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Dataset name or path (default mnist; with RUN_DIR: its "
+                                                              "dataset)."),
     scheme: str = typer.Option("class-blind", "--scheme", help="class-blind, class-uniform or class-distribution."),
     budget: float = typer.Option(0.1, "--budget", help="Allowed validation accuracy loss in percentage points."),
     stop_confidence: float = typer.Option(
@@ -44,57 +55,28 @@ def prune_cmd(
     lr: float = typer.Option(0.001, "--lr", help="Fine-tuning learning rate (Adam)."),
     train_limit: int = typer.Option(10000, "--train-limit", help="Training images used (0 = all)."),
     test_limit: int = typer.Option(0, "--test-limit", help="Test images used (0 = all)."),
-    out: Path = typer.Option(Path("runs/prune"), "--out", "-o", help="Output directory (resumable)."),
+    out: Path = typer.Option(Path("runs/prune"), "--out", "-o", help="Output run directory (resumable)."),
+    force: bool = ForceOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, data_dir: str = DataDirOpt, as_json: bool = JsonOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Prune iteratively within an accuracy budget; writes OUT/pruned.pt, OUT/masks.pt, OUT/report.html.
-
-    Re-running with the same options resumes an interrupted run from its last completed step.
-    """
+    """Prune iteratively within an accuracy budget; OUT becomes a run directory (the pruned model, its masks,
+    report.html) that every other command accepts. Re-running into the same --out resumes an interrupted
+    run from its last completed step."""
     setup_logging(verbose)
-    from crosslayer.config import from_mapping, load_toml
-    from crosslayer.data import load_splits
-    from crosslayer.device import resolve_device
-    from crosslayer.errors import ConfigError
-    from crosslayer.fileio import atomic_write_json, ensure_writable_dir, save_torch
-    from crosslayer.flow import FlowConfig, load_run_model
-    from crosslayer.models import build_model, load_weights
-    from crosslayer.prune.schedule import IterativePruner, ScheduleConfig
-    from crosslayer.prune.stage import fill_report
-    from crosslayer.report import Report, write_html
+    from crosslayer.config import from_mapping
+    from crosslayer.flow import run_standalone
+    from crosslayer.prune.stage import PruneConfig
 
-    cfg = from_mapping(ScheduleConfig, {
+    cfg = from_mapping(PruneConfig, {
         "scheme": scheme, "targets": list(_floats(targets, "--targets")), "budget_pp": budget,
         "stop_confidence": stop_confidence, "augment_shift": shift, "structured": structured,
         "importance": importance, "finetune_epochs": epochs, "finetune_lr": lr,
         "layers": [s.strip() for s in layers.split(",") if s.strip()]}, section="prune")
-    limits = {"train_limit": train_limit or None, "test_limit": test_limit or None}
-    if run_dir is not None:
-        flow_doc = load_toml(run_dir / "config.toml").get("flow", {})
-        flow = from_mapping(FlowConfig, flow_doc, section="flow")
-        net = load_run_model(run_dir)
-        data = load_splits(flow.dataset, data_dir or flow.data_dir or None, val_fraction=flow.val_fraction,
-                           seed=flow.seed, train_limit=flow.train_limit or None, test_limit=flow.test_limit or None)
-    else:
-        if weights is None:
-            raise ConfigError("give a trained model: --weights FILE (with --model) or a flow RUN_DIR")
-        data = load_splits(dataset, data_dir or None, seed=seed, **limits)
-        c, h, _ = data.input_shape
-        net = load_weights(build_model(model, num_classes=data.num_classes, in_channels=c, image_size=h), weights)
-    net.to(resolve_device(device))
-    outdir = ensure_writable_dir(out)
-    outcome = IterativePruner(net, data, cfg, seed=seed, state_path=outdir / "schedule_state.pt").run()
-    rep = Report("prune")
-    fill_report(rep, outcome, net, cfg)
-    rep.seed = seed
-    rep.save(outdir / "prune.json")
-    save_torch(outdir / "pruned.pt", outcome.model)
-    save_torch(outdir / "pruned.state_dict.pt", outcome.model.state_dict())
-    save_torch(outdir / "masks.pt", {k: v.cpu() for k, v in outcome.masks.items()})
+    rep = run_standalone("prune", cfg, out, run_dir=run_dir, force=force, options={
+        "model": model, "weights": str(weights) if weights else "", "dataset": dataset, "seed": seed,
+        "device": device, "data_dir": data_dir or "", "train_limit": train_limit, "test_limit": test_limit})
     metrics = {k: v for k, v in rep.metrics.items() if k != "layer_sparsity"}
-    atomic_write_json(outdir / "metrics.json", {"prune": rep.metrics})
-    write_html(outdir / "report.html", [rep], title="crosslayer prune")
     emit(metrics, as_json, title=f"prune ({rep.metrics['scheme']})")
     if not as_json:
-        console.print(f"pruned model: {outdir / 'pruned.pt'}  report: {outdir / 'report.html'}")
+        console.print(f"run directory: {out}  report: {out / 'report.html'}")

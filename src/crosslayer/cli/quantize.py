@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from crosslayer.cli.common import DataDirOpt, DeviceOpt, JsonOpt, SeedOpt, console, emit, handle_errors, setup_logging
+from crosslayer.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    SeedOpt,
+    console,
+    emit,
+    handle_errors,
+    setup_logging,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +27,8 @@ def register(app: typer.Typer) -> None:
 def quantize_cmd(
     run_dir: Path = typer.Argument(None, help="A run directory: quantize the model its last stage left "
                                                "(its data settings are reused). Else give --weights."),
-    model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory."),
+    model: str = typer.Option(None, "--model", "-m", help="lenet5 (default), lenet300, vgg-small, or file.py:factory "
+                                                          "(with a RUN_DIR: only to name the run's user factory)."),
     weights: Path = typer.Option(None, "--weights", help="Trained state dict of --model (weights_only=True)."),
     dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist or fashion-mnist."),
     bits: int = typer.Option(8, "--bits", "-b", help="Weight bit width (1 with --mode binary, 2-16 otherwise)."),
@@ -33,6 +44,7 @@ def quantize_cmd(
     train_limit: int = typer.Option(10000, "--train-limit", help="Training images used (calibration, QAT)."),
     test_limit: int = typer.Option(0, "--test-limit", help="Test images used (0 = all)."),
     out: Path = typer.Option(Path("runs/quantize"), "--out", "-o", help="Output run directory."),
+    force: bool = ForceOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, data_dir: str = DataDirOpt, as_json: bool = JsonOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -48,7 +60,7 @@ def quantize_cmd(
         "sweep": sweep, "budget_pp": budget_pp}, section="quantize")
     flow_opts = {"model": model, "dataset": dataset, "weights": str(weights) if weights else "", "seed": seed,
                  "device": device, "data_dir": data_dir or "", "train_limit": train_limit, "test_limit": test_limit}
-    report = run_quantize(cfg, out, run_dir=run_dir, flow_options=flow_opts)
+    report = run_quantize(cfg, out, run_dir=run_dir, flow_options=flow_opts, force=force)
     emit(report.metrics, as_json, title=f"quantize ({cfg.mode})")
     if not as_json:
         console.print(f"run directory: {out}  report: {out / 'report.html'}")

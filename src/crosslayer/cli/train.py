@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from crosslayer.cli.common import DataDirOpt, DeviceOpt, JsonOpt, SeedOpt, console, emit, handle_errors, setup_logging
+from crosslayer.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
+    ForceOpt,
+    JsonOpt,
+    SeedOpt,
+    console,
+    emit,
+    handle_errors,
+    setup_logging,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,6 +29,7 @@ def train_cmd(
     model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory."),
     dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist or fashion-mnist."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    force: bool = ForceOpt,
     epochs: int = typer.Option(10, help="Training epochs."),
     batch_size: int = typer.Option(64, help="Mini-batch size."),
     lr: float = typer.Option(0.05, help="Initial learning rate (cosine schedule)."),
@@ -49,8 +60,8 @@ def train_cmd(
     if optimizer == "adam":
         options["weight_decay"] = 0.0
     cfg = from_mapping(BaselineConfig, options, section="train")
-    reports = run_flow(ResolvedFlow(flow, {"baseline": cfg}), out)
-    save_torch(out / "weights.pt", load_run_model(out, "baseline").state_dict())
+    reports = run_flow(ResolvedFlow(flow, {"baseline": cfg}), out, force=force)
+    save_torch(out / "weights.pt", load_run_model(out, "baseline", trusted_model=model).state_dict())
     emit(reports[-1].metrics, as_json, title=f"train {model} on {dataset}")
     if not as_json:
         console.print(f"run directory: {out}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.data.scenes import CLASS_NAMES, SceneConfig
 from crosslayer.detect.attention import AttentionWeights
 from crosslayer.detect.compare import compare_modes
@@ -18,14 +18,14 @@ from crosslayer.detect.factory import build_detector, synthetic_sequences
 from crosslayer.detect.pipeline import MODES, STPConfig
 from crosslayer.detect.plots import annotate_frame, fig6_figure, frame_strip_figure
 from crosslayer.detect.trainer import DetectorTrainConfig
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.report import Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 
 __all__ = ["DetectStageConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class DetectStageConfig:
+class DetectStageConfig(Config):
     """Held-out sequences (count, frames, objects), tile size and STP settings, the tiny detector's training."""
 
     detector: Literal["tiny"] = "tiny"
@@ -58,7 +58,8 @@ class DetectStageConfig:
         DetectorTrainConfig(crops=self.train_crops, epochs=self.train_epochs).validate()
 
 
-@register_stage("detect", DetectStageConfig, "selective tile processing vs resize vs all tiles on synthetic video")
+@register_stage("detect", DetectStageConfig, "selective tile processing vs resize vs all tiles on synthetic video",
+                needs_model=False)
 def detect_stage(ctx: StageContext, cfg: DetectStageConfig) -> StageResult:
     rep = Report("detect")
     detector = build_detector(cfg.detector, tile=cfg.tile, conf_threshold=cfg.conf_threshold, seed=ctx.seed,

@@ -57,7 +57,7 @@ from crosslayer.fileio import atomic_write_bytes
 from crosslayer.quant.fixed_point import FixedPointSpec, quantize_tensor
 from crosslayer.quant.layers import QuantConv2d, QuantLayer, QuantLinear
 
-__all__ = ["FORMAT_VERSION", "LayerCodes", "PackFormatError", "layer_codes", "pack_model",
+__all__ = ["FORMAT_VERSION", "MAX_FILE_BYTES", "LayerCodes", "PackFormatError", "layer_codes", "pack_model",
            "read_packed", "unpack_model", "write_packed"]
 
 MAGIC = b"XLM\x00"
@@ -69,6 +69,8 @@ MAX_NAME = 1024
 MAX_ARCH = 1 << 20
 MAX_OPS = 4 * MAX_LAYERS
 MAX_TOTAL_NUMEL = 1 << 26
+MAX_FILE_BYTES = 4 * MAX_TOTAL_NUMEL + 2 * MAX_ARCH + (1 << 20)
+"""No legal file is larger: at most 32 bits per weight plus the architecture and tables; read no more."""
 F32_MAX = float(np.finfo(np.float32).max)
 ENC_DENSE, ENC_CSR, ENC_CSC, ENC_BITMASK = 0, 1, 2, 3
 ENC_NAMES = {ENC_DENSE: "dense", ENC_CSR: "csr", ENC_CSC: "csc", ENC_BITMASK: "bitmask"}

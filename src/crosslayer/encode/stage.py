@@ -8,21 +8,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.encode.onnx_export import onnx_model
 from crosslayer.encode.packfile import unpack_model, write_packed
 from crosslayer.encode.speed import ort_runner, time_runner, torch_runner
 from crosslayer.fileio import atomic_write_bytes
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.quant.layers import iter_quant_layers
 from crosslayer.report import Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import evaluate, predict
 
 __all__ = ["EncodeConfig", "ExportConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class EncodeConfig:
+class EncodeConfig(Config):
     """Relative-index widths (Deep Compression: 8 bits for conv, 5 for fc)."""
 
     conv_index_bits: int = 8
@@ -34,7 +34,7 @@ class EncodeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExportConfig:
+class ExportConfig(Config):
     """Which models to export and whether to time them."""
 
     speed: bool = True

@@ -6,20 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
 from crosslayer.explore.pareto import pareto_front
 from crosslayer.explore.sweep import DesignPoint, sweep
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.prune import SCHEMES
 from crosslayer.report import Figure, Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import TrainConfig, evaluate, within_budget
 
 __all__ = ["ExploreConfig", "fig7", "fig8"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExploreConfig:
+class ExploreConfig(Config):
     """The grid to sweep and the fine-tuning each pruned point gets."""
 
     schemes: tuple[str, ...] = SCHEMES

@@ -6,20 +6,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.hw.accelerator import DATAFLOWS, load_accelerator
 from crosslayer.hw.analysis import ModelCost, add_tables, analyse_model, relative_power_from_assignment, summary_metrics
 from crosslayer.hw.plots import dataflow_comparison_figure, layer_breakdown_figure, level_breakdown_figure
 from crosslayer.hw.sparsity import SparsityConfig
 from crosslayer.report import Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 
 __all__ = ["HardwareConfig", "hardware_stage"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class HardwareConfig:
+class HardwareConfig(Config):
     """``accelerator``: a preset (eyeriss, tpu) or a TOML file; ``dataflows``: empty = all it supports;
     ``skip``: which zeros the accelerator skips for the current model (the dense baseline skips none);
     ``samples``: test images used to measure activation sparsity."""

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import StageError
 from crosslayer.imc.spec import CrossbarSpec
 
@@ -39,7 +39,7 @@ __all__ = ["CostParams", "LayerCost", "LayerShape", "layer_cost", "layer_shapes"
 
 
 @dataclass(frozen=True, kw_only=True)
-class CostParams:
+class CostParams(Config):
     """Unit energies (pJ), areas (mm^2) and timing of the crossbar periphery (defaults: ISAAC, see module doc)."""
 
     adc_pj_8bit: float = 16e-3 / 8 / 1.28e9 * 1e12  # 2 mW per ADC at 1.28 GS/s -> 1.5625 pJ
@@ -60,8 +60,6 @@ class CostParams:
         check_range("input_bits_per_cycle", self.input_bits_per_cycle, 1, 16)
         check_range("adcs_per_tile", self.adcs_per_tile, 1)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
 
 @dataclass(frozen=True)

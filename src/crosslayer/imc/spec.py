@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
 
 __all__ = ["CrossbarSpec"]
@@ -23,7 +23,7 @@ Variation = Literal["gaussian", "lognormal"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class CrossbarSpec:
+class CrossbarSpec(Config):
     """A ReRAM crossbar with its non-idealities.
 
     Mapping: each weight is a differential pair ``w ~ (G+ - G-)``, both conductances in
@@ -94,8 +94,6 @@ class CrossbarSpec:
         check_range("drift_time", self.drift_time, 0.0, lo_open=True)
         check_range("drift_t0", self.drift_t0, 0.0, lo_open=True)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
     @property
     def sigma(self) -> float:

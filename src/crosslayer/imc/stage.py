@@ -10,14 +10,14 @@ from typing import Any, Literal
 
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.imc.cost import CostParams, layer_shapes, network_cost
 from crosslayer.imc.evaluation import SweepPoint, crossbar_accuracy, sweep
 from crosslayer.imc.spec import CrossbarSpec
 from crosslayer.imc.training import AwareTrainConfig, train_variation_aware
 from crosslayer.report import Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import evaluate
 
 __all__ = ["ImcConfig"]
@@ -30,7 +30,7 @@ def _default_spec() -> CrossbarSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImcConfig:
+class ImcConfig(Config):
     """``source``: the current model or the published baseline. ``crossbar``: the operating point
     (its ``d2d_sigma`` is swept over ``sigmas``, its ``adc_bits`` over ``adc_bits_sweep``).
     Variation-aware fine-tuning of the trained model: ``aware_epochs`` at ``aware_lr`` with ``aware_optimizer``

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from crosslayer.config import check_range
+from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range
 from crosslayer.data.datasets import ImageDataset
 from crosslayer.imc.devices import weight_noise
 from crosslayer.imc.spec import CrossbarSpec
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class AwareTrainConfig:
+class AwareTrainConfig(Config):
     """Fine-tuning schedule of variation-aware training (cosine learning-rate decay); ``noise_scale``
     multiplies the spec's sigmas (Long et al. train at the device's own variation, i.e. 1.0);
     ``augment_shift`` / ``augment_rotate`` / ``augment_scale`` are the data augmentations of
@@ -46,9 +46,9 @@ class AwareTrainConfig:
     augment_scale: float = 0.0
 
     def validate(self) -> None:
-        check_range("epochs", self.epochs, 1)
+        check_range("epochs", self.epochs, 1, MAX_EPOCHS)
         check_range("lr", self.lr, 0.0, lo_open=True)
-        check_range("batch_size", self.batch_size, 1)
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("noise_scale", self.noise_scale, 0.0)
         self.train_config()  # the schedule and augmentation are checked where they are used
 
@@ -58,8 +58,6 @@ class AwareTrainConfig:
                            augment_shift=self.augment_shift, augment_rotate=self.augment_rotate,
                            augment_scale=self.augment_scale)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
 
 def _crossbar_weights(model: nn.Module) -> list[str]:

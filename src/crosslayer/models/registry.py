@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from crosslayer.errors import ModelError
@@ -34,7 +34,13 @@ def _load_factory(spec: str) -> Callable[..., nn.Module]:
         path = Path(target).expanduser()
         if not path.is_file():
             raise ModelError(f"user model file {str(path)!r} does not exist")
-        mod_name = f"crosslayer_user_{abs(hash(str(path.resolve())))}"
+        # one stable module per file and process: the same classes every time the model is built
+        mod_name = "crosslayer_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        cached = sys.modules.get(mod_name)
+        if cached is not None:
+            fn = getattr(cached, factory, None)
+            if callable(fn):
+                return fn
         mspec = importlib.util.spec_from_file_location(mod_name, path)
         if mspec is None or mspec.loader is None:
             raise ModelError(f"cannot import user model file {str(path)!r}")
@@ -43,6 +49,7 @@ def _load_factory(spec: str) -> Callable[..., nn.Module]:
         try:
             mspec.loader.exec_module(module)
         except Exception as exc:  # a user's file can raise anything while it is imported
+            sys.modules.pop(mod_name, None)
             raise ModelError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
     else:
         try:
@@ -78,14 +85,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"weights file {str(p)!r} does not exist")
+    from crosslayer.checkpoint import CheckpointError, load_state_dict_file
+
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad or unsafe pickle
-        raise ModelError(f"cannot load weights {str(p)!r} safely: {type(exc).__name__}: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelError(f"weights file {str(p)!r} does not hold a state dict")
+        state = load_state_dict_file(p)
+    except CheckpointError as exc:
+        raise ModelError(str(exc)) from exc
     own = model.state_dict()
     for k, v in state.items():
         if k not in own:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from crosslayer.config import check_range, to_mapping
+from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range, to_mapping
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError
 from crosslayer.fileio import save_torch
@@ -61,7 +61,7 @@ _STATE_VERSION = 1
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScheduleConfig:
+class ScheduleConfig(Config):
     """How to prune iteratively.
 
     ``targets``: increasing overall sparsities (unstructured) or channel fractions removed per group
@@ -96,9 +96,9 @@ class ScheduleConfig:
         if any(b <= a for a, b in zip(self.targets, self.targets[1:], strict=False)):
             raise ConfigError(f"targets = {list(self.targets)} must be strictly increasing")
         check_range("budget_pp", self.budget_pp, 0.0, 100.0)
-        check_range("finetune_epochs", self.finetune_epochs, 0)
+        check_range("finetune_epochs", self.finetune_epochs, 0, MAX_EPOCHS)
         check_range("finetune_lr", self.finetune_lr, 0.0, lo_open=True)
-        check_range("batch_size", self.batch_size, 1)
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("stop_confidence", self.stop_confidence, 0.5, 1.0, hi_open=True)
         self.train_config()  # checks the fine-tuning's augmentation where it is used

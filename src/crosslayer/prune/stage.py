@@ -8,11 +8,11 @@ from typing import Any
 
 from torch import nn
 
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.prune.masks import Masks
 from crosslayer.prune.schedule import IterativePruner, PruneOutcome, ScheduleConfig
 from crosslayer.prune.storage import model_storage
 from crosslayer.report import Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 
 __all__ = ["PruneConfig", "fill_report", "prune_stage"]
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import MAX_BATCH, Config, check_range
 from crosslayer.errors import StageError
 from crosslayer.quant.clipping import mse_range, percentile_range
 from crosslayer.quant.layers import QuantLayer, calibrating, iter_quant_layers
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class CalibrationConfig:
+class CalibrationConfig(Config):
     """How activation ranges are calibrated.
 
     ``method``: ``minmax`` | ``percentile`` | ``mse``; ``batches`` x ``batch_size`` images are used
@@ -49,11 +49,9 @@ class CalibrationConfig:
                              "choose one of 'minmax', 'percentile', 'mse'")
         check_range("percentile", self.percentile, 50.0, 100.0, lo_open=True)
         check_range("calibration batches", self.batches, 1)
-        check_range("calibration batch_size", self.batch_size, 1)
+        check_range("calibration batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("max_samples", self.max_samples, 16)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
 
 class ActivationSampler:

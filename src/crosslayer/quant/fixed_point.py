@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
 from crosslayer.quant.lowbit import binary_codes, fake_binary, fake_ternary, ternary_codes
 
@@ -26,7 +26,7 @@ SCHEMES = ("uniform", "binary", "ternary")
 
 
 @dataclass(frozen=True, kw_only=True)
-class FixedPointSpec:
+class FixedPointSpec(Config):
     """How one tensor is quantized.
 
     ``frac_bits`` set means the Qm.n format: ``scale = 2**-frac_bits`` and ``bits = 1 + m + n``
@@ -61,8 +61,6 @@ class FixedPointSpec:
                 raise ConfigError("frac_bits (Qm.n) needs symmetric = true: the format has no zero point")
             check_range("frac_bits", self.frac_bits, -32, 32)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
     @property
     def int_bits(self) -> int | None:

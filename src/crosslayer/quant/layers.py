@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from crosslayer.checkpoint import LayerCodec, register_layer_codec
+from crosslayer.config import from_mapping, to_mapping
 from crosslayer.errors import StageError
 from crosslayer.quant.fixed_point import FixedPointSpec, QuantizedTensor, fake_quantize, quantize_tensor, scale_for
 
@@ -179,3 +181,31 @@ class calibrating:
     def __exit__(self, *exc: object) -> None:
         for m in self.layers:
             m.observing = False
+
+
+def _spec_settings(spec: FixedPointSpec | None) -> dict[str, Any] | None:
+    return None if spec is None else to_mapping(spec)
+
+
+def _spec_from(settings: Any, what: str) -> FixedPointSpec | None:
+    if settings is None:
+        return None
+    if not isinstance(settings, Mapping):
+        raise StageError(f"{what} of a quantized layer must be a table")
+    return from_mapping(FixedPointSpec, settings, section=what)
+
+
+def _encode_quant(m: nn.Module) -> dict[str, Any]:
+    assert isinstance(m, QuantLayer)
+    return {"weight_spec": _spec_settings(m.weight_spec), "act_spec": _spec_settings(m.act_spec)}
+
+
+def _decode_quant(settings: dict[str, Any], original: nn.Module, child: Any) -> nn.Module:
+    if not isinstance(original, (nn.Conv2d, nn.Linear)):
+        raise StageError(f"a quantized layer must replace a Conv2d or Linear, not a {type(original).__name__}")
+    return _swap(original, _spec_from(settings.get("weight_spec"), "weight_spec"),
+                 _spec_from(settings.get("act_spec"), "act_spec"))
+
+
+register_layer_codec(LayerCodec("quant.linear", QuantLinear, _encode_quant, _decode_quant))
+register_layer_codec(LayerCodec("quant.conv2d", QuantConv2d, _encode_quant, _decode_quant))

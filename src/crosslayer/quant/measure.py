@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from crosslayer.config import check_range, to_mapping
+from crosslayer.config import Config, check_range, to_mapping
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError
 from crosslayer.quant.pipeline import QuantizeConfig, quantize_pipeline
@@ -25,7 +25,7 @@ __all__ = ["MeasureConfig", "quant_measurements"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class MeasureConfig:
+class MeasureConfig(Config):
     """Settings of the three measurements (defaults: the ones reported in docs/quant.md)."""
 
     ptq: QuantizeConfig = field(default_factory=lambda: QuantizeConfig(mode="ptq", weight_bits=8, act_bits=8))
@@ -41,8 +41,6 @@ class MeasureConfig:
                 raise ConfigError(f"which contains {w!r}; allowed: ptq8, qat4, ternary")
         check_range("len(which)", len(self.which), 1)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
 
 def quant_measurements(model: nn.Module, data: DataSplits, *, seed: int = 0,

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError, StageError
 from crosslayer.quant.calibrate import CalibrationConfig, calibrate
@@ -31,7 +31,7 @@ MODES = ("ptq", "qat", "binary", "ternary")
 
 
 @dataclass(frozen=True, kw_only=True)
-class QuantizeConfig:
+class QuantizeConfig(Config):
     """Quantization of weights and input activations of every Conv2d / Linear layer.
 
     ``mode``: ``ptq`` (calibrate only), ``qat`` (calibrate, then fine-tune with the STE), ``binary``
@@ -83,18 +83,16 @@ class QuantizeConfig:
                 check_range(key, v, -32, 32)
         check_range("percentile", self.percentile, 50.0, 100.0, lo_open=True)
         check_range("calib_batches", self.calib_batches, 1)
-        check_range("calib_batch_size", self.calib_batch_size, 1)
-        check_range("qat_epochs", self.qat_epochs, 0)
+        check_range("calib_batch_size", self.calib_batch_size, 1, MAX_BATCH)
+        check_range("qat_epochs", self.qat_epochs, 0, MAX_EPOCHS)
         check_range("qat_lr", self.qat_lr, 0.0, lo_open=True)
-        check_range("qat_batch_size", self.qat_batch_size, 1)
+        check_range("qat_batch_size", self.qat_batch_size, 1, MAX_BATCH)
         check_range("budget_pp", self.budget_pp, 0.0, 100.0)
         if not self.sweep_bits:
             raise ConfigError("sweep_bits is empty; give bit widths in 2-16")
         for b in self.sweep_bits:
             check_range("sweep_bits[]", b, 2, 16)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
     @property
     def calibration_config(self) -> CalibrationConfig:

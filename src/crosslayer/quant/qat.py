@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range
 from crosslayer.data.datasets import ImageDataset
 from crosslayer.errors import StageError
 from crosslayer.train import TrainConfig, TrainResult, fit
@@ -25,7 +25,7 @@ __all__ = ["QATConfig", "apply_masks", "quantization_aware_finetune", "zero_mask
 
 
 @dataclass(frozen=True, kw_only=True)
-class QATConfig:
+class QATConfig(Config):
     """Fine-tuning hyper-parameters (a short run at a small learning rate)."""
 
     epochs: int = 2
@@ -35,13 +35,11 @@ class QATConfig:
     weight_decay: float = 0.0
 
     def validate(self) -> None:
-        check_range("qat epochs", self.epochs, 0)
+        check_range("qat epochs", self.epochs, 0, MAX_EPOCHS)
         check_range("qat lr", self.lr, 0.0, lo_open=True)
-        check_range("qat batch_size", self.batch_size, 1)
+        check_range("qat batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("qat weight_decay", self.weight_decay, 0.0)
 
-    def __post_init__(self) -> None:
-        self.validate()
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer,

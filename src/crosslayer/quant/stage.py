@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.quant.layers import iter_quant_layers
 from crosslayer.quant.pipeline import QuantizeConfig, quantize_pipeline
 from crosslayer.quant.storage import QuantStorage, quantized_storage
 from crosslayer.quant.sweep import SweepResult, bit_sweep
 from crosslayer.report import Report
+from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import evaluate
 
 __all__ = ["quantize_stage", "sweep_figure"]

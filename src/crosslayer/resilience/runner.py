@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
 from crosslayer.quant import FixedPointSpec
 from crosslayer.report import Report
@@ -24,7 +24,7 @@ __all__ = ["FaultRunOptions", "run_faults"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class FaultRunOptions:
+class FaultRunOptions(Config):
     """What ``crosslayer faults`` asks for."""
 
     target: Literal["weights", "activations"] = "weights"
@@ -60,8 +60,6 @@ class FaultRunOptions:
         if self.target == "activations" and len(self.bits) > 1:
             raise ConfigError("--target activations takes at most one --bits position")
 
-    def __post_init__(self) -> None:
-        self.validate()
 
 
 def run_faults(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -15,15 +15,15 @@ import copy
 from dataclasses import dataclass
 from typing import Literal
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.quant import FixedPointSpec, QuantLayer
 from crosslayer.report import Report
 from crosslayer.resilience.campaign import bit_sensitivity, rank_layers
 from crosslayer.resilience.faults import check_ber
 from crosslayer.resilience.multi import TrialStats, ber_campaign, noise_campaign
 from crosslayer.resilience.plots import ber_figure, heatmap_figure
+from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import evaluate
 
 __all__ = ["FLOAT_BITS", "ResilienceConfig"]
@@ -34,7 +34,7 @@ mantissa bits change a weight by less than 2^-2 of itself and are benign)."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class ResilienceConfig:
+class ResilienceConfig(Config):
     """Options of the ``resilience`` stage (defaults are the light demo settings)."""
 
     test_subset: int = 500

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.data import ImageDataset
 from crosslayer.errors import ConfigError
 from crosslayer.train import predict
@@ -24,7 +24,7 @@ __all__ = ["BadNetsConfig", "add_trigger", "attack_success_rate", "poison"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class BadNetsConfig:
+class BadNetsConfig(Config):
     """Defaults: 10 % poisoning, target class 0, a white 4x4 patch in the bottom-right corner."""
 
     rate: float = 0.1

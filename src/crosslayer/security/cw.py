@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.security.registry import register_attack
 
 __all__ = ["CWConfig", "cw_l2"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class CWConfig:
+class CWConfig(Config):
     """Defaults: c0 = 1, 5 binary-search steps of 100 Adam steps at lr 0.05, kappa = 0."""
 
     c: float = 1.0

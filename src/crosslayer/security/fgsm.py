@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from crosslayer.config import Config
 from crosslayer.security.base import check_eps, input_grad_only
 from crosslayer.security.registry import register_attack
 
@@ -18,7 +19,7 @@ __all__ = ["FGSMConfig", "fgsm"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class FGSMConfig:
+class FGSMConfig(Config):
     """``eps``: L-inf budget in pixel units ([0, 1] inputs); default 0.1."""
 
     eps: float = 0.1

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range
 from crosslayer.data import ImageDataset
 from crosslayer.errors import ModelError
 from crosslayer.train import TrainConfig, evaluate, fit
@@ -27,7 +27,7 @@ __all__ = ["FinePruneConfig", "FinePruneResult", "channel_activity", "fine_prune
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinePruneConfig:
+class FinePruneConfig(Config):
     """Defaults: last conv layer, up to 90 % of its channels, 4 pp drop allowed, 2 epochs of fine-tuning."""
 
     layer: str = ""
@@ -40,9 +40,9 @@ class FinePruneConfig:
     def validate(self) -> None:
         check_range("max_fraction", self.max_fraction, 0.0, 1.0)
         check_range("max_drop_pp", self.max_drop_pp, 0.0, 100.0)
-        check_range("epochs", self.epochs, 0)
+        check_range("epochs", self.epochs, 0, MAX_EPOCHS)
         check_range("lr", self.lr, 0.0, lo_open=True)
-        check_range("batch_size", self.batch_size, 1)
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
 
 
 @dataclass

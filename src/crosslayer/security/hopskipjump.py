@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.security.registry import register_attack
 from crosslayer.train import progress
 
@@ -24,7 +24,7 @@ __all__ = ["DecisionOracle", "HopSkipJumpConfig", "hopskipjump"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class HopSkipJumpConfig:
+class HopSkipJumpConfig(Config):
     """Defaults: 1,000 queries per image, 100 initial gradient samples (grows as sqrt(iteration))."""
 
     max_queries: int = 1000

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
 from crosslayer.security.registry import register_attack
 
@@ -22,7 +22,7 @@ __all__ = ["JSMAConfig", "jsma"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class JSMAConfig:
+class JSMAConfig(Config):
     """``theta``: change per chosen pixel (+1 saturates it); ``gamma``: largest fraction of pixels changed."""
 
     theta: float = 1.0

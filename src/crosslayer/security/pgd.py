@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.security.base import check_eps, check_norm, input_grad_only
 from crosslayer.security.registry import register_attack
 
@@ -24,7 +24,7 @@ __all__ = ["PGDConfig", "pgd"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class PGDConfig:
+class PGDConfig(Config):
     """Defaults: L-inf, eps 0.3, 40 steps of ``alpha = 2.5 * eps / steps`` (Madry et al.), 1 restart."""
 
     eps: float = 0.3

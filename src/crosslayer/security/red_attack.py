@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.security.hopskipjump import DecisionOracle, binary_search, initial_adversarial
 from crosslayer.security.registry import register_attack
 from crosslayer.train import progress
@@ -26,7 +26,7 @@ __all__ = ["REDAttackConfig", "red_attack"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class REDAttackConfig:
+class REDAttackConfig(Config):
     """Defaults: 300 queries per image, groups of 16 pixels pulled back by half their difference."""
 
     max_queries: int = 300

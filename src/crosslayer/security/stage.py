@@ -9,9 +9,8 @@ from typing import Any, Literal
 
 import torch
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
-from crosslayer.flow import StageContext, StageResult, register_stage
 from crosslayer.report import Report
 from crosslayer.security.backdoor import BadNetsConfig
 from crosslayer.security.base import check_eps
@@ -21,6 +20,7 @@ from crosslayer.security.fine_pruning import FinePruneConfig
 from crosslayer.security.pgd import PGDConfig
 from crosslayer.security.registry import ATTACKS, attack_config, run_attack
 from crosslayer.security.robustness import robustness_curves
+from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import TrainConfig, evaluate
 
 __all__ = ["SecurityConfig"]
@@ -34,7 +34,7 @@ LIGHT_ATTACKS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class SecurityConfig:
+class SecurityConfig(Config):
     """Light defaults: PGD-10 (L-inf) on 500 test images at 5 epsilons for each flow model; three input
     defences on 200 images at eps 0.2; each attack on 10 images; BadNets demo off (``backdoor = true``)."""
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crosslayer.config import check_range
+from crosslayer.config import Config, check_range
 from crosslayer.security.registry import register_attack
 from crosslayer.security.ssim import correlation, ssim
 
@@ -25,7 +25,7 @@ __all__ = ["TrISecConfig", "trisec"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrISecConfig:
+class TrISecConfig(Config):
     """Defaults: SSIM >= 0.9, correlation >= 0.95, 200 Adam steps at lr 0.01, penalty weight 10."""
 
     min_ssim: float = 0.9
