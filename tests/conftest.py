@@ -65,3 +65,17 @@ def lenet5_trained(_lenet5_session: nn.Module) -> nn.Module:
 def lenet300_trained(_lenet300_session: nn.Module) -> nn.Module:
     """A LeNet-300-100 trained on the small MNIST split; a fresh copy per test."""
     return copy.deepcopy(_lenet300_session)
+
+
+# User-style models (tests/user_models.py): ResNet with BN + residual adds, MobileNet with depthwise / ReLU6 /
+# squeeze-and-excitation / hard-swish, an attention block with GELU / LayerNorm, a CNN with functional ops.
+# Names and file: user_models.USER_MODEL_NAMES, user_models.USER_MODELS_FILE (import them from `user_models`).
+
+
+@pytest.fixture
+def user_model():
+    """A builder of the user-style models by name: ``user_model("resnet_tiny", num_classes=3, in_channels=3,
+    image_size=32, seed=0)``; as a CLI / flow model: ``f"{user_models.USER_MODELS_FILE}:resnet_tiny"``."""
+    from user_models import build_user_model
+
+    return build_user_model

@@ -70,8 +70,8 @@ def test_missing_file_and_folder_errors(tmp_path):
         load_dataset("mnist", "train", tmp_path / "nope")
     with pytest.raises(DataError, match="not found in data folder"):
         load_dataset("mnist", "train", tmp_path)
-    with pytest.raises(DataError, match="unknown dataset 'cifar100'"):
-        load_dataset("cifar100")
+    with pytest.raises(DataError, match="unknown dataset 'cifar1000'"):
+        load_dataset("cifar1000")
 
 
 def test_label_count_mismatch(tmp_path):

@@ -1,4 +1,7 @@
-"""Image-classification datasets: MNIST and Fashion-MNIST from their standard IDX files.
+"""The in-memory dataset type, and MNIST / Fashion-MNIST from their standard IDX files.
+
+Other sources (CIFAR-10 / CIFAR-100 binaries, image folders, ``.npz`` files) live in their own modules;
+:func:`crosslayer.data.sources.load_dataset` chooses among them by name or path.
 
 Where the files come from, in order: an explicit ``data_dir`` (``--data-dir``), the environment
 variable ``CROSSLAYER_DATA``, else a cache (``CROSSLAYER_CACHE`` or ``~/.cache/crosslayer``) filled by
@@ -23,7 +26,7 @@ from crosslayer.data.idx import read_idx
 from crosslayer.errors import DataError
 from crosslayer.fileio import atomic_write_bytes
 
-__all__ = ["DATASETS", "ImageDataset", "cache_dir", "load_dataset", "resolve_data_dir"]
+__all__ = ["DATASETS", "ImageDataset", "cache_dir", "load_dataset", "load_idx_dataset", "resolve_data_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,19 @@ class ImageDataset:
     def subset(self, n: int) -> ImageDataset:
         return ImageDataset(self.name, self.split, self.images[:n], self.labels[:n], self.classes, self.source)
 
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and standard deviation of the pixels (for a model's input normalisation)."""
+        c = self.images.shape[1]
+        mean, sq = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+        for i in range(0, len(self), 4096):
+            chunk = self.images[i:i + 4096].double()
+            mean += chunk.sum(dim=(0, 2, 3))
+            sq += chunk.square().sum(dim=(0, 2, 3))
+        count = max(1, len(self) * self.images.shape[2] * self.images.shape[3])
+        mu = mean / count
+        std = (sq / count - mu.square()).clamp_min(0).sqrt().clamp_min(1e-3)
+        return tuple(mu.tolist()), tuple(std.tolist())
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("CROSSLAYER_CACHE") or Path.home() / ".cache" / "crosslayer")
@@ -174,6 +190,13 @@ def _locate(spec: _Spec, filename: str, data_dir: Path | None) -> Path:
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None) -> ImageDataset:
+    """Any dataset by name or path; see :func:`crosslayer.data.sources.load_dataset`."""
+    from crosslayer.data.sources import load_dataset as load_any
+
+    return load_any(name, split, data_dir)
+
+
+def load_idx_dataset(name: str, split: str = "train", data_dir: str | Path | None = None) -> ImageDataset:
     """Load ``split`` ('train' or 'test') of MNIST or Fashion-MNIST as tensors."""
     key = canonical_name(name)
     if split not in _FILES:
@@ -186,8 +209,13 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{str(img_file)!r} holds {images.shape[0]} images but {str(lbl_file)!r} holds "
                         f"{labels.shape[0]} labels")
-    if labels.size and int(labels.max()) >= len(spec.classes):
-        raise DataError(f"{str(lbl_file)!r} has label {int(labels.max())}, beyond the {len(spec.classes)} classes")
+    if images.dtype != np.uint8:
+        raise DataError(f"{str(img_file)!r} holds {images.dtype} pixels; MNIST-style image files hold unsigned bytes")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{str(lbl_file)!r} holds {labels.dtype} labels; labels must be integers")
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= len(spec.classes)):
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        raise DataError(f"{str(lbl_file)!r} has label {bad}, outside the classes 0..{len(spec.classes) - 1}")
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return ImageDataset(key, split, x, y, spec.classes, str(img_file.parent))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,12 +63,34 @@ def _load_factory(spec: str) -> Callable[..., nn.Module]:
     return fn
 
 
+def _factory_kwargs(fn: Callable[..., nn.Module], **sizes: int) -> dict[str, int]:
+    """The data-dependent sizes a user factory accepts: each of ``num_classes``, ``in_channels`` and
+    ``image_size`` that it names as a parameter (or all three when it takes ``**kwargs``); none for a
+    zero-argument factory."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: call it bare
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(sizes)
+    names = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   inspect.Parameter.KEYWORD_ONLY)}
+    return {k: v for k, v in sizes.items() if k in names}
+
+
 def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
-    """A built-in model by name, or a user model from ``file.py:factory`` / ``pkg.mod:factory``."""
+    """A built-in model by name, or a user model from ``file.py:factory`` / ``pkg.mod:factory``.
+
+    A user factory receives, as keyword arguments, each of ``num_classes``, ``in_channels`` and
+    ``image_size`` (the dataset's class count, channel count and image side) that its signature names
+    (all three if it takes ``**kwargs``); a factory without parameters is called with none. The factory
+    file is code and runs as code: only name files you trust.
+    """
     if ":" in name:
         fn = _load_factory(name)
+        kwargs = _factory_kwargs(fn, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
         try:
-            model = fn()
+            model = fn(**kwargs)
         except Exception as exc:  # the factory is user code
             raise ModelError(f"user factory {name!r} raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(model, nn.Module):
