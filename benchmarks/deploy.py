@@ -236,7 +236,7 @@ def main() -> None:
     from crosslayer.encode.speed import torch_runner
     from crosslayer.models import build_model
     from crosslayer.prune import IterativePruner, ScheduleConfig, count_macs
-    from crosslayer.quant import QuantizeConfig, quantize_pipeline
+    from crosslayer.quant import QuantizeConfig, quantize
     from crosslayer.train import TrainConfig, evaluate, fit_cached
 
     t_start = time.perf_counter()
@@ -280,8 +280,8 @@ def main() -> None:
                          "accuracy_loss_pp": 100 * (base_acc - evaluate(struct, data.test).accuracy),
                          "val_loss_pp": sp.kept["val_loss_pp"], "seconds": time.perf_counter() - t0}
     q8 = QuantizeConfig(mode="ptq", weight_bits=8, act_bits=8)
-    base_q = quantize_pipeline(base, data, q8, seed=0).model.eval()
-    struct_q = quantize_pipeline(struct, data, q8, seed=0).model.eval()
+    base_q = quantize(base, q8, data, seed=0).model.eval()
+    struct_q = quantize(struct, q8, data, seed=0).model.eval()
 
     # 3. artefacts for the timing workers
     calib = data.train.images[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:1024]]

@@ -132,8 +132,9 @@ def _model_spec(flow: FlowConfig, ctx_shape: tuple[int, int, int], num_classes: 
     return ModelSpec(flow.model, num_classes, c, h)
 
 
-def build_context(run_dir: Path, flow: FlowConfig) -> StageContext:
-    """Data, model (built and loaded, or taken from ``flow.source_run``) and device of a run."""
+def build_context(run_dir: Path | None, flow: FlowConfig) -> StageContext:
+    """Data, model (built and loaded, or taken from ``flow.source_run``) and device of a run (``run_dir``
+    None: a context that writes no files)."""
     from crosslayer.models import build_model, load_weights
     from crosslayer.train import seed_everything
 

@@ -17,7 +17,8 @@ from typing import Any
 from crosslayer.errors import CrossLayerError
 from crosslayer.fileio import atomic_write_json, atomic_write_text, finite_json
 
-__all__ = ["Figure", "Report", "Table", "library_versions", "load_reports", "render_html"]
+__all__ = ["FOLD_ROWS", "HEADLINE_KEYS", "Figure", "Report", "Table", "glance_table", "library_versions",
+           "load_reports", "render_html", "write_html"]
 
 
 @dataclass

@@ -137,7 +137,7 @@ class FlowConfig(Config):
 class StageContext:
     """What a stage sees: the current model, the data, and what earlier stages published."""
 
-    run_dir: Path
+    run_dir: Path | None
     flow: FlowConfig
     data: DataSplits
     model: nn.Module
@@ -148,6 +148,9 @@ class StageContext:
     reports: dict[str, Report] = field(default_factory=dict)
 
     def stage_dir(self, name: str) -> Path:
+        """A folder for the files of stage ``name`` inside the run directory."""
+        if self.run_dir is None:
+            raise StageError(f"stage {name!r} writes files, but this context has no run directory")
         d = self.run_dir / "stages" / name
         d.mkdir(parents=True, exist_ok=True)
         return d

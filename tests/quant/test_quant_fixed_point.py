@@ -14,8 +14,8 @@ from crosslayer.quant import (
     fake_quantize,
     qformat,
     qrange,
-    quantize,
     quantize_tensor,
+    round_to_codes,
     scale_for,
 )
 
@@ -46,7 +46,7 @@ def test_qformat_scale_and_saturation() -> None:
     x = torch.tensor([0.0, 1.0625, -2.53, 100.0, -100.0])
     scale, zp = scale_for(x, spec)
     assert float(scale) == pytest.approx(1 / 16)
-    codes = quantize(x, scale, zp, spec.bits)
+    codes = round_to_codes(x, scale, zp, spec.bits)
     assert codes.tolist() == [0, 17, -40, 127, -128]
     assert dequantize(codes, scale, zp).tolist() == pytest.approx([0.0, 1.0625, -2.5, 7.9375, -8.0])
 

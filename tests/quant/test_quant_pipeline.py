@@ -9,13 +9,13 @@ from torch import nn
 from crosslayer.config import from_mapping
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError, StageError
-from crosslayer.quant import QuantizeConfig, iter_quant_layers, quantize_pipeline, weight_codes
+from crosslayer.quant import QuantizeConfig, iter_quant_layers, quantize, weight_codes
 from crosslayer.train import evaluate
 
 
 def test_ptq8_loses_almost_nothing(lenet5_trained: nn.Module, mnist_small: DataSplits) -> None:
     base = evaluate(lenet5_trained, mnist_small.test).accuracy
-    q = quantize_pipeline(lenet5_trained, mnist_small, QuantizeConfig(), seed=0).model
+    q = quantize(lenet5_trained, QuantizeConfig(), mnist_small, seed=0).model
     acc = evaluate(q, mnist_small.test).accuracy
     assert abs(base - acc) <= 0.003  # 2,000 test images: at most 6 flips
     assert isinstance(lenet5_trained.conv1, nn.Conv2d) and not list(iter_quant_layers(lenet5_trained))
@@ -25,8 +25,8 @@ def test_ptq8_loses_almost_nothing(lenet5_trained: nn.Module, mnist_small: DataS
 
 def test_ptq_is_deterministic(lenet300_trained: nn.Module, mnist_tiny: DataSplits) -> None:
     cfg = QuantizeConfig(weight_bits=5, act_bits=5, calibration="percentile")
-    a = quantize_pipeline(lenet300_trained, mnist_tiny, cfg, seed=7)
-    b = quantize_pipeline(lenet300_trained, mnist_tiny, cfg, seed=7)
+    a = quantize(lenet300_trained, cfg, mnist_tiny, seed=7)
+    b = quantize(lenet300_trained, cfg, mnist_tiny, seed=7)
     assert a.act_ranges == b.act_ranges
     x = mnist_tiny.test.images[:50]
     assert torch.equal(a.model(x), b.model(x))
@@ -34,14 +34,14 @@ def test_ptq_is_deterministic(lenet300_trained: nn.Module, mnist_tiny: DataSplit
 
 def test_per_layer_widths_and_float_activations(lenet300_trained: nn.Module, mnist_tiny: DataSplits) -> None:
     cfg = QuantizeConfig(weight_bits=8, act_bits=0, layer_weight_bits={"fc1": 3}, layer_act_bits={"fc3": 6})
-    q = quantize_pipeline(lenet300_trained, mnist_tiny, cfg).model
+    q = quantize(lenet300_trained, cfg, mnist_tiny).model
     specs = {n: (m.weight_spec, m.act_spec) for n, m in iter_quant_layers(q)}
     assert specs["fc1"][0] is not None and specs["fc1"][0].bits == 3 and specs["fc1"][1] is None
     assert specs["fc2"][0] is not None and specs["fc2"][0].bits == 8
     assert specs["fc3"][1] is not None and specs["fc3"][1].bits == 6
     assert int(weight_codes(q, "fc1").codes.abs().max()) <= 4
     with pytest.raises(StageError, match="layer_weight_bits: no quantizable layer named 'fc7'"):
-        quantize_pipeline(lenet300_trained, mnist_tiny, QuantizeConfig(layer_weight_bits={"fc7": 4}))
+        quantize(lenet300_trained, QuantizeConfig(layer_weight_bits={"fc7": 4}), mnist_tiny)
 
 
 def test_config_errors_name_the_field() -> None:
@@ -58,7 +58,7 @@ def test_config_errors_name_the_field() -> None:
 @pytest.mark.parametrize(("mode", "levels"), [("binary", {-1, 1}), ("ternary", {-1, 0, 1})])
 def test_binary_and_ternary_codes(mode: str, levels: set[int], lenet300_trained: nn.Module,
                                   mnist_tiny: DataSplits) -> None:
-    q = quantize_pipeline(lenet300_trained, mnist_tiny, QuantizeConfig(mode=mode, qat_epochs=0)).model
+    q = quantize(lenet300_trained, QuantizeConfig(mode=mode, qat_epochs=0), mnist_tiny).model
     for name in ("fc1", "fc2", "fc3"):
         qt = weight_codes(q, name)
         assert set(qt.codes.unique().tolist()) <= levels
@@ -76,7 +76,7 @@ def test_pruned_zeros_stay_zero_through_qat(lenet300_trained: nn.Module, mnist_t
                        test=mnist_tiny.test.subset(500))
     for mode in ("qat", "ternary", "binary"):
         cfg = QuantizeConfig(mode=mode, weight_bits=4, act_bits=6, qat_epochs=1, qat_lr=1e-3, calib_batches=2)
-        out = quantize_pipeline(lenet300_trained, small, cfg, seed=0)
+        out = quantize(lenet300_trained, cfg, small, seed=0)
         assert out.training is not None and out.masked_layers == ["fc1.weight", "fc2.weight"]
         for n, z in zeros.items():
             layer = getattr(out.model, n)
@@ -87,7 +87,7 @@ def test_pruned_zeros_stay_zero_through_qat(lenet300_trained: nn.Module, mnist_t
 
 def test_qm_n_weights_use_power_of_two_scale(lenet300_trained: nn.Module, mnist_tiny: DataSplits) -> None:
     cfg = QuantizeConfig(weight_bits=8, weight_frac_bits=7, act_bits=0)
-    q = quantize_pipeline(lenet300_trained, mnist_tiny, cfg).model
+    q = quantize(lenet300_trained, cfg, mnist_tiny).model
     qt = weight_codes(q, "fc2")
     assert torch.all(qt.scale == 2.0**-7) and qt.spec.int_bits == 0
     w = lenet300_trained.fc2.weight.detach()

@@ -6,7 +6,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -17,8 +19,25 @@ from rich.table import Table
 
 from crosslayer.errors import CrossLayerError
 
-__all__ = ["DataDirOpt", "DeviceOpt", "ForceOpt", "JsonOpt", "OutOpt", "SeedOpt", "console", "emit", "handle_errors",
-           "setup_logging"]
+__all__ = [
+    "DataDirOpt",
+    "DatasetOpt",
+    "DeviceOpt",
+    "ForceOpt",
+    "JsonOpt",
+    "ModelOpt",
+    "ModelSource",
+    "OutOpt",
+    "RunDirArg",
+    "SeedOpt",
+    "StageOpt",
+    "WeightsOpt",
+    "console",
+    "emit",
+    "handle_errors",
+    "model_source",
+    "setup_logging",
+]
 
 console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,6 +51,56 @@ OutOpt = typer.Option(None, "--out", "-o", help="Output (run) directory.")
 ForceOpt = typer.Option(False, "--force", help="If --out already holds another run, remove that run's files and "
                                               "start afresh (without it such a directory is refused; the same "
                                               "run is resumed).")
+
+
+# The one option group for "which model": a run directory (and its stage), or --model with --weights.
+RunDirArg = typer.Argument(None, help="A run directory (written by `crosslayer flow`, `train` or any command's --out): "
+                                      "use the model its last stage left, or --stage's. Else give --weights.")
+StageOpt = typer.Option(None, "--stage", help="With RUN_DIR: the stage whose model to use (default: the last one "
+                                              "that left a model).")
+ModelOpt = typer.Option(None, "--model", "-m", help="Built-in model (lenet5, the default; lenet300, vgg-small, "
+                                                    "resnet20, mobilenetv2) or a user factory file.py:factory (code, "
+                                                    "it runs as code). With RUN_DIR: only to name the run's own "
+                                                    "user factory.")
+WeightsOpt = typer.Option(None, "--weights", help="Trained state dict of --model (read as data, weights_only).")
+DatasetOpt = typer.Option(None, "--dataset", "-d", help="mnist (the default), fashion-mnist, cifar10, cifar100, a .npz "
+                                                        "file or an image folder; with RUN_DIR: the run's.")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a command's model and data come from: a run directory, or a model name with weights."""
+
+    run_dir: Path | None
+    stage: str | None
+    options: dict[str, Any]
+
+    def run(self, step: str, cfg: Any, out: Path, *, force: bool = False) -> Any:
+        """Run flow stage ``step`` on this model; ``out`` becomes a run directory. Returns its Report."""
+        from crosslayer.flow import run_standalone
+
+        return run_standalone(step, cfg, out, run_dir=self.run_dir, options=self.options, source_stage=self.stage,
+                              force=force)
+
+    def context(self, step: str = "evaluate") -> Any:
+        """The model, data and device (a StageContext that writes nothing), for commands that are no stage."""
+        from crosslayer.flow import build_context, standalone_flow
+
+        return build_context(None, standalone_flow(step, self.run_dir, self.options, self.stage))
+
+
+def model_source(run_dir: Path | None, *, stage: str | None = None, model: str | None = None,
+                 weights: Path | None = None, dataset: str | None = None, data_dir: str | None = None,
+                 seed: int | None = None, device: str | None = None, **limits: int | None) -> ModelSource:
+    """The :class:`ModelSource` of a command's options (see :data:`RunDirArg` and the options beside it)."""
+    from crosslayer.errors import ConfigError
+
+    if stage is not None and run_dir is None:
+        raise ConfigError("--stage needs a RUN_DIR")
+    options: dict[str, Any] = {"model": model, "weights": str(weights) if weights else None, "dataset": dataset,
+                               "data_dir": data_dir or None, "seed": seed, "device": device}
+    options.update({k: v for k, v in limits.items() if v})
+    return ModelSource(run_dir, stage, {k: v for k, v in options.items() if v is not None})
 
 
 def setup_logging(verbose: bool = False) -> None:

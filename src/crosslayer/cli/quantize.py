@@ -8,13 +8,19 @@ import typer
 
 from crosslayer.cli.common import (
     DataDirOpt,
+    DatasetOpt,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
+    ModelOpt,
+    RunDirArg,
     SeedOpt,
+    StageOpt,
+    WeightsOpt,
     console,
     emit,
     handle_errors,
+    model_source,
     setup_logging,
 )
 
@@ -25,12 +31,8 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def quantize_cmd(
-    run_dir: Path = typer.Argument(None, help="A run directory: quantize the model its last stage left "
-                                               "(its data settings are reused). Else give --weights."),
-    model: str = typer.Option(None, "--model", "-m", help="lenet5 (default), lenet300, vgg-small, or file.py:factory "
-                                                          "(with a RUN_DIR: only to name the run's user factory)."),
-    weights: Path = typer.Option(None, "--weights", help="Trained state dict of --model (weights_only=True)."),
-    dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist or fashion-mnist."),
+    run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = ModelOpt, weights: Path = WeightsOpt,
+    dataset: str = DatasetOpt,
     bits: int = typer.Option(8, "--bits", "-b", help="Weight bit width (1 with --mode binary, 2-16 otherwise)."),
     act_bits: int = typer.Option(8, "--act-bits", help="Activation bit width 2-16; 0 keeps activations float."),
     mode: str = typer.Option("ptq", "--mode", help="ptq, qat, binary or ternary."),
@@ -52,15 +54,14 @@ def quantize_cmd(
     setup_logging(verbose)
     from crosslayer.config import from_mapping
     from crosslayer.quant.pipeline import QuantizeConfig
-    from crosslayer.quant.runner import run_quantize
 
     cfg = from_mapping(QuantizeConfig, {
         "mode": mode, "weight_bits": bits, "act_bits": act_bits, "per_channel": per_channel,
         "symmetric": symmetric, "calibration": calibration, "qat_epochs": qat_epochs, "qat_lr": qat_lr,
         "sweep": sweep, "budget_pp": budget_pp}, section="quantize")
-    flow_opts = {"model": model, "dataset": dataset, "weights": str(weights) if weights else "", "seed": seed,
-                 "device": device, "data_dir": data_dir or "", "train_limit": train_limit, "test_limit": test_limit}
-    report = run_quantize(cfg, out, run_dir=run_dir, flow_options=flow_opts, force=force)
+    src = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
+                       seed=seed, device=device, train_limit=train_limit, test_limit=test_limit)
+    report = src.run("quantize", cfg, out, force=force)
     emit(report.metrics, as_json, title=f"quantize ({cfg.mode})")
     if not as_json:
         console.print(f"run directory: {out}  report: {out / 'report.html'}")

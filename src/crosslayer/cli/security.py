@@ -10,20 +10,23 @@ import typer
 
 from crosslayer.cli.common import (
     DataDirOpt,
+    DatasetOpt,
     DeviceOpt,
     JsonOpt,
+    ModelOpt,
+    ModelSource,
     OutOpt,
+    RunDirArg,
     SeedOpt,
+    StageOpt,
+    WeightsOpt,
     console,
     emit,
     handle_errors,
+    model_source,
     setup_logging,
 )
 
-ModelOpt = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory.")
-WeightsOpt = typer.Option(None, "--weights", help="Trained state dict (weights_only=True).")
-RunOpt = typer.Option(None, "--run", help="A flow run directory: attack the model its last (or --stage) stage left.")
-StageOpt = typer.Option(None, "--stage", help="With --run: whose checkpoint to load.")
 ImagesOpt = typer.Option(1000, "--images", "-n", help="Number of test images (first N).")
 SetOpt = typer.Option(None, "--set", help="Extra attack option key=value (TOML value), repeatable.")
 
@@ -49,24 +52,9 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _load(model: str, weights: Path | None, run: Path | None, stage: str | None, dataset: str,
-          data_dir: str | None, device: str) -> tuple[Any, Any]:
-    from crosslayer.data import load_dataset
-    from crosslayer.device import resolve_device
-    from crosslayer.errors import ConfigError
-    from crosslayer.flow import load_run_model
-    from crosslayer.models import build_model, load_weights
-
-    test = load_dataset(dataset, "test", data_dir)
-    if run is not None:
-        net = load_run_model(run, stage)
-    else:
-        if weights is None:
-            raise ConfigError("give the model's trained weights with --weights FILE or a run directory with --run DIR")
-        c, h, _ = test.input_shape
-        net = build_model(model, num_classes=test.num_classes, in_channels=c, image_size=h)
-        load_weights(net, weights)
-    return net.to(resolve_device(device)).eval(), test
+def _load(src: ModelSource) -> tuple[Any, Any]:
+    ctx = src.context()
+    return ctx.model.eval(), ctx.data.test
 
 
 def _save(out: Path | None, name: str, metrics: dict[str, Any]) -> None:
@@ -82,8 +70,8 @@ def attack_cmd(
     eps: float = typer.Option(None, "--eps", help="Perturbation budget (fgsm, pgd)."),
     norm: str = typer.Option(None, "--norm", help="linf or l2 (pgd)."),
     steps: int = typer.Option(None, "--steps", help="Iterations (pgd, cw, trisec)."),
-    sets: list[str] = SetOpt, model: str = ModelOpt, weights: Path = WeightsOpt, run: Path = RunOpt,
-    stage: str = StageOpt, images: int = ImagesOpt, dataset: str = typer.Option("mnist", "--dataset", "-d"),
+    run: Path = RunDirArg, sets: list[str] = SetOpt, model: str = ModelOpt, weights: Path = WeightsOpt,
+    stage: str = StageOpt, images: int = ImagesOpt, dataset: str = DatasetOpt,
     seed: int = SeedOpt, device: str = DeviceOpt, data_dir: str = DataDirOpt, out: Path = OutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
@@ -95,7 +83,8 @@ def attack_cmd(
     check_range("--images", images, 1)
     opts = {k: v for k, v in {"eps": eps, "norm": norm, "steps": steps}.items() if v is not None}
     cfg = attack_config(attack, **opts, **_parse_sets(sets))
-    net, test = _load(model, weights, run, stage, dataset, data_dir, device)
+    net, test = _load(model_source(run, stage=stage, model=model, weights=weights, dataset=dataset,
+                                   data_dir=data_dir, seed=seed, device=device))
     res = run_attack(net, test.images[:images], test.labels[:images], cfg, seed=seed)
     metrics = {"attack": res.attack, **res.metrics}
     _save(out, f"attack-{res.attack}", metrics)
@@ -111,9 +100,9 @@ def defend_cmd(
     levels: int = typer.Option(2, "--levels", help="Quantization levels."),
     size: int = typer.Option(3, "--size", help="Filter size (median, lowpass)."),
     epochs: int = typer.Option(5, "--epochs", help="adv-train: epochs of PGD training (from the given weights)."),
-    model: str = ModelOpt, weights: Path = WeightsOpt, run: Path = RunOpt, stage: str = StageOpt,
+    run: Path = RunDirArg, model: str = ModelOpt, weights: Path = WeightsOpt, stage: str = StageOpt,
     images: int = typer.Option(500, "--images", "-n", help="Number of test images (first N)."),
-    dataset: str = typer.Option("mnist", "--dataset", "-d"), seed: int = SeedOpt, device: str = DeviceOpt,
+    dataset: str = DatasetOpt, seed: int = SeedOpt, device: str = DeviceOpt,
     data_dir: str = DataDirOpt, out: Path = OutOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Evaluate a defence against a non-adaptive AND an adaptive (BPDA / EOT) PGD attacker."""
@@ -126,16 +115,18 @@ def defend_cmd(
     check_range("--images", images, 1)
     attack = PGDConfig(eps=eps, steps=steps)
     attack.validate()
-    net, test = _load(model, weights, run, stage, dataset, data_dir, device)
+    src = model_source(run, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
+                       seed=seed, device=device)
+    ctx = src.context()
+    net, test = ctx.model.eval(), ctx.data.test
     x, y = test.images[:images], test.labels[:images]
     if defence == "adv-train":
         import copy
 
-        from crosslayer.data import load_splits
         from crosslayer.train import TrainConfig
 
         before = run_attack(net, x, y, attack, seed=seed, with_ssim=False).metrics["robust_accuracy"]
-        data = load_splits(dataset, data_dir, seed=seed)
+        data = ctx.data
         robust = copy.deepcopy(net)
         adversarial_train(robust, data.train, data.val, TrainConfig(epochs=epochs, lr=0.001, optimizer="adam",
                           weight_decay=0.0), PGDConfig(eps=eps, steps=7), seed=seed, ramp_epochs=min(2.0, epochs / 2))
@@ -163,7 +154,9 @@ def backdoor_cmd(
     patch: int = typer.Option(4, "--patch", help="Trigger patch side (pixels)."),
     epochs: int = typer.Option(4, "--epochs", help="Training epochs on the poisoned set."),
     prune_epochs: int = typer.Option(2, "--prune-epochs", help="Fine-tuning epochs after pruning."),
-    model: str = ModelOpt, dataset: str = typer.Option("mnist", "--dataset", "-d"),
+    model: str = typer.Option("lenet5", "--model", "-m", help="Model to train on the poisoned set: a built-in name "
+                                                               "or a user factory file.py:factory (code)."),
+    dataset: str = typer.Option("mnist", "--dataset", "-d", help="Dataset name or path (.npz, image folder)."),
     train_limit: int = typer.Option(10000, "--train-limit", help="Training images used (0 = all)."),
     seed: int = SeedOpt, device: str = DeviceOpt, data_dir: str = DataDirOpt, out: Path = OutOpt,
     as_json: bool = JsonOpt,

@@ -19,7 +19,7 @@ from torch import nn
 from crosslayer.data import DataSplits
 from crosslayer.prune import magnitude_masks, mask_sparsity, prunable_weights
 from crosslayer.prune.schedule import IterativePruner, ScheduleConfig
-from crosslayer.quant.pipeline import QuantizeConfig, quantize_pipeline
+from crosslayer.quant.pipeline import QuantizeConfig, quantize
 from crosslayer.quant.storage import quantized_storage
 from crosslayer.train import evaluate, progress
 
@@ -49,7 +49,7 @@ def sequential(model: nn.Module, data: DataSplits, prune_cfg: ScheduleConfig, qu
                seed: int = 0, state_path: Any = None) -> JointResult:
     """Deep Compression order: iterative pruning within budget, then quantization keeping the masks."""
     outcome = IterativePruner(model, data, prune_cfg, seed=seed, state_path=state_path).run()
-    q = quantize_pipeline(outcome.model, data, quant_cfg, seed=seed, masks=outcome.masks)
+    q = quantize(outcome.model, quant_cfg, data, seed=seed, masks=outcome.masks)
     hist = [*outcome.history, {"step": "quantize", "mode": quant_cfg.mode, "weight_bits": quant_cfg.weight_bits}]
     return _finish(q.model, data, hist)
 
@@ -71,7 +71,7 @@ def one_loop(model: nn.Module, data: DataSplits, targets: tuple[float, ...], qua
                 for name, p in step_model.named_parameters():
                     if name in masks:
                         p.mul_(masks[name].to(p.dtype))
-            out = quantize_pipeline(step_model, data, quant_cfg, seed=seed, masks=masks)
+            out = quantize(step_model, quant_cfg, data, seed=seed, masks=masks)
             current = out.model
             val = evaluate(current, data.val).accuracy
             history.append({"target": target, "sparsity": mask_sparsity(masks), "val_accuracy": val})

@@ -14,7 +14,7 @@ from torch import nn
 
 from crosslayer.data import DataSplits
 from crosslayer.prune import apply_masks, count_macs, magnitude_masks, mask_sparsity, model_storage, prunable_weights
-from crosslayer.quant.pipeline import QuantizeConfig, quantize_pipeline
+from crosslayer.quant.pipeline import QuantizeConfig, quantize
 from crosslayer.quant.storage import quantized_storage
 from crosslayer.train import TrainConfig, evaluate, fit, progress
 
@@ -66,7 +66,7 @@ def sweep(model: nn.Module, data: DataSplits, *, schemes: tuple[str, ...], spars
                                           st.bits, st.compression_ratio, macs, nz))
                 bar.advance(task)
                 for b in bits:
-                    q = quantize_pipeline(pruned, data, QuantizeConfig(mode="ptq", weight_bits=b, act_bits=act_bits),
+                    q = quantize(pruned, QuantizeConfig(mode="ptq", weight_bits=b, act_bits=act_bits), data,
                                           seed=seed, masks=masks).model
                     qs = quantized_storage(q)
                     points.append(DesignPoint(scheme, mask_sparsity(masks), b, evaluate(q, data.test).accuracy,

@@ -1,6 +1,7 @@
 """Pruning: unstructured magnitude schemes, structured channel pruning, the iterative schedule, and
 honest sparse-storage accounting. See docs/prune.md."""
 
+from crosslayer.prune.api import ChannelPruneConfig, MagnitudePruneConfig, sparsify
 from crosslayer.prune.masks import (
                                     SCHEMES,
                                     Masks,
@@ -15,7 +16,7 @@ from crosslayer.prune.masks import (
                                     prunable_weights,
                                     uniform_masks,
 )
-from crosslayer.prune.schedule import IterativePruner, PruneOutcome, ScheduleConfig, rebuild_structure
+from crosslayer.prune.schedule import IterativePruner, PruneResult, ScheduleConfig, rebuild_structure
 from crosslayer.prune.storage import (
                                     CONV_INDEX_BITS,
                                     FC_INDEX_BITS,
@@ -36,9 +37,40 @@ from crosslayer.prune.structured import (
 )
 from crosslayer.prune.tracer import ChannelGroup, trace_channel_groups
 
-__all__ = ["CONV_INDEX_BITS", "FC_INDEX_BITS", "SCHEMES", "ChannelGroup", "Importance", "IterativePruner",
-           "LayerStorage", "Masks", "ModelStorage", "PruneOutcome", "ScheduleConfig", "Scheme", "StructuredResult",
-           "apply_masks", "blind_masks", "channel_importance", "count_macs", "csr_relative_index_bits",
-           "csr_relative_index_entries", "distribution_masks", "lambda_for_sparsity", "layer_sparsity",
-           "magnitude_masks", "mask_sparsity", "model_storage", "prunable_groups", "prunable_weights", "prune_groups",
-           "prune_structured", "rebuild_structure", "trace_channel_groups", "uniform_masks"]
+__all__ = [
+                                    "CONV_INDEX_BITS",
+                                    "FC_INDEX_BITS",
+                                    "SCHEMES",
+                                    "ChannelGroup",
+                                    "ChannelPruneConfig",
+                                    "Importance",
+                                    "IterativePruner",
+                                    "LayerStorage",
+                                    "MagnitudePruneConfig",
+                                    "Masks",
+                                    "ModelStorage",
+                                    "PruneResult",
+                                    "ScheduleConfig",
+                                    "Scheme",
+                                    "StructuredResult",
+                                    "apply_masks",
+                                    "blind_masks",
+                                    "channel_importance",
+                                    "count_macs",
+                                    "csr_relative_index_bits",
+                                    "csr_relative_index_entries",
+                                    "distribution_masks",
+                                    "lambda_for_sparsity",
+                                    "layer_sparsity",
+                                    "magnitude_masks",
+                                    "mask_sparsity",
+                                    "model_storage",
+                                    "prunable_groups",
+                                    "prunable_weights",
+                                    "prune_groups",
+                                    "prune_structured",
+                                    "rebuild_structure",
+                                    "sparsify",
+                                    "trace_channel_groups",
+                                    "uniform_masks",
+]

@@ -24,8 +24,21 @@ from torch import nn
 from crosslayer.config import check_range
 from crosslayer.errors import ConfigError, StageError
 
-__all__ = ["SCHEMES", "Masks", "Scheme", "apply_masks", "blind_masks", "distribution_masks", "lambda_for_sparsity",
-           "layer_sparsity", "magnitude_masks", "mask_sparsity", "prunable_weights", "uniform_masks"]
+__all__ = [
+    "SCHEMES",
+    "Masks",
+    "Scheme",
+    "apply_masks",
+    "blind_masks",
+    "distribution_masks",
+    "lambda_for_sparsity",
+    "layer_sparsity",
+    "magnitude_masks",
+    "mask_sparsity",
+    "prunable_weights",
+    "uniform_masks",
+    "weights_of",
+]
 
 Scheme = Literal["class-blind", "class-uniform", "class-distribution"]
 SCHEMES: tuple[str, ...] = ("class-blind", "class-uniform", "class-distribution")
@@ -54,6 +67,11 @@ def prunable_weights(model: nn.Module, layers: Sequence[str] | None = None) -> d
     return {k: v for k, v in found.items() if k.removesuffix(".weight") in wanted}
 
 
+def weights_of(weights: Mapping[str, torch.Tensor] | nn.Module) -> Mapping[str, torch.Tensor]:
+    """The prunable weights of a model (every Conv2d / Linear weight), or the mapping as given."""
+    return prunable_weights(weights) if isinstance(weights, nn.Module) else weights
+
+
 def _check_sparsity(sparsity: float) -> None:
     check_range("sparsity", sparsity, 0.0, 1.0, hi_open=True)
 
@@ -77,12 +95,13 @@ def _smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-def blind_masks(weights: Mapping[str, torch.Tensor], sparsity: float,
+def blind_masks(weights: Mapping[str, torch.Tensor] | nn.Module, sparsity: float,
                 prev: Mapping[str, torch.Tensor] | None = None) -> Masks:
     """Class-blind: prune the ``round(sparsity * N)`` smallest magnitudes over all ``weights`` together.
 
     Weights already pruned in ``prev`` count as the smallest (magnitude 0), so masks only shrink.
     """
+    weights = weights_of(weights)
     _check_sparsity(sparsity)
     names = list(weights)
     scores = [weights[n].detach().abs().masked_fill(~_prev(prev, n, weights[n]), 0.0).flatten().cpu()
@@ -97,9 +116,10 @@ def blind_masks(weights: Mapping[str, torch.Tensor], sparsity: float,
     return out
 
 
-def uniform_masks(weights: Mapping[str, torch.Tensor], sparsity: float,
+def uniform_masks(weights: Mapping[str, torch.Tensor] | nn.Module, sparsity: float,
                   prev: Mapping[str, torch.Tensor] | None = None) -> Masks:
     """Class-uniform: prune the ``round(sparsity * n_l)`` smallest magnitudes of each layer ``l``."""
+    weights = weights_of(weights)
     _check_sparsity(sparsity)
     out: Masks = {}
     for n, w in weights.items():
@@ -109,9 +129,10 @@ def uniform_masks(weights: Mapping[str, torch.Tensor], sparsity: float,
     return out
 
 
-def distribution_masks(weights: Mapping[str, torch.Tensor], lam: float,
+def distribution_masks(weights: Mapping[str, torch.Tensor] | nn.Module, lam: float,
                        prev: Mapping[str, torch.Tensor] | None = None) -> Masks:
     """Class-distribution: per layer, keep ``|w| > lam * std(w)`` (std over the whole layer tensor)."""
+    weights = weights_of(weights)
     check_range("lambda", lam, 0.0)
     out: Masks = {}
     for n, w in weights.items():
@@ -133,7 +154,7 @@ def layer_sparsity(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {n: 1.0 - int(m.sum()) / max(1, m.numel()) for n, m in masks.items()}
 
 
-def lambda_for_sparsity(weights: Mapping[str, torch.Tensor], sparsity: float,
+def lambda_for_sparsity(weights: Mapping[str, torch.Tensor] | nn.Module, sparsity: float,
                         prev: Mapping[str, torch.Tensor] | None = None, *, tol: float = 1e-4,
                         max_iter: int = 60) -> float:
     """The smallest ``lambda`` whose class-distribution masks reach overall ``sparsity`` (bisection).
@@ -141,6 +162,7 @@ def lambda_for_sparsity(weights: Mapping[str, torch.Tensor], sparsity: float,
     Overall sparsity grows monotonically with ``lambda``, so bisection converges; the result is the
     upper end of the final bracket, hence the reached sparsity is ``>= sparsity`` (up to ties).
     """
+    weights = weights_of(weights)
     _check_sparsity(sparsity)
     lo, hi = 0.0, 1.0
     while mask_sparsity(distribution_masks(weights, hi, prev)) < sparsity:
@@ -158,13 +180,14 @@ def lambda_for_sparsity(weights: Mapping[str, torch.Tensor], sparsity: float,
     return hi
 
 
-def magnitude_masks(weights: Mapping[str, torch.Tensor], scheme: str, sparsity: float,
+def magnitude_masks(weights: Mapping[str, torch.Tensor] | nn.Module, scheme: str, sparsity: float,
                     prev: Mapping[str, torch.Tensor] | None = None) -> tuple[Masks, float | None]:
     """Masks of ``scheme`` at overall target ``sparsity``; returns ``(masks, lambda or None)``.
 
     For ``class-distribution`` the per-layer threshold is ``lambda * std`` with the ``lambda`` found by
     :func:`lambda_for_sparsity`, so the three schemes can be compared at equal overall sparsity.
     """
+    weights = weights_of(weights)
     if scheme == "class-blind":
         return blind_masks(weights, sparsity, prev), None
     if scheme == "class-uniform":

@@ -54,7 +54,7 @@ from crosslayer.prune.structured import Importance, count_macs, prunable_groups,
 from crosslayer.stats import one_sided_z, paired_loss
 from crosslayer.train import TrainConfig, evaluate, fit, predict, progress, within_budget
 
-__all__ = ["IterativePruner", "PruneOutcome", "ScheduleConfig", "rebuild_structure"]
+__all__ = ["IterativePruner", "PruneResult", "ScheduleConfig", "rebuild_structure"]
 
 log = logging.getLogger(__name__)
 _STATE_VERSION = 1
@@ -112,8 +112,9 @@ class ScheduleConfig(Config):
 
 
 @dataclass
-class PruneOutcome:
-    """The kept model (last point within budget), its masks, and every step (step 0 = unpruned)."""
+class PruneResult:
+    """What :func:`crosslayer.prune.prune` returns: the pruned model, its masks, and (for the schedule) every
+    step (step 0 = unpruned) with the one kept (the last within budget)."""
 
     model: nn.Module
     masks: Masks
@@ -125,7 +126,19 @@ class PruneOutcome:
 
     @property
     def kept(self) -> dict[str, Any]:
+        """The schedule step that was kept (one-shot pruning has no steps)."""
+        if not self.history:
+            raise ConfigError("one-shot pruning has no schedule steps")
         return self.history[self.kept_step]
+
+    @property
+    def sparsity(self) -> float:
+        """Share of zeros among the pruned layers' weights."""
+        return mask_sparsity(self.masks) if self.masks else 0.0
+
+    @property
+    def layer_sparsity(self) -> dict[str, float]:
+        return layer_sparsity(self.masks)
 
 
 def _state_dict_hash(model: nn.Module) -> str:
@@ -248,7 +261,7 @@ class IterativePruner:
         return cand, new_masks, channels, lam
 
     # -- the loop ----------------------------------------------------------------------------
-    def run(self, max_steps: int | None = None) -> PruneOutcome:
+    def run(self, max_steps: int | None = None) -> PruneResult:
         """Run (or resume) the schedule; ``max_steps`` stops after that many new steps (to split a run)."""
         loaded = self._load()
         resumed_from = 0
@@ -293,6 +306,6 @@ class IterativePruner:
                                  f"{rec['val_loss_lower_pp']:.2f} pp)")
                 self._save(model, masks, channels, history, done)
         kept = max(h["step"] for h in history if h["within_budget"])
-        return PruneOutcome(model=model, masks=masks, history=history, kept_step=kept,
+        return PruneResult(model=model, masks=masks, history=history, kept_step=kept,
                             stop_reason=done or "stopped after max_steps", resumed_from=resumed_from,
                             channels=channels)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from crosslayer.prune.api import sparsify
 from crosslayer.prune.masks import Masks
-from crosslayer.prune.schedule import IterativePruner, PruneOutcome, ScheduleConfig
+from crosslayer.prune.schedule import PruneResult, ScheduleConfig
 from crosslayer.prune.storage import model_storage
 from crosslayer.report import Report
 from crosslayer.stage import StageContext, StageResult, register_stage
@@ -26,7 +26,7 @@ class PruneConfig(ScheduleConfig):
     resume: bool = True
 
 
-def fill_report(rep: Report, outcome: PruneOutcome, base_model: nn.Module, cfg: ScheduleConfig) -> None:
+def fill_report(rep: Report, outcome: PruneResult, base_model: nn.Module, cfg: ScheduleConfig) -> None:
     """Metrics, tables and the accuracy-vs-sparsity plot of a pruning run (shared by the stage and the CLI)."""
     from crosslayer.viz import new_figure, to_figure
 
@@ -85,12 +85,11 @@ def fill_report(rep: Report, outcome: PruneOutcome, base_model: nn.Module, cfg: 
 @register_stage("prune", PruneConfig, "iterative magnitude / structured pruning with fine-tuning")
 def prune_stage(ctx: StageContext, cfg: PruneConfig) -> StageResult:
     rep = Report("prune")
-    base = copy.deepcopy(ctx.model)  # ctx.model is also the published "baseline": never modify it
     state = ctx.stage_dir("prune") / STATE_FILE
     if not cfg.resume and state.exists():
         state.unlink()
-    outcome = IterativePruner(base, ctx.data, cfg, seed=ctx.seed, state_path=state).run()
-    fill_report(rep, outcome, base, cfg)
+    outcome = sparsify(ctx.model, cfg, ctx.data, seed=ctx.seed, state_path=state)  # works on a copy
+    fill_report(rep, outcome, ctx.model, cfg)
     masks: Masks = {k: v.clone() for k, v in outcome.masks.items()}
     return StageResult(report=rep, model=outcome.model, publish={"pruned": outcome.model},
                        artifacts={"pruning_masks": masks})

@@ -8,8 +8,8 @@ from crosslayer.quant.fixed_point import (
     fake_quantize,
     qformat,
     qrange,
-    quantize,
     quantize_tensor,
+    round_to_codes,
     scale_for,
 )
 from crosslayer.quant.layers import (
@@ -21,12 +21,12 @@ from crosslayer.quant.layers import (
     quantize_model,
     weight_codes,
 )
-from crosslayer.quant.pipeline import QuantizeConfig, QuantizeOutcome, build_specs, quantize_pipeline
+from crosslayer.quant.pipeline import QuantizeConfig, QuantizeResult, build_specs, quantize
 from crosslayer.quant.qat import QATConfig, quantization_aware_finetune, zero_masks
 from crosslayer.quant.sweep import SweepResult, bit_sweep, lowest_within_budget
 
 __all__ = ["CalibrationConfig", "FixedPointSpec", "QATConfig", "QuantConv2d", "QuantLayer", "QuantLinear",
-           "QuantizeConfig", "QuantizeOutcome", "QuantizedTensor", "SweepResult", "bit_sweep", "build_specs",
+           "QuantizeConfig", "QuantizeResult", "QuantizedTensor", "SweepResult", "bit_sweep", "build_specs",
            "calibrate", "calibrating", "dequantize", "fake_quantize", "iter_quant_layers", "lowest_within_budget",
-           "qformat", "qrange", "quantization_aware_finetune", "quantize", "quantize_model", "quantize_pipeline",
-           "quantize_tensor", "scale_for", "weight_codes", "zero_masks"]
+           "qformat", "qrange", "quantization_aware_finetune", "quantize", "quantize_model",
+           "quantize_tensor", "round_to_codes", "scale_for", "weight_codes", "zero_masks"]

@@ -19,8 +19,18 @@ from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
 from crosslayer.quant.lowbit import binary_codes, fake_binary, fake_ternary, ternary_codes
 
-__all__ = ["SCHEMES", "FixedPointSpec", "QuantizedTensor", "dequantize", "fake_quantize", "qformat", "qrange",
-           "quantize", "quantize_tensor", "scale_for"]
+__all__ = [
+    "SCHEMES",
+    "FixedPointSpec",
+    "QuantizedTensor",
+    "dequantize",
+    "fake_quantize",
+    "qformat",
+    "qrange",
+    "quantize_tensor",
+    "round_to_codes",
+    "scale_for",
+]
 
 SCHEMES = ("uniform", "binary", "ternary")
 
@@ -143,8 +153,8 @@ def _as_shape(t: torch.Tensor | float, shape: list[int], device: torch.device) -
     return v.reshape([1] * len(shape)) if v.numel() == 1 else v.reshape(shape)
 
 
-def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int,
-             signed: bool = True) -> torch.Tensor:
+def round_to_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int,
+                   signed: bool = True) -> torch.Tensor:
     """Round to the nearest code and saturate: ``clamp(round(x / scale) + zp)`` as int32."""
     qmin, qmax = qrange(bits, signed)
     return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax).to(torch.int32)
@@ -163,7 +173,8 @@ def quantize_tensor(x: torch.Tensor, spec: FixedPointSpec, scale: torch.Tensor |
         return QuantizedTensor(codes, s, torch.zeros_like(s), spec)
     if scale is None or zero_point is None:
         scale, zero_point = scale_for(x, spec)
-    return QuantizedTensor(quantize(x.detach(), scale, zero_point, spec.bits, spec.signed), scale, zero_point, spec)
+    codes = round_to_codes(x.detach(), scale, zero_point, spec.bits, spec.signed)
+    return QuantizedTensor(codes, scale, zero_point, spec)
 
 
 class _RoundSTE(torch.autograd.Function):

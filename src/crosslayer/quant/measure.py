@@ -17,7 +17,7 @@ from torch import nn
 from crosslayer.config import Config, check_range, to_mapping
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError
-from crosslayer.quant.pipeline import QuantizeConfig, quantize_pipeline
+from crosslayer.quant.pipeline import QuantizeConfig, quantize
 from crosslayer.quant.storage import quantized_storage
 from crosslayer.train import evaluate
 
@@ -57,7 +57,7 @@ def quant_measurements(model: nn.Module, data: DataSplits, *, seed: int = 0,
     for key in cfg.which:
         qc = dataclasses.replace(plans[key], sweep=False)
         t0 = time.perf_counter()
-        q = quantize_pipeline(model, data, qc, seed=seed).model
+        q = quantize(model, qc, data, seed=seed).model
         seconds = time.perf_counter() - t0
         acc = evaluate(q, data.test).accuracy
         out.update({f"{key}_accuracy": acc, f"{key}_accuracy_loss_pp": 100.0 * (base - acc),

@@ -1,6 +1,6 @@
 """One verb for quantizing a model: build the per-layer specs, swap the layers, calibrate, and
 optionally fine-tune (QAT, binary, ternary). The flow stage, the CLI, the bit-width sweep and the
-benchmarks all go through :func:`quantize_pipeline` with a :class:`QuantizeConfig`.
+benchmarks all go through :func:`quantize` with a :class:`QuantizeConfig`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from crosslayer.quant.layers import quantize_model
 from crosslayer.quant.qat import QATConfig, quantization_aware_finetune, zero_masks
 from crosslayer.train import TrainResult
 
-__all__ = ["MODES", "QuantizeConfig", "QuantizeOutcome", "build_specs", "quantizable_layers", "quantize_pipeline"]
+__all__ = ["MODES", "QuantizeConfig", "QuantizeResult", "build_specs", "quantizable_layers", "quantize"]
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def build_specs(names: list[str], cfg: QuantizeConfig) -> tuple[dict[str, FixedP
 
 
 @dataclass
-class QuantizeOutcome:
+class QuantizeResult:
     """The quantized model and what was done to it."""
 
     model: nn.Module
@@ -159,9 +159,9 @@ class QuantizeOutcome:
     masked_layers: list[str]
 
 
-def quantize_pipeline(model: nn.Module, data: DataSplits, cfg: QuantizeConfig, *, seed: int = 0,
-                      masks: Mapping[str, torch.Tensor] | None = None, copy_model: bool = True,
-                      layers: Iterable[str] | None = None) -> QuantizeOutcome:
+def quantize(model: nn.Module, cfg: QuantizeConfig, data: DataSplits, *, seed: int = 0,
+             masks: Mapping[str, torch.Tensor] | None = None, copy_model: bool = True,
+             layers: Iterable[str] | None = None) -> QuantizeResult:
     """Quantize ``model`` (a copy unless ``copy_model`` is false) following ``cfg``.
 
     Only ``layers`` are quantized when given (the rest stay float). ``masks`` (``{param: bool}``,
@@ -184,4 +184,4 @@ def quantize_pipeline(model: nn.Module, data: DataSplits, cfg: QuantizeConfig, *
                                              desc=f"{cfg.mode} fine-tune")
         ranges = calibrate(q, data.train.images, calib, seed=seed)
     q.eval()
-    return QuantizeOutcome(model=q, act_ranges=ranges, training=result, masked_layers=sorted(keep))
+    return QuantizeResult(model=q, act_ranges=ranges, training=result, masked_layers=sorted(keep))

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from crosslayer.quant.layers import iter_quant_layers
-from crosslayer.quant.pipeline import QuantizeConfig, quantize_pipeline
+from crosslayer.quant.pipeline import QuantizeConfig, quantize
 from crosslayer.quant.storage import QuantStorage, quantized_storage
 from crosslayer.quant.sweep import SweepResult, bit_sweep
 from crosslayer.report import Report
@@ -92,7 +92,7 @@ def quantize_stage(ctx: StageContext, cfg: QuantizeConfig) -> StageResult:
     source = ctx.model
     masks = _usable_masks(source, ctx.artifacts.get("pruning_masks"), rep.notes)
     ref = evaluate(source, ctx.data.test).accuracy
-    out = quantize_pipeline(source, ctx.data, cfg, seed=ctx.seed, masks=masks)
+    out = quantize(source, cfg, ctx.data, seed=ctx.seed, masks=masks)
     q = out.model
     test = evaluate(q, ctx.data.test)
     storage = quantized_storage(q)

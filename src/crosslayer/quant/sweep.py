@@ -19,7 +19,7 @@ from torch import nn
 
 from crosslayer.data import DataSplits
 from crosslayer.data.datasets import ImageDataset
-from crosslayer.quant.pipeline import QuantizeConfig, quantizable_layers, quantize_pipeline
+from crosslayer.quant.pipeline import QuantizeConfig, quantizable_layers, quantize
 from crosslayer.train import evaluate, progress, within_budget
 
 __all__ = ["SweepPoint", "SweepResult", "bit_sweep", "lowest_within_budget"]
@@ -69,7 +69,7 @@ def _point(model: nn.Module, data: DataSplits, cfg: QuantizeConfig, eval_set: Im
            bits: int, seed: int, layer: str = "", qat: bool = False) -> SweepPoint:
     c = dataclasses.replace(cfg, mode="qat" if qat else "ptq", weight_bits=bits,
                             act_bits=bits if cfg.act_bits else 0, layer_weight_bits={}, layer_act_bits={})
-    q = quantize_pipeline(model, data, c, seed=seed, layers=[layer] if layer else None).model
+    q = quantize(model, c, data, seed=seed, layers=[layer] if layer else None).model
     acc = evaluate(q, eval_set).accuracy
     return SweepPoint(bits, layer, acc, 100.0 * (ref - acc), qat)
 
@@ -125,7 +125,7 @@ def _combine(model: nn.Module, data: DataSplits, cfg: QuantizeConfig, ev: ImageD
     while True:
         c = dataclasses.replace(cfg, mode="ptq", layer_weight_bits=dict(bits),
                                 layer_act_bits=dict(bits) if cfg.act_bits else {})
-        acc = evaluate(quantize_pipeline(model, data, c, seed=seed).model, ev).accuracy
+        acc = evaluate(quantize(model, c, data, seed=seed).model, ev).accuracy
         widenable = [n for n in bits if bits[n] < widths[0]]
         if within_budget(100.0 * (ref - acc), cfg.budget_pp) or not widenable:
             break

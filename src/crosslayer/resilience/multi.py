@@ -23,7 +23,7 @@ from torch import nn
 
 from crosslayer.config import check_range
 from crosslayer.errors import ConfigError
-from crosslayer.quant import FixedPointSpec, QuantLayer, dequantize, quantize
+from crosslayer.quant import FixedPointSpec, QuantLayer, dequantize, round_to_codes
 from crosslayer.resilience.batched import correct_counts
 from crosslayer.resilience.faults import (
     FLOAT32,
@@ -198,5 +198,5 @@ class _InputFlipper:
             return self._flip(x)
         assert isinstance(self.m, QuantLayer)
         scale, zp = self.m.act_scale()
-        codes = quantize(x, scale, zp, self.spec.bits, self.spec.signed)
+        codes = round_to_codes(x, scale, zp, self.spec.bits, self.spec.signed)
         return dequantize(self._flip(codes), scale, zp)
