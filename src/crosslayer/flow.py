@@ -61,12 +61,17 @@ class FlowConfig:
     val_fraction: float = 0.1
     train_limit: int = 0
     test_limit: int = 0
+    resize: int = 0       # 0 keeps the images' size; N resizes every image to N x N
+    channels: int = 0     # 0 keeps the channel count; 1, 3 or 4 converts every image
     stages: tuple[str, ...] = ("baseline", "evaluate")
 
     def validate(self) -> None:
         check_range("flow.val_fraction", self.val_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
         check_range("flow.train_limit", self.train_limit, 0)
         check_range("flow.test_limit", self.test_limit, 0)
+        check_range("flow.resize", self.resize, 0, 4096)
+        if self.channels not in (0, 1, 3, 4):
+            raise ConfigError(f"flow.channels must be 0 (keep), 1, 3 or 4, got {self.channels}")
         if not self.stages:
             raise ConfigError("flow.stages is empty; name at least one stage")
         dup = {s for s in self.stages if self.stages.count(s) > 1}
@@ -207,14 +212,16 @@ def _write_outputs(run_dir: Path, flow: FlowConfig, reports: list[Report], secon
 
 
 def build_context(run_dir: Path, flow: FlowConfig) -> StageContext:
-    from crosslayer.models import build_model, load_weights
+    from crosslayer.models import build_model, load_weights, normalize_inputs
     from crosslayer.train import seed_everything
 
     data = load_splits(flow.dataset, flow.data_dir or None, val_fraction=flow.val_fraction, seed=flow.seed,
-                       train_limit=flow.train_limit or None, test_limit=flow.test_limit or None)
+                       train_limit=flow.train_limit or None, test_limit=flow.test_limit or None,
+                       resize=flow.resize or None, channels=flow.channels or None)
     seed_everything(flow.seed)
     c, h, _ = data.input_shape
     model = build_model(flow.model, num_classes=data.num_classes, in_channels=c, image_size=h)
+    normalize_inputs(model, data.train)  # models with a Normalize layer (ResNet-20, MobileNetV2) get the data's stats
     for w in (flow.init_weights, flow.weights):
         if w:
             load_weights(model, w)
@@ -259,7 +266,7 @@ def standalone_flow(stage: str, run_dir: str | Path | None, options: Mapping[str
         raise ConfigError(f"{str(run_dir)!r} is not a run directory (no config.toml)")
     raw = dict(load_toml(cfg_path).get("flow", {}))
     keep = {k: raw[k] for k in ("model", "dataset", "val_fraction", "train_limit", "test_limit", "data_dir",
-                                "seed", "device") if k in raw}
+                                "seed", "device", "resize", "channels") if k in raw}
     keep.update({k: opts[k] for k in ("seed", "device", "data_dir") if k in opts})
     return from_mapping(FlowConfig, {**keep, "stages": [stage]}, section="flow")
 

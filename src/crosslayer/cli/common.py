@@ -16,7 +16,7 @@ from rich.table import Table
 
 from crosslayer.errors import CrossLayerError
 
-__all__ = ["DataDirOpt", "DeviceOpt", "JsonOpt", "OutOpt", "SeedOpt", "console", "emit", "handle_errors",
+__all__ = ["DataDirOpt", "DatasetOpt", "DeviceOpt", "JsonOpt", "OutOpt", "SeedOpt", "console", "emit", "handle_errors",
            "setup_logging"]
 
 console = Console(stderr=True, soft_wrap=True)
@@ -25,8 +25,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 SeedOpt = typer.Option(0, "--seed", help="Random seed; the same seed gives the same numbers.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 JsonOpt = typer.Option(False, "--json", help="Print the metrics as JSON on stdout.")
-DataDirOpt = typer.Option(None, "--data-dir", help="Folder of the dataset's IDX files (else $CROSSLAYER_DATA, "
-                                                    "else download into the cache).")
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder of a named dataset's files (MNIST IDX, CIFAR binaries; "
+                                                    "else $CROSSLAYER_DATA, else download into the cache).")
+DatasetOpt = typer.Option("mnist", "--dataset", "-d", help="mnist, fashion-mnist, cifar10, cifar100, a .npz file "
+                                                           "or an image folder (train/<class>/..., test/<class>/...).")
 OutOpt = typer.Option(None, "--out", "-o", help="Output (run) directory.")
 
 
