@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
-from user_models import USER_MODELS_FILE
 
 from crosslayer.cli.main import app
 from crosslayer.errors import ConfigError
 from crosslayer.flow import load_flow_config, run_flow
+from user_models import USER_MODELS_FILE
 
 runner = CliRunner()
 
