@@ -135,11 +135,12 @@ def _model_spec(flow: FlowConfig, ctx_shape: tuple[int, int, int], num_classes: 
 def build_context(run_dir: Path | None, flow: FlowConfig) -> StageContext:
     """Data, model (built and loaded, or taken from ``flow.source_run``) and device of a run (``run_dir``
     None: a context that writes no files)."""
-    from crosslayer.models import build_model, load_weights
+    from crosslayer.models import build_model, load_weights, normalize_inputs
     from crosslayer.train import seed_everything
 
     data = load_splits(flow.dataset, flow.data_dir or None, val_fraction=flow.val_fraction, seed=flow.seed,
-                       train_limit=flow.train_limit or None, test_limit=flow.test_limit or None)
+                       train_limit=flow.train_limit or None, test_limit=flow.test_limit or None,
+                       resize=flow.resize or None, channels=flow.channels or None)
     seed_everything(flow.seed)
     device = resolve_device(flow.device)
     spec = _model_spec(flow, data.input_shape, data.num_classes)
@@ -165,6 +166,7 @@ def build_context(run_dir: Path | None, flow: FlowConfig) -> StageContext:
     else:
         model = build_model(flow.model, num_classes=data.num_classes, in_channels=spec.in_channels,
                             image_size=spec.image_size)
+        normalize_inputs(model, data.train)  # a model with a Normalize layer gets its training split's statistics
         for w in (flow.init_weights, flow.weights):
             if w:
                 load_weights(model, w)
@@ -337,7 +339,8 @@ def run_flow(resolved: ResolvedFlow, run_dir: str | Path, on_stage: Callable[[st
 
 # ----- one stage outside a flow --------------------------------------------------------------------
 
-_FROM_SOURCE = ("model", "dataset", "val_fraction", "train_limit", "test_limit", "data_dir", "seed", "device")
+_FROM_SOURCE = ("model", "dataset", "val_fraction", "train_limit", "test_limit", "resize", "channels", "data_dir",
+                "seed", "device")
 
 
 def standalone_flow(stage: str, run_dir: str | Path | None, options: Mapping[str, Any],

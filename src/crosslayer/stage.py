@@ -101,8 +101,10 @@ class FlowConfig(Config):
     ``model``: a built-in name or a user factory (``file.py:factory`` / ``package.module:factory``; that
     is code and runs as code). ``dataset``: a dataset name or path. ``weights``: a trained state dict;
     ``baseline`` then evaluates instead of training. ``init_weights``: a state dict to start training
-    from. ``source_run``: a run directory whose model (that of ``source_stage``, default its last) this
-    flow starts from, its published models and artifacts available to the stages.
+    from. ``resize``: 0 keeps the images' size, N resizes every image to N x N. ``channels``: 0 keeps
+    the channel count, 1, 3 or 4 converts every image. ``source_run``: a run directory whose model (that
+    of ``source_stage``, default its last) this flow starts from, its published models and artifacts
+    available to the stages.
     """
 
     model: str = "lenet5"
@@ -115,6 +117,8 @@ class FlowConfig(Config):
     val_fraction: float = 0.1
     train_limit: int = 0
     test_limit: int = 0
+    resize: int = 0
+    channels: int = 0
     source_run: str = ""
     source_stage: str = ""
     stages: tuple[str, ...] = ("baseline", "evaluate")
@@ -124,6 +128,9 @@ class FlowConfig(Config):
         check_range("flow.train_limit", self.train_limit, 0)
         check_range("flow.test_limit", self.test_limit, 0)
         check_range("flow.seed", self.seed, 0)
+        check_range("flow.resize", self.resize, 0, 4096)
+        if self.channels not in (0, 1, 3, 4):
+            raise ConfigError(f"flow.channels must be 0 (keep), 1, 3 or 4, got {self.channels}")
         if not self.stages:
             raise ConfigError("flow.stages is empty; name at least one stage")
         dup = {s for s in self.stages if self.stages.count(s) > 1}

@@ -85,6 +85,7 @@ class TrainResult:
     train_seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     cached: bool = False
+    finished: bool = True   # False when ``max_epochs`` stopped a resumable training early
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -195,13 +196,25 @@ def _ce_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return nn.functional.cross_entropy(model(x), y)
 
 
+def _save_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
+                 aug_gen: torch.Generator, state: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+    """Everything an interrupted ``fit`` needs to continue exactly where it stopped (tensors and JSON only)."""
+    save_torch(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                      "best_state": best_state if best_state is not None else {},
+                      "batch_rng": batches._gen.get_state(), "aug_rng": aug_gen.get_state(),
+                      "torch_rng": torch.get_rng_state(), "meta": json.dumps(state)})
+
+
 def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig, *, seed: int = 0,
         on_step: StepHook | None = None, loss_fn: LossFn | None = None, desc: str = "train",
-        keep_best: bool = True) -> TrainResult:
+        keep_best: bool = True, resume: Path | None = None, max_epochs: int | None = None) -> TrainResult:
     """Train ``model`` in place; with ``keep_best`` it ends holding the weights of the best validation epoch.
 
     ``on_step(model)`` runs after every optimizer step (e.g. to re-apply pruning masks);
     ``loss_fn(model, x, y)`` replaces cross-entropy (e.g. adversarial training).
+    Resumable training: with ``resume`` (a file), the state after every epoch is saved there and a later
+    call continues from it, giving the same weights as one uninterrupted run; ``max_epochs`` ends this call
+    after that many epochs (``finished`` is then False and the model holds the last epoch's weights).
     """
     aug_gen = seed_everything(seed)
     dev = _device_of(model)
@@ -214,9 +227,28 @@ def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConf
     if cfg.epochs == 0:
         acc = evaluate(model, val).accuracy
         return TrainResult(acc, 0, 0.0, [])
+    start, before = 0, 0.0
+    signature = json.dumps({"cfg": to_mapping(cfg), "seed": seed, "n": len(train), "batches": len(batches)},
+                           sort_keys=True)
+    if resume is not None and Path(resume).is_file():
+        blob = torch.load(resume, map_location="cpu", weights_only=True)
+        meta = json.loads(blob["meta"])
+        if meta["signature"] == signature:
+            model.load_state_dict(blob["model"])
+            opt.load_state_dict(blob["optimizer"])
+            batches._gen.set_state(blob["batch_rng"])
+            aug_gen.set_state(blob["aug_rng"])
+            torch.set_rng_state(blob["torch_rng"])
+            best_state = blob["best_state"] or None
+            start, before, history = meta["epoch"], meta["seconds"], meta["history"]
+            best_acc, best_epoch = meta["best_acc"], meta["best_epoch"]
+            log.info("%s: resuming after epoch %d from %s", desc, start, resume)
+        else:
+            log.warning("ignoring resume file %s: it belongs to another training", resume)
+    stop = cfg.epochs if max_epochs is None else min(cfg.epochs, start + max_epochs)
     with progress() as bar:
-        task = bar.add_task(desc, total=cfg.epochs * len(batches), info="")
-        for epoch in range(cfg.epochs):
+        task = bar.add_task(desc, total=cfg.epochs * len(batches), completed=start * len(batches), info="")
+        for epoch in range(start, stop):
             for g in opt.param_groups:
                 g["lr"] = _lr_at(cfg, epoch, cfg.epochs)
             model.train()
@@ -243,9 +275,16 @@ def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConf
                 best_acc, best_epoch = ev.accuracy, epoch + 1
                 if keep_best:
                     best_state = copy.deepcopy(model.state_dict())
+            if resume is not None:
+                _save_resume(Path(resume), model, opt, batches, aug_gen, {
+                    "signature": signature, "epoch": epoch + 1, "seconds": before + time.perf_counter() - t0,
+                    "history": history, "best_acc": best_acc, "best_epoch": best_epoch}, best_state)
+    seconds = before + time.perf_counter() - t0
+    if stop < cfg.epochs:
+        return TrainResult(best_acc, best_epoch, seconds, history, finished=False)
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
-    return TrainResult(best_acc, best_epoch, time.perf_counter() - t0, history)
+    return TrainResult(best_acc, best_epoch, seconds, history)
 
 
 def _key_fields(cfg: TrainConfig) -> dict[str, Any]:
@@ -265,10 +304,16 @@ def _cache_key(model_name: str, model: nn.Module, train: ImageDataset, val: Imag
 
 
 def fit_cached(model_name: str, model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig, *,
-               seed: int = 0, cache: Path | None = None, desc: str = "train") -> TrainResult:
-    """``fit`` with a cache: the same model, data, hyper-parameters and seed reuse the trained weights."""
+               seed: int = 0, cache: Path | None = None, desc: str = "train",
+               max_epochs: int | None = None) -> TrainResult:
+    """``fit`` with a cache: the same model, data, hyper-parameters and seed reuse the trained weights.
+
+    With ``max_epochs``, a long training runs in resumable chunks: each call trains at most that many more
+    epochs (its progress kept beside the cache entry) and only the finished training enters the cache.
+    """
     root = (cache or cache_dir()) / "trained"
-    path = root / f"{_cache_key(model_name, model, train, val, cfg, seed)}.pt"
+    key = _cache_key(model_name, model, train, val, cfg, seed)
+    path = root / f"{key}.pt"
     if path.is_file():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -279,7 +324,10 @@ def fit_cached(model_name: str, model: nn.Module, train: ImageDataset, val: Imag
                                meta["history"], cached=True)
         except Exception as exc:  # a stale or corrupt cache entry is re-trained, never trusted
             log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
-    result = fit(model, train, val, cfg, seed=seed, desc=desc)
+    partial = root / f"{key}.partial.pt" if max_epochs is not None else None
+    result = fit(model, train, val, cfg, seed=seed, desc=desc, resume=partial, max_epochs=max_epochs)
+    if not result.finished:
+        return result
     meta = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
             "train_seconds": result.train_seconds, "history": result.history}
     try:
@@ -287,6 +335,8 @@ def fit_cached(model_name: str, model: nn.Module, train: ImageDataset, val: Imag
                           "meta": json.dumps(meta)})
     except OSError as exc:
         log.warning("could not write the training cache %s (%s)", path, exc)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     return result
 
 

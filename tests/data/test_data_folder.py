@@ -138,3 +138,10 @@ def test_folder_trains_a_user_model_end_to_end(tmp_path, user_model):
     model = user_model("resnet_tiny", num_classes=s.num_classes, in_channels=c, image_size=h)
     assert model(s.train.images).shape == (len(s.train), 3)
     assert torch.isfinite(model(s.test.images)).all()
+
+
+def test_limits_on_a_folder_sample_every_class(tmp_path):
+    root = _folder(tmp_path / "l", classes=("a", "b", "c", "d"), n=(6, 6))
+    s = load_splits(str(root), seed=0, train_limit=12, test_limit=12, val_fraction=0.25)
+    assert len(s.train) + len(s.val) == 12 and len(s.test) == 12
+    assert len(set(s.test.labels.tolist())) == 4 and len(set(s.train.labels.tolist()) | set(s.val.labels.tolist())) == 4

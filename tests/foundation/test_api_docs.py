@@ -8,7 +8,7 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
-def test_api_doc_example_runs(data_dir: Path, capsys) -> None:  # noqa: ANN001
+def test_api_doc_example_runs(data_dir: Path, capsys) -> None:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
     assert blocks, "docs/api.md has no python example"
     namespace: dict[str, object] = {"__name__": "api_doc_example"}

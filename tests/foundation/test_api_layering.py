@@ -59,7 +59,7 @@ def test_every_exported_name_resolves_and_is_documented() -> None:
     assert not missing_doc, f"exported but not in docs/api.md: {missing_doc}"
 
 
-@pytest.mark.parametrize("package", STEPS + ["data", "models"])
+@pytest.mark.parametrize("package", [*STEPS, "data", "models"])
 def test_every_package_all_resolves(package: str) -> None:
     mod = importlib.import_module(f"crosslayer.{package}")
     for name in getattr(mod, "__all__", []):

@@ -91,7 +91,8 @@ def test_cli_train_writes_metrics(tmp_path, data_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "nope", "--out", "{tmp}/r"], "unknown model 'nope'"),
-    (["train", "--dataset", "cifar100", "--out", "{tmp}/r"], "unknown dataset 'cifar100'"),
+    (["train", "--dataset", "cifar1000", "--out", "{tmp}/r"], "unknown dataset 'cifar1000'"),
+    (["train", "--dataset", "cifar100", "--data-dir", "{tmp}", "--out", "{tmp}/r"], "not found in data folder"),
     (["train", "--model", "{tmp}/missing.py:f", "--out", "{tmp}/r"], "does not exist"),
     (["flow", "{tmp}/missing.toml", "--out", "{tmp}/r"], "does not exist"),
     (["train", "--data-dir", "{tmp}/nodata", "--out", "{tmp}/r"], "does not exist"),

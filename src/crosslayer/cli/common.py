@@ -45,8 +45,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 SeedOpt = typer.Option(0, "--seed", help="Random seed; the same seed gives the same numbers.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 JsonOpt = typer.Option(False, "--json", help="Print the metrics as JSON on stdout.")
-DataDirOpt = typer.Option(None, "--data-dir", help="Folder of the dataset's IDX files (else $CROSSLAYER_DATA, "
-                                                    "else download into the cache).")
+DataDirOpt = typer.Option(None, "--data-dir", help="Folder of a named dataset's files (MNIST IDX, CIFAR binaries; "
+                                                    "else $CROSSLAYER_DATA, else download into the cache).")
 OutOpt = typer.Option(None, "--out", "-o", help="Output (run) directory.")
 ForceOpt = typer.Option(False, "--force", help="If --out already holds another run, remove that run's files and "
                                               "start afresh (without it such a directory is refused; the same "

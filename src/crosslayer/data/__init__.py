@@ -3,6 +3,8 @@ download + cache, bounded reads, seeded train / validation splits and in-memory 
 
 from pathlib import Path
 
+import torch
+
 from crosslayer.data.datasets import DATASETS, ImageDataset, resolve_data_dir
 from crosslayer.data.limits import DataLimits
 from crosslayer.data.sources import DATASET_NAMES, available_splits, load_dataset, resolve_source
@@ -13,6 +15,13 @@ __all__ = ["DATASETS", "DATASET_NAMES", "Batches", "DataLimits", "DataSplits", "
            "load_dataset", "load_splits", "resolve_data_dir", "resolve_source", "train_val_split"]
 
 
+def _sample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
+    if n >= len(ds):
+        return ds
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return ImageDataset(ds.name, ds.split, ds.images[idx], ds.labels[idx], ds.classes, ds.source)
+
+
 def load_splits(dataset: str, data_dir: str | Path | None = None, *, val_fraction: float = 0.1, seed: int = 0,
                 train_limit: int | None = None, test_limit: int | None = None,
                 resize: int | tuple[int, int] | None = None, channels: int | None = None,
@@ -21,17 +30,20 @@ def load_splits(dataset: str, data_dir: str | Path | None = None, *, val_fractio
 
     The validation split is the source's own when it has one (an image folder's ``val/``, an ``.npz``'s
     ``x_val`` / ``y_val``), else a seeded ``val_fraction`` of the training split. ``*_limit`` keep the
-    first N samples (for quick runs); ``resize`` and ``channels`` convert every image (see
-    :func:`~crosslayer.data.sources.load_dataset`). An empty split is an error, never a NaN accuracy.
+    first N samples (for quick runs; a seeded sample of N for an image folder, whose files come class by
+    class); ``resize`` and ``channels`` convert every image (see :func:`~crosslayer.data.sources.load_dataset`).
+    An empty split is an error, never a NaN accuracy.
     """
     def load(split: str) -> ImageDataset:
         return load_dataset(dataset, split, data_dir, resize=resize, channels=channels, limits=limits)
 
     full, test = load("train"), load("test")
+    # An image folder lists its images class by class, so its limits take a seeded sample, not the first N.
+    by_class = resolve_source(dataset).kind == "folder"
     if train_limit:
-        full = full.subset(train_limit)
+        full = _sample(full, train_limit, seed) if by_class else full.subset(train_limit)
     if test_limit:
-        test = test.subset(test_limit)
+        test = _sample(test, test_limit, seed) if by_class else test.subset(test_limit)
     if "val" in available_splits(dataset):
         train, val = full, load("val")
     else:

@@ -7,13 +7,17 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from torch import nn
 
 from crosslayer.errors import ModelError
 from crosslayer.models.lenet import LeNet5, LeNet300100
+from crosslayer.models.mobilenet import MobileNetV2
+from crosslayer.models.normalize import set_input_stats
+from crosslayer.models.resnet import ResNet20
 from crosslayer.models.vgg import SmallVGG
 
 __all__ = ["MODELS", "build_model", "count_params", "load_weights"]
@@ -22,9 +26,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": LeNet5,
     "lenet300": LeNet300100,
     "vgg-small": SmallVGG,
+    "resnet20": ResNet20,
+    "mobilenetv2": MobileNetV2,
+    "mobilenetv2-0.75": partial(MobileNetV2, width=0.75),
+    "mobilenetv2-0.5": partial(MobileNetV2, width=0.5),
+    "mobilenetv2-0.35": partial(MobileNetV2, width=0.35),
 }
 _ALIASES = {"lenet-5": "lenet5", "lenet300100": "lenet300", "lenet-300-100": "lenet300", "vgg": "vgg-small",
-            "vgg_small": "vgg-small", "smallvgg": "vgg-small"}
+            "vgg_small": "vgg-small", "smallvgg": "vgg-small", "resnet-20": "resnet20", "resnet_20": "resnet20",
+            "mobilenet-v2": "mobilenetv2", "mobilenet_v2": "mobilenetv2"}
 
 
 def _load_factory(spec: str) -> Callable[..., nn.Module]:
@@ -78,13 +88,18 @@ def _factory_kwargs(fn: Callable[..., nn.Module], **sizes: int) -> dict[str, int
     return {k: v for k, v in sizes.items() if k in names}
 
 
-def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, *,
+                input_stats: tuple[Sequence[float], Sequence[float]] | None = None) -> nn.Module:
     """A built-in model by name, or a user model from ``file.py:factory`` / ``pkg.mod:factory``.
 
     A user factory receives, as keyword arguments, each of ``num_classes``, ``in_channels`` and
     ``image_size`` (the dataset's class count, channel count and image side) that its signature names
     (all three if it takes ``**kwargs``); a factory without parameters is called with none. The factory
     file is code and runs as code: only name files you trust.
+
+    ``input_stats`` = (per-channel mean, per-channel std) of the training images sets the input
+    normalisation of models that carry a :class:`~crosslayer.models.normalize.Normalize` layer (ResNet-20,
+    MobileNetV2; a user model with one too); models without one are left as they are.
     """
     if ":" in name:
         fn = _load_factory(name)
@@ -95,12 +110,15 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_si
             raise ModelError(f"user factory {name!r} raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(model, nn.Module):
             raise ModelError(f"user factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
-        return model
-    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key not in MODELS:
-        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} "
-                         "or give path/to/file.py:factory")
-    return MODELS[key](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    else:
+        key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+        if key not in MODELS:
+            raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} "
+                             "or give path/to/file.py:factory")
+        model = MODELS[key](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    if input_stats is not None:
+        set_input_stats(model, *input_stats)
+    return model
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
