@@ -50,6 +50,7 @@ def baseline_stage(ctx: StageContext, cfg: BaselineConfig) -> StageResult:
     rep.metrics.update({"test_accuracy": test.accuracy, "val_accuracy": val.accuracy, "test_loss": test.loss,
                         **model_summary(ctx.model), "train_seconds": train_seconds, "cached": cached,
                         "train_samples": len(ctx.data.train), "test_samples": len(ctx.data.test)})
+    rep.headline.update({"test_accuracy": test.accuracy, "model_bytes": 4.0 * rep.metrics["params"]})
     if history:
         from crosslayer.viz import line_plot
 
@@ -69,4 +70,5 @@ def evaluate_stage(ctx: StageContext, cfg: EvaluateConfig) -> StageResult:
     seconds = time.perf_counter() - t0
     rep.metrics.update({"test_accuracy": res.accuracy, "test_loss": res.loss, **model_summary(ctx.model),
                         "images_per_second": res.n / max(seconds, 1e-9)})
+    rep.headline["test_accuracy"] = res.accuracy
     return StageResult(report=rep)

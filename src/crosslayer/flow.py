@@ -33,7 +33,7 @@ from crosslayer.device import resolve_device
 from crosslayer.errors import ConfigError, CrossLayerError, ModelError, StageError
 from crosslayer.fileio import atomic_write_json, atomic_write_text
 from crosslayer.report import Report, write_html
-from crosslayer.rundir import ModelSpec, RunDir, StageRecord, check_name, load_run_model
+from crosslayer.rundir import ModelSpec, RunDir, StageRecord, check_name, load_run_model, read_json
 from crosslayer.stage import (
     ARTIFACTS,
     FlowConfig,
@@ -46,7 +46,7 @@ from crosslayer.stage import (
 
 __all__ = ["FlowConfig", "ResolvedFlow", "StageContext", "StageResult", "StageSpec", "available_stages",
            "build_context", "default_flow_path", "load_flow_config", "load_run_model", "register_stage",
-           "run_flow", "run_standalone", "standalone_flow"]
+           "render_report", "run_flow", "run_standalone", "standalone_flow"]
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,26 @@ def _write_outputs(run: RunDir, flow: FlowConfig, reports: list[Report], seconds
         summary["model taken from"] = flow.source_run
     if resumed:
         summary["resumed"] = f"stages {', '.join(resumed)} were finished by an earlier, identical run and reused"
-    write_html(run.html_path, reports, title=f"crosslayer: {flow.model} on {flow.dataset}", summary=summary)
+    atomic_write_json(run.path / "reports" / "summary.json", summary)
+    render_report(run.path, reports, summary, title=f"crosslayer: {flow.model} on {flow.dataset}")
+
+
+def render_report(run_dir: str | Path, reports: list[Report] | None = None, summary: Mapping[str, Any] | None = None,
+                  title: str | None = None) -> Path:
+    """Write ``RUN_DIR/report.html``: the flow at a glance (table and figure), then every stage's section.
+    Without ``reports`` they are read back from the run directory (as data; every value escaped)."""
+    from crosslayer.report import load_reports
+    from crosslayer.viz.glance import glance_figure
+
+    run = RunDir(run_dir)
+    if reports is None:
+        reports = load_reports(run.path)
+    if summary is None and (run.path / "reports" / "summary.json").is_file():
+        loaded = read_json(run.path / "reports" / "summary.json", "report summary")
+        summary = loaded if isinstance(loaded, dict) else None
+    glance = glance_figure(reports)
+    return write_html(run.html_path, reports, title=title or f"crosslayer: {run.path.name}",
+                      summary=dict(summary or {}), glance_figures=[glance] if glance is not None else [])
 
 
 def _restore(run: RunDir, ctx: StageContext, done: list[StageRecord], stages: tuple[str, ...],

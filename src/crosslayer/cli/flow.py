@@ -61,10 +61,11 @@ def flow_cmd(
 def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory written by `crosslayer flow`."),
                as_json: bool = JsonOpt) -> None:
     """Re-render RUN_DIR/report.html from the stage reports."""
-    from crosslayer.report import load_reports, write_html
+    from crosslayer.flow import render_report
+    from crosslayer.report import load_reports
 
     reports = load_reports(run_dir)
-    path = write_html(run_dir / "report.html", reports, title=f"crosslayer: {run_dir.name}")
+    path = render_report(run_dir, reports)
     if as_json:
         sys.stdout.write(json.dumps({r.stage: r.to_json()["metrics"] for r in reports}, indent=2) + "\n")
     else:

@@ -44,6 +44,7 @@ def fill_report(rep: Report, outcome: PruneResult, base_model: nn.Module, cfg: S
         "structured": cfg.structured, "scheme": "structured-" + cfg.importance if cfg.structured else cfg.scheme,
         "layer_sparsity": kept["layer_sparsity"],
     })
+    rep.headline.update({"test_accuracy": kept["test_accuracy"], "model_bytes": storage.bits / 8})
     if kept.get("lambda") is not None:
         rep.metrics["lambda"] = kept["lambda"]
     rep.add_table("Pruning steps", ["step", "target", "sparsity", "params", "nonzero MACs", "val acc", "test acc",

@@ -109,6 +109,7 @@ def quantize_stage(ctx: StageContext, cfg: QuantizeConfig) -> StageResult:
         "compression_ratio": storage.compression_ratio, "kept_zero_tensors": len(out.masked_layers),
         "finetune_seconds": out.training.train_seconds if out.training else 0.0,
     })
+    rep.headline.update({"test_accuracy": test.accuracy, "model_bytes": storage.bits / 8})
     if base_acc is None:
         rep.notes.append("no baseline report: the loss is measured against the stage's input model only")
     rep.notes.append("storage counts every parameter: quantized weights from their codes (dense or relative-index "

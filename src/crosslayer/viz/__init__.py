@@ -16,9 +16,10 @@ from crosslayer.report import Figure
 __all__ = ["line_plot", "new_figure", "plt", "to_figure"]
 
 
-def new_figure(width: float = 6.4, height: float = 4.0) -> tuple[Any, Any]:
-    """A fresh figure and axes; close it through :func:`to_figure`."""
-    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+def new_figure(width: float = 6.4, height: float = 4.0, ncols: int = 1) -> tuple[Any, Any]:
+    """A fresh figure and its axes (an array of ``ncols`` axes side by side when ``ncols > 1``); close it
+    through :func:`to_figure`."""
+    fig, ax = plt.subplots(1, ncols, figsize=(width, height), dpi=100)
     return fig, ax
 
 
