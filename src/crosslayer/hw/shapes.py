@@ -8,12 +8,14 @@ no MACs but moves its input and output through the memory hierarchy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from crosslayer.hw.errors import HardwareConfigError
 
-__all__ = ["LayerKind", "LayerShape", "ceil_div", "conv", "linear"]
+__all__ = ["LayerKind", "LayerShape", "ceil_div", "conv", "distinct_ceils", "linear"]
 
 LayerKind = Literal["conv", "dwconv", "linear", "pool"]
 _KINDS = ("conv", "dwconv", "linear", "pool")
@@ -118,6 +120,12 @@ class LayerShape:
     def output_count(self) -> int:
         return self.batch * self.out_channels * self.out_h * self.out_w
 
+    @property
+    def geometry(self) -> tuple[str, int, int, int, int, int, int, int, int, int, int]:
+        """Every field that fixes the loop nest (not bit widths or densities): the key of shape caches."""
+        return (self.kind, self.in_channels, self.out_channels, self.in_h, self.in_w, self.kernel_h, self.kernel_w,
+                self.stride, self.padding, self.groups, self.batch)
+
     def gemm(self) -> tuple[int, int, int, int]:
         """``(groups, Sr, T, Sc)``: the layer as ``groups`` matrix products of an (Sr x T) im2col input
         by a (T x Sc) weight matrix (SCALE-Sim's operand matrices; Samajdar et al., ISPASS 2020)."""
@@ -143,4 +151,18 @@ def linear(name: str, in_features: int, out_features: int, **kw: object) -> Laye
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+@lru_cache(maxsize=8192)
+def distinct_ceils(d: int) -> tuple[int, ...]:
+    """``sorted({ceil(d / k) for k in 1..d})``, the tile sizes (or per-PE counts) whose pass counts
+    ``ceil(d / size)`` differ, in O(sqrt d): with ``n = d - 1``, ``ceil(d / k) = n // k + 1``, and the
+    values of ``n // k`` are those for ``k <= sqrt(n)`` plus every ``v <= n // (isqrt(n) + 1)`` and 0."""
+    if d <= 0:
+        raise HardwareConfigError(f"dimension = {d} must be positive")
+    n = d - 1
+    root = math.isqrt(n)
+    vals = {n // k for k in range(1, root + 1)}
+    vals.update(range(0, n // (root + 1) + 1))
+    return tuple(sorted(v + 1 for v in vals))
 

@@ -1,0 +1,145 @@
+"""DRAM tiling of one layer: the tile sizes and loop order that move the fewest bits through DRAM.
+
+The layer's loops over output channels (m), output rows (p, batch stacked) and input channels (c) are
+tiled so that one weight, input and output tile fit the global buffer together; the three tile loops
+run in one of six orders. Reuse analysis (the loop-nest rule of Timeloop, Parashar et al., ISPASS 2019,
+and of Eyeriss's own analysis): an operand is re-fetched from DRAM once per iteration of every loop it
+does not depend on that sits outside its innermost dependent loop; outputs whose reduction loop (c) is
+outside spill partial sums (write + read back).
+
+With three loops each operand depends on two, so only the innermost loop matters: the operand that does
+not depend on it is re-fetched once per iteration of the one loop it lacks, the other two are fetched
+once. The six orders therefore fall into three traffic cases (innermost c, p or m); the search evaluates
+the three cases over every tile-size candidate ``ceil(D / k)`` at once with NumPy. The candidate grid
+depends only on the layer's shape and is cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from crosslayer.hw.accelerator import Accelerator
+from crosslayer.hw.errors import MappingError
+from crosslayer.hw.shapes import LayerShape, distinct_ceils
+
+__all__ = ["clear_caches", "dram_tiling", "tiling_bits"]
+
+# innermost loop -> the first of the six orders (itertools.permutations("mpc")) with that innermost loop
+_CASE_ORDER = ("mpc", "mcp", "pcm")   # innermost c, p, m
+
+
+def _candidates(d: int) -> np.ndarray:
+    """``sorted({ceil(d / k)})``: the only tile sizes whose tile counts differ."""
+    return np.array(distinct_ceils(d), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Every (m, p, c) tile-size candidate of one layer shape and what it moves, in elements."""
+
+    mt: np.ndarray
+    pt: np.ndarray
+    ct: np.ndarray
+    n_m: np.ndarray
+    n_p: np.ndarray
+    spills: np.ndarray        # n_c > 1: the output tile is revisited (partial sums go to DRAM and back)
+    spill_factor: np.ndarray  # 2 n_c - 1: writes and reads of partial sums per output
+    wt_elems: np.ndarray      # weight tile
+    in_elems: np.ndarray      # input tile (rows with halo x padded width)
+    out_elems: np.ndarray     # output tile
+    base_i_elems: np.ndarray  # input elements read by all p tiles once, halos included
+
+
+@lru_cache(maxsize=4096)
+def _grid(m: int, c: int, pp: int, qq: int, r: int, s: int, st: int, w_in: int, pool: bool) -> _Grid:
+    a, b, e = _candidates(m), _candidates(pp), _candidates(c)
+    mt = np.repeat(a, b.size * e.size)                   # the (m, p, c) grid in row-major order
+    pt = np.tile(np.repeat(b, e.size), a.size)
+    ct = np.tile(e, a.size * b.size)
+    n_p = -(-pp // pt)
+    n_c = -(-c // ct)
+    wt = np.zeros_like(mt) if pool else mt * ct * r * s
+    in_rows = (pt - 1) * st + r
+    g = _Grid(mt=mt, pt=pt, ct=ct, n_m=-(-m // mt), n_p=n_p, spills=n_c > 1, spill_factor=2.0 * n_c - 1.0,
+              wt_elems=wt, in_elems=ct * in_rows * w_in, out_elems=mt * pt * qq,
+              base_i_elems=c * w_in * (st * (pp - n_p) + n_p * r))
+    for a in g.__dict__.values():
+        a.setflags(write=False)
+    return g
+
+
+def _shape_key(layer: LayerShape) -> tuple[int, int, int, int, int, int, int, int, bool]:
+    return (layer.filters_per_group, layer.channels_per_group, layer.batch * layer.out_h, layer.out_w,
+            layer.kernel_h, layer.kernel_w, layer.stride, layer.in_w + 2 * layer.padding, layer.kind == "pool")
+
+
+@lru_cache(maxsize=65536)
+def _best(key: tuple[int, int, int, int, int, int, int, int, bool], groups: int, wb: float, ab: float,
+          act_bits: int, psum_bits: int, glb_bits: int) -> tuple[int, int, int, int, float, float, float] | int:
+    """The best tiling's ``(case, m_tile, p_tile, c_tile, weight, input, output bits)``, or the bytes the
+    smallest tile needs when none fits."""
+    m, c, pp, qq, r, s, _st, _w_in, pool = key
+    g = _grid(*key)
+    foot = g.wt_elems * wb + g.in_elems * ab + g.out_elems * psum_bits
+    fits = foot <= glb_bits
+    if not fits.any():
+        return int(np.ceil(foot.min() / 8))
+    base_w = 0.0 if pool else m * c * r * s * wb
+    base_i = g.base_i_elems * ab
+    out_vals = m * pp * qq
+    o_once = float(out_vals * act_bits)
+    o_spill = np.where(g.spills, out_vals * psum_bits * g.spill_factor, o_once)
+    w_np = base_w * g.n_p
+    i_nm = base_i * g.n_m
+    # (weight, input, output) bits of the three cases: innermost c, p, m
+    parts = ((w_np, i_nm, o_once), (base_w, i_nm, o_spill), (w_np, base_i, o_spill))
+    best_case, best_j, best_total = 0, 0, np.inf
+    for case, (w, i, o) in enumerate(parts):
+        total = np.where(fits, w + i + o, np.inf)
+        j = int(np.argmin(total))
+        if total[j] < best_total:             # ties keep the earlier case, then the smaller tile
+            best_case, best_j, best_total = case, j, float(total[j])
+    w, i, o = parts[best_case]
+
+    def at(v: object) -> float:
+        return float(v[best_j]) if isinstance(v, np.ndarray) else float(v)  # type: ignore[arg-type]
+
+    return (best_case, int(g.mt[best_j]), int(g.pt[best_j]), int(g.ct[best_j]), at(w) * groups, at(i) * groups,
+            at(o) * groups)
+
+
+def tiling_bits(layer: LayerShape, acc: Accelerator, *, weight_ratio: float = 1.0, input_ratio: float = 1.0,
+                psum_bits: int = 16) -> tuple[str, int, int, int, float, float, float]:
+    """``(order, m_tile, p_tile, c_tile, weight_bits, input_bits, output_bits)`` of the least-traffic tiling
+    (cached per layer shape, bit widths and buffer size)."""
+    best = _best(_shape_key(layer), layer.groups, layer.weight_bits * weight_ratio, layer.act_bits * input_ratio,
+                 layer.act_bits, psum_bits, acc.glb_bytes * 8)
+    if isinstance(best, int):
+        raise MappingError(f"layer {layer.name!r} fits no tiling: its smallest tile needs {best} bytes of global "
+                           f"buffer but glb_bytes = {acc.glb_bytes}")
+    case, mt, pt, ct, wbits, ibits, obits = best
+    return _CASE_ORDER[case], mt, pt, ct, wbits, ibits, obits
+
+
+def dram_tiling(layer: LayerShape, acc: Accelerator, *, weight_ratio: float = 1.0, input_ratio: float = 1.0,
+                psum_bits: int = 16) -> dict[str, Any]:
+    """The DRAM traffic (in bits, per operand) of the tiling and loop order with the least DRAM energy.
+
+    ``*_ratio`` scale stored sizes for compressed operands. Raises :class:`MappingError` if even the
+    smallest tile does not fit ``acc.glb_bytes``.
+    """
+    order, mt, pt, ct, wbits, ibits, obits = tiling_bits(layer, acc, weight_ratio=weight_ratio,
+                                                         input_ratio=input_ratio, psum_bits=psum_bits)
+    energy = (wbits + ibits + obits) / acc.word_bits * (acc.energy.dram + acc.energy.glb)
+    return {"energy": energy, "m_tile": mt, "p_tile": pt, "c_tile": ct, "order": order, "weight_bits": wbits,
+            "input_bits": ibits, "output_bits": obits}
+
+
+def clear_caches() -> None:
+    """Forget the cached candidate grids and tilings."""
+    _grid.cache_clear()
+    _best.cache_clear()
