@@ -26,7 +26,9 @@ from crosslayer.hw.accelerator import Accelerator
 from crosslayer.hw.errors import MappingError
 from crosslayer.hw.shapes import LayerShape, distinct_ceils
 
-__all__ = ["clear_caches", "dram_tiling", "tiling_bits"]
+__all__ = ["MAX_TILING_CANDIDATES", "clear_caches", "dram_tiling", "tiling_bits"]
+
+MAX_TILING_CANDIDATES = 1 << 20   # ~100 MB of candidate arrays; real layers need well under 10^5
 
 # innermost loop -> the first of the six orders (itertools.permutations("mpc")) with that innermost loop
 _CASE_ORDER = ("mpc", "mcp", "pcm")   # innermost c, p, m
@@ -116,7 +118,13 @@ def tiling_bits(layer: LayerShape, acc: Accelerator, *, weight_ratio: float = 1.
                 psum_bits: int = 16) -> tuple[str, int, int, int, float, float, float]:
     """``(order, m_tile, p_tile, c_tile, weight_bits, input_bits, output_bits)`` of the least-traffic tiling
     (cached per layer shape, bit widths and buffer size)."""
-    best = _best(_shape_key(layer), layer.groups, layer.weight_bits * weight_ratio, layer.act_bits * input_ratio,
+    key = _shape_key(layer)
+    size = len(distinct_ceils(key[0])) * len(distinct_ceils(key[1])) * len(distinct_ceils(key[2]))
+    if size > MAX_TILING_CANDIDATES:
+        raise MappingError(f"layer {layer.name!r} has {size} DRAM tiling candidates (tile sizes of {key[0]} "
+                           f"filters x {key[2]} output rows x {key[1]} channels); at most {MAX_TILING_CANDIDATES} "
+                           "are searched: split the batch or the layer")
+    best = _best(key, layer.groups, layer.weight_bits * weight_ratio, layer.act_bits * input_ratio,
                  layer.act_bits, psum_bits, acc.glb_bytes * 8)
     if isinstance(best, int):
         raise MappingError(f"layer {layer.name!r} fits no tiling: its smallest tile needs {best} bytes of global "
