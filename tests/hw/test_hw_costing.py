@@ -68,7 +68,9 @@ def _reference(layer: LayerShape, acc: Accelerator, arr: ArrayCounts, sp: Sparsi
             imb *= activation_imbalance(arr.temporal_length, layer.act_density, max(arr.parallel_pes, 1))
     scale = min(1.0, frac * imb) if frac < 1.0 else 1.0
     compute = math.ceil(arr.stream_cycles * scale - 1e-9) + arr.overhead_cycles
-    cycles = math.ceil(max(compute, dram / acc.dram_bandwidth, glb / acc.glb_bandwidth))
+    exposed = (t["first_tile_bits"] + t["last_tile_bits"]) / acc.word_bits / acc.dram_bandwidth
+    rest = max(dram / acc.dram_bandwidth - exposed, 0.0)
+    cycles = math.ceil(exposed + max(compute, rest, glb / acc.glb_bandwidth) - 1e-9)
     return energy, cycles
 
 

@@ -4,8 +4,9 @@ The options of a workload (per layer, per dataflow: one column each; RS has one 
 mapping) are laid side by side in one *plan*, which depends only on the layers' geometry and the array
 and is cached. One call then scores them all: DRAM traffic from the least-traffic tiling of each layer
 (:mod:`crosslayer.hw.tiling`), accesses per level from the option tables (:mod:`crosslayer.hw.dataflows`),
-zero-skipping and load imbalance (:mod:`crosslayer.hw.sparsity`), energy per level and latency =
-max(compute, DRAM-bound, GLB-bound) cycles. Each (layer, dataflow) keeps its best option under the
+zero-skipping and load imbalance (:mod:`crosslayer.hw.sparsity`), energy per level and latency in cycles:
+the first tile's load and the last output tile's write-back (which double buffering cannot hide) plus
+max(compute, the rest of the DRAM time, the GLB time). Each (layer, dataflow) keeps its best option under the
 objective (the other breaks ties; equal keys keep the first option).
 :func:`crosslayer.hw.mapping.layer_cost` turns a chosen option into a
 :class:`~crosslayer.hw.mapping.LayerCost`; :func:`crosslayer.hw.network.cost_workload` keeps the numbers.
@@ -133,7 +134,8 @@ class Scored:
     compute_cycles: np.ndarray
     cycles: np.ndarray
     glb_cycles: np.ndarray
-    dram_cycles: np.ndarray             # per layer
+    dram_cycles: np.ndarray             # per layer: all DRAM traffic at the DRAM bandwidth
+    exposed_cycles: np.ndarray          # per layer: first tile's load + last output tile's write-back
     imbalance: np.ndarray
     best: np.ndarray                    # (L, D) option index
     tilings: tuple[tuple[str, int, int, int], ...]
@@ -162,6 +164,7 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
     i_ratio = np.empty(n)
     frac = np.empty(n)
     dram_words = np.empty(n)
+    exposed = np.empty(n)
     e_mac = np.empty(n)
     macs = np.empty(n)
     wdens = np.empty(n)
@@ -173,9 +176,10 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
                                  layer.act_density, layer.act_bits, sp.index_bits, sp.pointer_bits,
                                  layer.out_channels, layer.in_channels * layer.batch, sp.skips_weights,
                                  sp.skips_activations)
-        order, mt, pt, ct, wbits, ibits, obits = tiling_bits(layer, acc, weight_ratio=wr, input_ratio=ir,
-                                                             psum_bits=pb)
+        order, mt, pt, ct, wbits, ibits, obits, first, last = tiling_bits(layer, acc, weight_ratio=wr,
+                                                                           input_ratio=ir, psum_bits=pb)
         tilings.append((order, mt, pt, ct))
+        exposed[j] = (first + last) / acc.word_bits / acc.dram_bandwidth
         wl_bits[j], act_bits[j], psum[j], w_ratio[j], i_ratio[j] = layer.weight_bits, layer.act_bits, pb, wr, ir
         frac[j] = skip_fraction(sp, layer.weight_density, layer.act_density) if layer.kind != "pool" else 1.0
         dram_words[j] = (wbits + ibits + obits) / acc.word_bits
@@ -228,8 +232,12 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
         compute = np.ceil(stream * scale - 1e-9).astype(np.int64) + overhead
     else:
         compute = stream + overhead
+    # double buffering hides DRAM transfers behind compute except the first tile's load and the last output
+    # tile's write-back: latency = exposed + max(compute, rest of the DRAM time, GLB time)
     glb_cycles = glb / acc.glb_bandwidth
-    cycles = np.ceil(np.maximum(np.maximum(compute, dw / acc.dram_bandwidth), glb_cycles))
+    ex = exposed[lo]
+    dram_rest = np.maximum(dw / acc.dram_bandwidth - ex, 0.0)
+    cycles = np.ceil(ex + np.maximum(np.maximum(compute, dram_rest), glb_cycles) - 1e-9)
 
     # best option of each (layer, dataflow): least primary key, then least secondary, then first
     prim, sec = (total, cycles) if objective == "energy" else (cycles, total)
@@ -250,5 +258,6 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
     best = np.minimum.reduceat(np.where(cand, np.arange(prim.shape[0]), prim.shape[0]), starts)
     return Scored(workload=tuple(workload), dataflows=dfs, plan=plan, accesses=accesses, energy=energy,
                   total_energy=total, compute_cycles=compute, cycles=cycles, glb_cycles=glb_cycles,
-                  dram_cycles=dram_words / acc.dram_bandwidth, imbalance=imb, best=best.reshape(n, len(dfs)),
+                  dram_cycles=dram_words / acc.dram_bandwidth, exposed_cycles=exposed, imbalance=imb,
+                  best=best.reshape(n, len(dfs)),
                   tilings=tuple(tilings), weight_ratio=w_ratio, input_ratio=i_ratio, frac=frac)

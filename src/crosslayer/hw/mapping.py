@@ -32,7 +32,7 @@ class LayerCost:
     macs: int
     effective_macs: float
     compute_cycles: int
-    cycles: int                      # latency in cycles: max(compute, DRAM-bound, GLB-bound)
+    cycles: int                      # latency: exposed DRAM + max(compute, other DRAM, GLB) cycles
     latency_s: float
     utilization: float               # effective MACs per PE-cycle of the latency
     accesses: dict[str, float]       # level -> values accessed (MAC count for "mac")
@@ -74,13 +74,15 @@ def layer_cost(scored: Scored, acc: Accelerator, j: int, i: int) -> LayerCost:
     compute = int(scored.compute_cycles[k])
     cycles = int(scored.cycles[k])
     glb_cycles = float(scored.glb_cycles[k])
-    bound = "compute" if cycles == compute else ("dram" if float(scored.dram_cycles[j]) >= glb_cycles else "glb")
+    dram_cycles = float(scored.dram_cycles[j])
+    bound = "compute" if compute >= max(dram_cycles, glb_cycles) else ("dram" if dram_cycles >= glb_cycles else "glb")
     frac = float(scored.frac[j])
     eff = layer.macs * frac
     order, mt, pt, ct = scored.tilings[j]
     tiling: dict[str, Any] = {"m_tile": mt, "p_tile": pt, "c_tile": ct, "order": order}
     tiling.update({name: int(v[col]) for name, v in table.mapping.items()})
-    tiling.update({"bound": bound, "imbalance": round(float(scored.imbalance[k]), 4),
+    tiling.update({"bound": bound, "exposed_dram_cycles": round(float(scored.exposed_cycles[j]), 2),
+                   "imbalance": round(float(scored.imbalance[k]), 4),
                    "weight_storage_ratio": round(float(scored.weight_ratio[j]), 4),
                    "input_storage_ratio": round(float(scored.input_ratio[j]), 4)})
     return LayerCost(layer=layer.name, dataflow=scored.dataflows[i], macs=layer.macs, effective_macs=eff,

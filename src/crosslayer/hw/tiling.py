@@ -10,8 +10,10 @@ outside spill partial sums (write + read back).
 With three loops each operand depends on two, so only the innermost loop matters: the operand that does
 not depend on it is re-fetched once per iteration of the one loop it lacks, the other two are fetched
 once. The six orders therefore fall into three traffic cases (innermost c, p or m); the search evaluates
-the three cases over every tile-size candidate ``ceil(D / k)`` at once with NumPy. The candidate grid
-depends only on the layer's shape and is cached.
+the three cases over every tile-size candidate ``ceil(D / k)`` at once with NumPy. Among the tilings with the
+least traffic it keeps the one whose first tile (weights + inputs) and last output tile are smallest: those
+two transfers are the ones double buffering cannot hide behind compute. The candidate grid depends only on
+the layer's shape and is cached.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ def _shape_key(layer: LayerShape) -> tuple[int, int, int, int, int, int, int, in
 
 @lru_cache(maxsize=65536)
 def _best(key: tuple[int, int, int, int, int, int, int, int, bool], groups: int, wb: float, ab: float,
-          act_bits: int, psum_bits: int, glb_bits: int) -> tuple[int, int, int, int, float, float, float] | int:
-    """The best tiling's ``(case, m_tile, p_tile, c_tile, weight, input, output bits)``, or the bytes the
-    smallest tile needs when none fits."""
+          act_bits: int, psum_bits: int, glb_bits: int) -> tuple[int, int, int, int, float, float, float, float,
+                                                                  float] | int:
+    """The best tiling's ``(case, m_tile, p_tile, c_tile, weight, input, output bits, first tile's weight +
+    input bits, last output tile's bits)``, or the bytes the smallest tile needs when none fits."""
     m, c, pp, qq, r, s, _st, _w_in, pool = key
     g = _grid(*key)
     foot = g.wt_elems * wb + g.in_elems * ab + g.out_elems * psum_bits
@@ -99,25 +102,36 @@ def _best(key: tuple[int, int, int, int, int, int, int, int, bool], groups: int,
     i_nm = base_i * g.n_m
     # (weight, input, output) bits of the three cases: innermost c, p, m
     parts = ((w_np, i_nm, o_once), (base_w, i_nm, o_spill), (w_np, base_i, o_spill))
-    best_case, best_j, best_total = 0, 0, np.inf
-    for case, (w, i, o) in enumerate(parts):
-        total = np.where(fits, w + i + o, np.inf)
-        j = int(np.argmin(total))
-        if total[j] < best_total:             # ties keep the earlier case, then the smaller tile
-            best_case, best_j, best_total = case, j, float(total[j])
+    totals = [np.where(fits, w + i + o, np.inf) for w, i, o in parts]
+    least = min(float(t.min()) for t in totals)
+    # among the least-traffic tilings, the one whose first load and last write-back (the transfers double
+    # buffering cannot hide) are smallest; then the earlier case, then the smaller tile
+    exposure = g.wt_elems * wb + g.in_elems * ab + g.out_elems * act_bits
+    best_case, best_j, best_exp = 0, 0, np.inf
+    for case, total in enumerate(totals):
+        tied = total == least
+        if tied.any():
+            e = np.where(tied, exposure, np.inf)
+            j = int(np.argmin(e))
+            if e[j] < best_exp:
+                best_case, best_j, best_exp = case, j, float(e[j])
     w, i, o = parts[best_case]
 
     def at(v: object) -> float:
         return float(v[best_j]) if isinstance(v, np.ndarray) else float(v)  # type: ignore[arg-type]
 
+    first = float(g.wt_elems[best_j] * wb + g.in_elems[best_j] * ab)
+    last = float(g.out_elems[best_j] * act_bits)
     return (best_case, int(g.mt[best_j]), int(g.pt[best_j]), int(g.ct[best_j]), at(w) * groups, at(i) * groups,
-            at(o) * groups)
+            at(o) * groups, first, last)
 
 
 def tiling_bits(layer: LayerShape, acc: Accelerator, *, weight_ratio: float = 1.0, input_ratio: float = 1.0,
-                psum_bits: int = 16) -> tuple[str, int, int, int, float, float, float]:
-    """``(order, m_tile, p_tile, c_tile, weight_bits, input_bits, output_bits)`` of the least-traffic tiling
-    (cached per layer shape, bit widths and buffer size)."""
+                psum_bits: int = 16) -> tuple[str, int, int, int, float, float, float, float, float]:
+    """``(order, m_tile, p_tile, c_tile, weight_bits, input_bits, output_bits, first_bits, last_bits)`` of the
+    least-traffic tiling (cached per layer shape, bit widths and buffer size): DRAM traffic per operand, the
+    first tile's weights and inputs (loaded before compute can start) and the last output tile (written
+    after it ends)."""
     key = _shape_key(layer)
     size = len(distinct_ceils(key[0])) * len(distinct_ceils(key[1])) * len(distinct_ceils(key[2]))
     if size > MAX_TILING_CANDIDATES:
@@ -129,8 +143,8 @@ def tiling_bits(layer: LayerShape, acc: Accelerator, *, weight_ratio: float = 1.
     if isinstance(best, int):
         raise MappingError(f"layer {layer.name!r} fits no tiling: its smallest tile needs {best} bytes of global "
                            f"buffer but glb_bytes = {acc.glb_bytes}")
-    case, mt, pt, ct, wbits, ibits, obits = best
-    return _CASE_ORDER[case], mt, pt, ct, wbits, ibits, obits
+    case, mt, pt, ct, wbits, ibits, obits, first, last = best
+    return _CASE_ORDER[case], mt, pt, ct, wbits, ibits, obits, first, last
 
 
 def dram_tiling(layer: LayerShape, acc: Accelerator, *, weight_ratio: float = 1.0, input_ratio: float = 1.0,
@@ -140,11 +154,11 @@ def dram_tiling(layer: LayerShape, acc: Accelerator, *, weight_ratio: float = 1.
     ``*_ratio`` scale stored sizes for compressed operands. Raises :class:`MappingError` if even the
     smallest tile does not fit ``acc.glb_bytes``.
     """
-    order, mt, pt, ct, wbits, ibits, obits = tiling_bits(layer, acc, weight_ratio=weight_ratio,
-                                                         input_ratio=input_ratio, psum_bits=psum_bits)
+    order, mt, pt, ct, wbits, ibits, obits, first, last = tiling_bits(
+        layer, acc, weight_ratio=weight_ratio, input_ratio=input_ratio, psum_bits=psum_bits)
     energy = (wbits + ibits + obits) / acc.word_bits * (acc.energy.dram + acc.energy.glb)
     return {"energy": energy, "m_tile": mt, "p_tile": pt, "c_tile": ct, "order": order, "weight_bits": wbits,
-            "input_bits": ibits, "output_bits": obits}
+            "input_bits": ibits, "output_bits": obits, "first_tile_bits": first, "last_tile_bits": last}
 
 
 def clear_caches() -> None:
