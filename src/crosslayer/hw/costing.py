@@ -128,6 +128,7 @@ class Scored:
     workload: tuple[LayerShape, ...]
     dataflows: tuple[str, ...]
     plan: _Plan
+    options: np.ndarray                 # (K,) the plan's option behind each scored row
     accesses: np.ndarray
     energy: np.ndarray
     total_energy: np.ndarray
@@ -137,14 +138,15 @@ class Scored:
     dram_cycles: np.ndarray             # per layer: all DRAM traffic at the DRAM bandwidth
     exposed_cycles: np.ndarray          # per layer: first tile's load + last output tile's write-back
     imbalance: np.ndarray
-    best: np.ndarray                    # (L, D) option index
+    best: np.ndarray                    # (L, D) row of the best option
     tilings: tuple[tuple[str, int, int, int], ...]
     weight_ratio: np.ndarray            # per layer
     input_ratio: np.ndarray
     frac: np.ndarray
 
-    def table_column(self, k: int) -> tuple[OptionTable, int]:
-        """The option table of option ``k`` and its column there."""
+    def table_column(self, row: int) -> tuple[OptionTable, int]:
+        """The option table of scored row ``row`` and its column there."""
+        k = int(self.options[row])
         seg = int(self.plan.seg_of[k])
         return self.plan.tables[seg], k - int(self.plan.starts[seg])
 
@@ -190,9 +192,24 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
     lo = plan.layer_of
     c = plan.counts
     col = plan.cols
+    seg = plan.seg_of
+    options = np.arange(seg.shape[0])
+    nseg = len(plan.tables)
+    if plan.is_rs.any():
+        # RS options whose working set does not fit the RF at these bit widths are dropped before scoring
+        rs_p, rs_q, kw = col["rs_p"], col["rs_q"], plan.kernel_w
+        fits = (rs_p * rs_q * kw * wl_bits[lo] + rs_q * kw * act_bits[lo] + rs_p * psum[lo] <= acc.rf_bytes * 8)
+        options = np.flatnonzero(~plan.is_rs | fits)
+        lo, seg, c = lo[options], seg[options], c[:, :, options]
+        col = {k: v[options] for k, v in col.items()}
+    ok = np.zeros(nseg, dtype=bool)
+    ok[seg] = True
+    if not ok.all():
+        layer = workload[int(np.flatnonzero(~ok)[0]) // len(dfs)]
+        raise MappingError(f"layer {layer.name!r} fits no RS mapping: one filter row of kernel_w = "
+                           f"{layer.kernel_w} with its inputs and psum exceeds rf_bytes = {acc.rf_bytes}")
+    starts = np.searchsorted(seg, np.arange(nseg))
     wb_o, ab_o, pb_o = wl_bits[lo], act_bits[lo], psum[lo]
-    valid = ~plan.is_rs | (col["rs_p"] * col["rs_q"] * plan.kernel_w * wb_o + col["rs_q"] * plan.kernel_w * ab_o
-                           + col["rs_p"] * pb_o <= acc.rf_bytes * 8)
     # energy per level (the per-option sums of docs/hw.md, added in the same order for every option)
     wb = acc.word_bits
     wst, ist, fr = w_ratio[lo], i_ratio[lo], frac[lo]       # stored fraction of weights / inputs
@@ -241,23 +258,12 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
 
     # best option of each (layer, dataflow): least primary key, then least secondary, then first
     prim, sec = (total, cycles) if objective == "energy" else (cycles, total)
-    prim = np.where(valid, prim, np.inf)
-    sec = np.where(valid, sec, np.inf)
-    starts = plan.starts[:-1]
-    seg = plan.seg_of
-    sizes = np.diff(plan.starts)
-    ok = np.zeros(len(plan.tables), dtype=bool)
-    ok[sizes > 0] = np.logical_or.reduceat(valid, starts[sizes > 0]) if valid.size else False
-    if not ok.all():
-        layer = workload[int(np.flatnonzero(~ok)[0]) // len(dfs)]
-        raise MappingError(f"layer {layer.name!r} fits no RS mapping: one filter row of kernel_w = "
-                           f"{layer.kernel_w} with its inputs and psum exceeds rf_bytes = {acc.rf_bytes}")
     is_min = prim == np.minimum.reduceat(prim, starts)[seg]
     sec_m = np.where(is_min, sec, np.inf)
     cand = is_min & (sec_m == np.minimum.reduceat(sec_m, starts)[seg])
     best = np.minimum.reduceat(np.where(cand, np.arange(prim.shape[0]), prim.shape[0]), starts)
-    return Scored(workload=tuple(workload), dataflows=dfs, plan=plan, accesses=accesses, energy=energy,
-                  total_energy=total, compute_cycles=compute, cycles=cycles, glb_cycles=glb_cycles,
+    return Scored(workload=tuple(workload), dataflows=dfs, plan=plan, options=options, accesses=accesses,
+                  energy=energy, total_energy=total, compute_cycles=compute, cycles=cycles, glb_cycles=glb_cycles,
                   dram_cycles=dram_words / acc.dram_bandwidth, exposed_cycles=exposed, imbalance=imb,
-                  best=best.reshape(n, len(dfs)),
-                  tilings=tuple(tilings), weight_ratio=w_ratio, input_ratio=i_ratio, frac=frac)
+                  best=best.reshape(n, len(dfs)), tilings=tuple(tilings), weight_ratio=w_ratio,
+                  input_ratio=i_ratio, frac=frac)

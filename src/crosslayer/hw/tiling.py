@@ -56,6 +56,8 @@ class _Grid:
     in_elems: np.ndarray      # input tile (rows with halo x padded width)
     out_elems: np.ndarray     # output tile
     base_i_elems: np.ndarray  # input elements read by all p tiles once, halos included
+    c_first: np.ndarray       # indices of the candidates with the smallest c tile
+    m_first: np.ndarray       # indices of the candidates with the smallest m tile
 
 
 @lru_cache(maxsize=4096)
@@ -70,7 +72,8 @@ def _grid(m: int, c: int, pp: int, qq: int, r: int, s: int, st: int, w_in: int, 
     in_rows = (pt - 1) * st + r
     g = _Grid(mt=mt, pt=pt, ct=ct, n_m=-(-m // mt), n_p=n_p, spills=n_c > 1, spill_factor=2.0 * n_c - 1.0,
               wt_elems=wt, in_elems=ct * in_rows * w_in, out_elems=mt * pt * qq,
-              base_i_elems=c * w_in * (st * (pp - n_p) + n_p * r))
+              base_i_elems=c * w_in * (st * (pp - n_p) + n_p * r), c_first=np.flatnonzero(ct == ct.min()),
+              m_first=np.flatnonzero(mt == mt.min()))
     for a in g.__dict__.values():
         a.setflags(write=False)
     return g
@@ -94,36 +97,41 @@ def _best(key: tuple[int, int, int, int, int, int, int, int, bool], groups: int,
     if not fits.any():
         return int(np.ceil(foot.min() / 8))
     base_w = 0.0 if pool else m * c * r * s * wb
-    base_i = g.base_i_elems * ab
     out_vals = m * pp * qq
     o_once = float(out_vals * act_bits)
-    o_spill = np.where(g.spills, out_vals * psum_bits * g.spill_factor, o_once)
-    w_np = base_w * g.n_p
-    i_nm = base_i * g.n_m
-    # (weight, input, output) bits of the three cases: innermost c, p, m
-    parts = ((w_np, i_nm, o_once), (base_w, i_nm, o_spill), (w_np, base_i, o_spill))
-    totals = [np.where(fits, w + i + o, np.inf) for w, i, o in parts]
-    least = min(float(t.min()) for t in totals)
+    spill_bits = out_vals * psum_bits
+    # Traffic of the three cases (weight + input + output bits). With c innermost it does not depend on the c
+    # tile and with m innermost not on the m tile, so there only the smallest such tile (the smallest
+    # footprint and first load, the first index) can win: those cases are scored on that slice of the grid.
+    ic, im = g.c_first, g.m_first
+    t_c = base_w * g.n_p[ic] + g.base_i_elems[ic] * ab * g.n_m[ic] + o_once
+    t_p = base_w + g.base_i_elems * ab * g.n_m + np.where(g.spills, spill_bits * g.spill_factor, o_once)
+    t_m = base_w * g.n_p[im] + g.base_i_elems[im] * ab + np.where(g.spills[im], spill_bits * g.spill_factor[im],
+                                                                    o_once)
+    cases = ((np.where(fits[ic], t_c, np.inf), ic), (np.where(fits, t_p, np.inf), None),
+             (np.where(fits[im], t_m, np.inf), im))
+    least = min(float(t.min()) for t, _ in cases)
     # among the least-traffic tilings, the one whose first load and last write-back (the transfers double
     # buffering cannot hide) are smallest; then the earlier case, then the smaller tile
-    exposure = g.wt_elems * wb + g.in_elems * ab + g.out_elems * act_bits
     best_case, best_j, best_exp = 0, 0, np.inf
-    for case, total in enumerate(totals):
-        tied = total == least
-        if tied.any():
-            e = np.where(tied, exposure, np.inf)
-            j = int(np.argmin(e))
-            if e[j] < best_exp:
-                best_case, best_j, best_exp = case, j, float(e[j])
-    w, i, o = parts[best_case]
-
-    def at(v: object) -> float:
-        return float(v[best_j]) if isinstance(v, np.ndarray) else float(v)  # type: ignore[arg-type]
+    for case, (total, where) in enumerate(cases):
+        tied = np.flatnonzero(total == least)
+        if tied.size:
+            js = tied if where is None else where[tied]
+            e = g.wt_elems[js] * wb + g.in_elems[js] * ab + g.out_elems[js] * act_bits
+            k = int(np.argmin(e))
+            if e[k] < best_exp:
+                best_case, best_j, best_exp = case, int(js[k]), float(e[k])
+    n_p, n_m = float(g.n_p[best_j]), float(g.n_m[best_j])
+    base_i = float(g.base_i_elems[best_j] * ab)
+    o_spill = spill_bits * float(g.spill_factor[best_j]) if g.spills[best_j] else o_once
+    w, i, o = ((base_w * n_p, base_i * n_m, o_once), (base_w, base_i * n_m, o_spill),
+               (base_w * n_p, base_i, o_spill))[best_case]
 
     first = float(g.wt_elems[best_j] * wb + g.in_elems[best_j] * ab)
     last = float(g.out_elems[best_j] * act_bits)
-    return (best_case, int(g.mt[best_j]), int(g.pt[best_j]), int(g.ct[best_j]), at(w) * groups, at(i) * groups,
-            at(o) * groups, first, last)
+    return (best_case, int(g.mt[best_j]), int(g.pt[best_j]), int(g.ct[best_j]), w * groups, i * groups,
+            o * groups, first, last)
 
 
 def tiling_bits(layer: LayerShape, acc: Accelerator, *, weight_ratio: float = 1.0, input_ratio: float = 1.0,
