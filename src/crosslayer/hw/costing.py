@@ -210,7 +210,7 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
                            f"{layer.kernel_w} with its inputs and psum exceeds rf_bytes = {acc.rf_bytes}")
     starts = np.searchsorted(seg, np.arange(nseg))
     wb_o, ab_o, pb_o = wl_bits[lo], act_bits[lo], psum[lo]
-    # energy per level (the per-option sums of docs/hw.md, added in the same order for every option)
+    # energy per level (the per-option sums written out scalar by scalar in tests/hw/test_hw_costing.py)
     wb = acc.word_bits
     wst, ist, fr = w_ratio[lo], i_ratio[lo], frac[lo]       # stored fraction of weights / inputs
     dw = dram_words[lo]
