@@ -58,6 +58,7 @@ class _Grid:
     base_i_elems: np.ndarray  # input elements read by all p tiles once, halos included
     c_first: np.ndarray       # indices of the candidates with the smallest c tile
     m_first: np.ndarray       # indices of the candidates with the smallest m tile
+    p_first: np.ndarray       # indices of the candidates with the smallest p tile
 
 
 @lru_cache(maxsize=4096)
@@ -73,7 +74,7 @@ def _grid(m: int, c: int, pp: int, qq: int, r: int, s: int, st: int, w_in: int, 
     g = _Grid(mt=mt, pt=pt, ct=ct, n_m=-(-m // mt), n_p=n_p, spills=n_c > 1, spill_factor=2.0 * n_c - 1.0,
               wt_elems=wt, in_elems=ct * in_rows * w_in, out_elems=mt * pt * qq,
               base_i_elems=c * w_in * (st * (pp - n_p) + n_p * r), c_first=np.flatnonzero(ct == ct.min()),
-              m_first=np.flatnonzero(mt == mt.min()))
+              m_first=np.flatnonzero(mt == mt.min()), p_first=np.flatnonzero(pt == pt.min()))
     for a in g.__dict__.values():
         a.setflags(write=False)
     return g
@@ -90,7 +91,7 @@ def _best(key: tuple[int, int, int, int, int, int, int, int, bool], groups: int,
                                                                   float] | int:
     """The best tiling's ``(case, m_tile, p_tile, c_tile, weight, input, output bits, first tile's weight +
     input bits, last output tile's bits)``, or the bytes the smallest tile needs when none fits."""
-    m, c, pp, qq, r, s, _st, _w_in, pool = key
+    m, c, pp, qq, r, s, st, _w_in, pool = key
     g = _grid(*key)
     foot = g.wt_elems * wb + g.in_elems * ab + g.out_elems * psum_bits
     fits = foot <= glb_bits
@@ -103,12 +104,16 @@ def _best(key: tuple[int, int, int, int, int, int, int, int, bool], groups: int,
     # Traffic of the three cases (weight + input + output bits). With c innermost it does not depend on the c
     # tile and with m innermost not on the m tile, so there only the smallest such tile (the smallest
     # footprint and first load, the first index) can win: those cases are scored on that slice of the grid.
+    # With p innermost the input traffic grows with the number of p tiles only through the halo rows, so when
+    # the kernel is no taller than the stride (r <= stride) the smallest p tile cannot lose either.
     ic, im = g.c_first, g.m_first
+    ip = g.p_first if r <= st else np.arange(g.mt.shape[0])
     t_c = base_w * g.n_p[ic] + g.base_i_elems[ic] * ab * g.n_m[ic] + o_once
-    t_p = base_w + g.base_i_elems * ab * g.n_m + np.where(g.spills, spill_bits * g.spill_factor, o_once)
+    t_p = base_w + g.base_i_elems[ip] * ab * g.n_m[ip] + np.where(g.spills[ip], spill_bits * g.spill_factor[ip],
+                                                                    o_once)
     t_m = base_w * g.n_p[im] + g.base_i_elems[im] * ab + np.where(g.spills[im], spill_bits * g.spill_factor[im],
                                                                     o_once)
-    cases = ((np.where(fits[ic], t_c, np.inf), ic), (np.where(fits, t_p, np.inf), None),
+    cases = ((np.where(fits[ic], t_c, np.inf), ic), (np.where(fits[ip], t_p, np.inf), ip),
              (np.where(fits[im], t_m, np.inf), im))
     least = min(float(t.min()) for t, _ in cases)
     # among the least-traffic tilings, the one whose first load and last write-back (the transfers double
@@ -117,7 +122,7 @@ def _best(key: tuple[int, int, int, int, int, int, int, int, bool], groups: int,
     for case, (total, where) in enumerate(cases):
         tied = np.flatnonzero(total == least)
         if tied.size:
-            js = tied if where is None else where[tied]
+            js = where[tied]
             e = g.wt_elems[js] * wb + g.in_elems[js] * ab + g.out_elems[js] * act_bits
             k = int(np.argmin(e))
             if e[k] < best_exp:
