@@ -90,6 +90,12 @@ ALEXNET = [conv("conv1", 3, 96, 227, 11, stride=4, batch=4),
            conv("conv5", 384, 256, 13, 3, padding=1, groups=2, batch=4)]
 
 
+def _load() -> float:
+    import os
+
+    return os.getloadavg()[0]
+
+
 # --- 1. speed ---------------------------------------------------------------------------------------------
 def speed_section(rounds: int) -> dict[str, Any]:
     import torch
@@ -105,32 +111,32 @@ def speed_section(rounds: int) -> dict[str, Any]:
                 for s in layers]
 
     raw: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
     for preset in ("eyeriss", "tpu"):
         raw[preset] = {"cold": [], "search": [], "warm": [], "evaluate_layer_pairs_cold": []}
+        cpu[preset] = {k: [] for k in raw[preset]}
     calls_per_search_round = 20
+    load_before = _load()
+
+    def timed(preset: str, key: str, count: int, fn: Any) -> None:
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        raw[preset][key].append(count / (time.perf_counter() - w0))
+        cpu[preset][key].append(count / max(time.process_time() - c0, 1e-9))
+
     for _ in range(rounds):
         for preset in ("eyeriss", "tpu"):                 # the situations interleave within each round
             acc = load_accelerator(preset)
-            r = raw[preset]
             clear_caches()
-            t0 = time.perf_counter()
-            cost_workload(layers, acc, sparsity=sp)
-            r["cold"].append(len(layers) / (time.perf_counter() - t0))
+            timed(preset, "cold", len(layers), lambda acc=acc: cost_workload(layers, acc, sparsity=sp))
             variants = [variant() for _ in range(calls_per_search_round)]
-            t0 = time.perf_counter()
-            for v in variants:
-                cost_workload(v, acc, sparsity=sp)
-            r["search"].append(len(layers) * len(variants) / (time.perf_counter() - t0))
-            t0 = time.perf_counter()
-            for _ in range(calls_per_search_round):
-                cost_workload(layers, acc, sparsity=sp)
-            r["warm"].append(len(layers) * calls_per_search_round / (time.perf_counter() - t0))
+            timed(preset, "search", len(layers) * len(variants),
+                  lambda acc=acc, vs=variants: [cost_workload(v, acc, sparsity=sp) for v in vs])
+            timed(preset, "warm", len(layers) * calls_per_search_round,
+                  lambda acc=acc: [cost_workload(layers, acc, sparsity=sp) for _ in range(calls_per_search_round)])
             clear_caches()
-            t0 = time.perf_counter()
-            for s in layers:
-                for df in acc.dataflows:
-                    evaluate_layer(s, acc, df, sparsity=sp)
-            r["evaluate_layer_pairs_cold"].append(len(layers) * len(acc.dataflows) / (time.perf_counter() - t0))
+            timed(preset, "evaluate_layer_pairs_cold", len(layers) * len(acc.dataflows),
+                  lambda acc=acc: [evaluate_layer(s, acc, df, sparsity=sp) for s in layers for df in acc.dataflows])
     peak = {}
     for preset in ("eyeriss", "tpu"):
         clear_caches()
@@ -139,13 +145,17 @@ def speed_section(rounds: int) -> dict[str, Any]:
         peak[preset] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
     med = {p: {k: statistics.median(v) for k, v in r.items()} for p, r in raw.items()}
+    med_cpu = {p: {k: statistics.median(v) for k, v in r.items()} for p, r in cpu.items()}
     return {
         "speed_layers": len(layers), "speed_rounds": rounds,
         "speed_full_layer_costs_per_second": med,
         "full_layer_costs_per_second_search": min(m["search"] for m in med.values()),
         "full_layer_costs_per_second_cold": min(m["cold"] for m in med.values()),
         "full_layer_costs_per_second_warm": min(m["warm"] for m in med.values()),
-        "speed_raw_rounds": raw, "speed_peak_traced_mib_cold_call": peak,
+        "speed_full_layer_costs_per_cpu_second": med_cpu,
+        "full_layer_costs_per_cpu_second_search": min(m["search"] for m in med_cpu.values()),
+        "speed_raw_rounds": raw, "speed_raw_rounds_cpu": cpu, "speed_peak_traced_mib_cold_call": peak,
+        "speed_load_average_1min_before": load_before,
         "speed_note": (
             "One full layer cost = one layer on one accelerator under every dataflow it supports (Eyeriss-like: "
             "RS, WS, OS; TPU-like: WS, OS, IS), the best mapping of each (DRAM tiling, RS register-file mapping), "
@@ -156,7 +166,9 @@ def speed_section(rounds: int) -> dict[str, Any]:
             "co-design search's pattern); warm: the same configuration again. Headline figures take the slower "
             "preset. evaluate_layer_pairs_cold: one (layer, dataflow) per call with LayerCost objects, caches "
             "emptied first (the unit of the old 484/s figure). Medians of the rounds, one thread, raw rounds "
-            "kept; peak traced memory of one cold call (tracemalloc)."),
+            "kept; per wall-clock second and, beside it, per CPU second of this process (the machine is shared: "
+            "time-slicing by other processes lowers the first, not the second); peak traced memory of one cold "
+            "call (tracemalloc)."),
     }
 
 
