@@ -25,7 +25,7 @@ from crosslayer.hw.dataflows import OptionTable, option_table
 from crosslayer.hw.errors import HardwareConfigError, MappingError
 from crosslayer.hw.shapes import LayerShape
 from crosslayer.hw.sparsity import SparsityConfig, compressed_bits, skip_fraction, weight_imbalance
-from crosslayer.hw.tiling import tiling_bits
+from crosslayer.hw.tiling import tilings_bits
 
 __all__ = ["LEVELS", "Scored", "clear_caches", "score_workload"]
 
@@ -172,22 +172,23 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
     wdens = np.empty(n)
     adens = np.empty(n)
     tilings = []
+    requests = []
     for j, layer in enumerate(workload):
         pb = max(acc.psum_bits, layer.act_bits)
         wr, ir = _storage_ratios(layer.weight_count, layer.weight_density, layer.weight_bits, layer.input_count,
                                  layer.act_density, layer.act_bits, sp.index_bits, sp.pointer_bits,
                                  layer.out_channels, layer.in_channels * layer.batch, sp.skips_weights,
                                  sp.skips_activations)
-        order, mt, pt, ct, wbits, ibits, obits, first, last = tiling_bits(layer, acc, weight_ratio=wr,
-                                                                           input_ratio=ir, psum_bits=pb)
-        tilings.append((order, mt, pt, ct))
-        exposed[j] = (first + last) / acc.word_bits / acc.dram_bandwidth
+        requests.append((layer, wr, ir, pb))
         wl_bits[j], act_bits[j], psum[j], w_ratio[j], i_ratio[j] = layer.weight_bits, layer.act_bits, pb, wr, ir
         frac[j] = skip_fraction(sp, layer.weight_density, layer.act_density) if layer.kind != "pool" else 1.0
-        dram_words[j] = (wbits + ibits + obits) / acc.word_bits
         e_mac[j] = mac_energy(acc, layer.weight_bits, layer.act_bits, rp.get(layer.name, 1.0))
         macs[j] = layer.macs
         wdens[j], adens[j] = layer.weight_density, layer.act_density
+    for j, (order, mt, pt, ct, wbits, ibits, obits, first, last) in enumerate(tilings_bits(requests, acc)):
+        tilings.append((order, mt, pt, ct))
+        exposed[j] = (first + last) / acc.word_bits / acc.dram_bandwidth
+        dram_words[j] = (wbits + ibits + obits) / acc.word_bits
 
     lo = plan.layer_of
     mat = plan.matrix
