@@ -153,7 +153,7 @@ def mac_energy(acc: Accelerator, weight_bits: int, act_bits: int, relative_power
 def _section(doc: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
     sec = doc.get(name, {})
     if not isinstance(sec, Mapping):
-        raise HardwareConfigError(f"{where}: [{name}] must be a table")
+        raise HardwareConfigError(f"{where}: section {name} must be a table, not {type(sec).__name__}")
     return dict(sec)
 
 
@@ -171,7 +171,7 @@ def accelerator_from_mapping(doc: Mapping[str, Any], where: str = "accelerator")
     missing = [k for k in ENERGY_KEYS if k not in en]
     if missing:
         raise HardwareConfigError(f"{where}: energy entry {', '.join(f'energy.{k}' for k in missing)} is missing; "
-                                  f"[energy] needs {', '.join(ENERGY_KEYS)}")
+                                  f"the energy section needs {', '.join(ENERGY_KEYS)}")
     unknown = sorted(set(en) - set(ENERGY_KEYS))
     if unknown:
         raise HardwareConfigError(f"{where}: unknown energy entry {', '.join(unknown)}; "
