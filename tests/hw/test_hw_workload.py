@@ -67,3 +67,20 @@ def test_unsupported_geometry_names_the_layer_field() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2))
     with pytest.raises(MappingError, match="dilated convolutions are not modelled"):
         extract_workload(net, torch.rand(1, 1, 8, 8))
+
+
+def test_float_layers_are_costed_at_the_accelerators_own_precision() -> None:
+    from crosslayer.hw import load_accelerator
+    from crosslayer.hw.analysis import analyse_model
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    x = torch.rand(2, 1, 8, 8)
+    for preset, bits in (("eyeriss", 16), ("tpu", 8)):
+        acc = load_accelerator(preset)
+        native = analyse_model(net, x, acc)
+        assert {(s.weight_bits, s.act_bits) for s in native.workload} == {(bits, bits)}
+        fp32 = analyse_model(net, x, acc, float_bits=32)
+        assert {(s.weight_bits, s.act_bits) for s in fp32.workload} == {(32, 32)}
+        # MAC energy grows with the product of the operand widths: fp32 costs (32 / bits)^2 on the MACs
+        assert fp32.cost.breakdown("best")["mac"] == pytest.approx(native.cost.breakdown("best")["mac"]
+                                                                  * (32 / bits) ** 2)

@@ -8,11 +8,12 @@ needs no torch: it works on a tuple of
 from crosslayer.hw.accelerator import DATAFLOWS, Accelerator, EnergyTable, load_accelerator, mac_energy, preset_names
 from crosslayer.hw.errors import HardwareConfigError, MappingError
 from crosslayer.hw.mapping import LayerCost, evaluate_layer
-from crosslayer.hw.network import NetworkCost, evaluate_network
+from crosslayer.hw.network import NetworkCost, WorkloadCost, cost_workload, evaluate_network
 from crosslayer.hw.shapes import LayerShape, conv, linear
 from crosslayer.hw.sparsity import SparsityConfig, compressed_bits
 from crosslayer.hw.systolic import gemm_timing
 
 __all__ = ["DATAFLOWS", "Accelerator", "EnergyTable", "HardwareConfigError", "LayerCost", "LayerShape",
-           "MappingError", "NetworkCost", "SparsityConfig", "compressed_bits", "conv", "evaluate_layer",
+           "MappingError", "NetworkCost", "SparsityConfig", "WorkloadCost", "compressed_bits", "conv", "cost_workload",
+           "evaluate_layer",
            "evaluate_network", "gemm_timing", "linear", "load_accelerator", "mac_energy", "preset_names"]

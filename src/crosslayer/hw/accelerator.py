@@ -20,7 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from crosslayer.config import load_toml
+import tomllib
+
 from crosslayer.hw.errors import HardwareConfigError
 
 __all__ = ["DATAFLOWS", "Accelerator", "EnergyTable", "accelerator_from_mapping", "load_accelerator",
@@ -31,9 +32,22 @@ ENERGY_KEYS = ("dram", "glb", "noc", "rf", "mac")
 Dataflow = Literal["WS", "OS", "RS", "IS"]
 
 
-def _positive(name: str, value: float) -> None:
+# Upper bounds: far beyond any real accelerator, small enough that every cost stays a finite float.
+INT_LIMITS = {"rows": 1 << 12, "cols": 1 << 12, "rf_bytes": 1 << 24, "glb_bytes": 1 << 40, "dram_bytes": 1 << 50,
+              "word_bits": 64, "psum_bits": 64, "reference_bits": 64}
+FLOAT_LIMITS = {"clock_mhz": 1e6, "glb_bandwidth": 1e9, "dram_bandwidth": 1e9, "energy": 1e12,
+                "relative_power": 1e3, "bits": 64}
+_SECTION = {"rows": "accelerator", "cols": "accelerator", "clock_mhz": "accelerator", "word_bits": "accelerator",
+            "psum_bits": "accelerator", "rf_bytes": "memory", "glb_bytes": "memory", "dram_bytes": "memory",
+            "glb_bandwidth": "memory", "dram_bandwidth": "memory", "reference_bits": "mac"}
+MAX_TOML_BYTES = 1 << 20
+
+
+def _positive(name: str, value: float, hi: float | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise HardwareConfigError(f"{name} = {value!r} must be a positive number")
+    if hi is not None and value > hi:
+        raise HardwareConfigError(f"{name} = {value!r} is out of range; allowed (0, {hi:g}]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +62,7 @@ class EnergyTable:
 
     def validate(self) -> None:
         for k in ENERGY_KEYS:
-            _positive(f"energy.{k}", getattr(self, k))
+            _positive(f"energy.{k}", getattr(self, k), FLOAT_LIMITS["energy"])
 
     def of(self, level: str) -> float:
         if level not in ENERGY_KEYS:
@@ -82,18 +96,27 @@ class Accelerator:
     dataflows: tuple[str, ...] = ("WS", "OS")
 
     def validate(self) -> None:
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= 200 or not self.name.isprintable():
+            raise HardwareConfigError(f"accelerator.name = {self.name!r} must be printable text of 1 to 200 characters")
         if self.kind not in ("spatial", "systolic"):
             raise HardwareConfigError(f"accelerator.kind = {self.kind!r} is unknown; allowed: 'spatial', 'systolic'")
-        for f in ("rows", "cols", "rf_bytes", "glb_bytes", "dram_bytes", "word_bits", "psum_bits",
-                  "reference_bits"):
+        for f, hi in INT_LIMITS.items():
             v = getattr(self, f)
+            key = f"{_SECTION[f]}.{f}"
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise HardwareConfigError(f"{f} = {v!r} must be a positive integer")
+                raise HardwareConfigError(f"{key} = {v!r} must be a positive integer")
+            if v > hi:
+                raise HardwareConfigError(f"{key} = {v!r} is out of range; allowed [1, {hi}]")
         for f in ("clock_mhz", "glb_bandwidth", "dram_bandwidth"):
-            _positive(f, getattr(self, f))
+            _positive(f"{_SECTION[f]}.{f}", getattr(self, f), FLOAT_LIMITS[f])
         self.energy.validate()
+        if not isinstance(self.dataflows, tuple) or not all(isinstance(d, str) for d in self.dataflows):
+            raise HardwareConfigError(f"accelerator.dataflows = {self.dataflows!r} must be a list of names; "
+                                      f"allowed: {', '.join(DATAFLOWS)}")
         if not self.dataflows:
             raise HardwareConfigError(f"accelerator.dataflows is empty; allowed: {', '.join(DATAFLOWS)}")
+        if len(set(self.dataflows)) != len(self.dataflows):
+            raise HardwareConfigError(f"accelerator.dataflows = {list(self.dataflows)} names a dataflow twice")
         for df in self.dataflows:
             check_dataflow(df)
         if "RS" in self.dataflows and self.kind == "systolic":
@@ -121,22 +144,26 @@ def check_dataflow(df: str) -> str:
 
 def mac_energy(acc: Accelerator, weight_bits: int, act_bits: int, relative_power: float = 1.0) -> float:
     """Energy of one MAC: ``energy.mac * (wb * ab) / ref^2 * relative_power`` (Horowitz 2014 scaling)."""
-    _positive("weight_bits", weight_bits)
-    _positive("act_bits", act_bits)
-    _positive("relative_power", relative_power)
+    _positive("weight_bits", weight_bits, FLOAT_LIMITS["bits"])
+    _positive("act_bits", act_bits, FLOAT_LIMITS["bits"])
+    _positive("relative_power", relative_power, FLOAT_LIMITS["relative_power"])
     return acc.energy.mac * (weight_bits * act_bits) / acc.reference_bits ** 2 * relative_power
 
 
 def _section(doc: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
     sec = doc.get(name, {})
     if not isinstance(sec, Mapping):
-        raise HardwareConfigError(f"{where}: [{name}] must be a table")
+        raise HardwareConfigError(f"{where}: section {name} must be a table, not {type(sec).__name__}")
     return dict(sec)
 
 
 def accelerator_from_mapping(doc: Mapping[str, Any], where: str = "accelerator") -> Accelerator:
     """Build an :class:`Accelerator` from the TOML document layout (``[accelerator]``, ``[memory]``,
     ``[energy]``, ``[mac]``); every energy entry must be present."""
+    unknown_sections = sorted(set(doc) - {"accelerator", "memory", "energy", "mac"})
+    if unknown_sections:
+        raise HardwareConfigError(f"{where}: unknown section(s) {', '.join(unknown_sections)}; "
+                                  "allowed: accelerator, memory, energy, mac")
     acc = _section(doc, "accelerator", where)
     mem = _section(doc, "memory", where)
     en = _section(doc, "energy", where)
@@ -144,7 +171,7 @@ def accelerator_from_mapping(doc: Mapping[str, Any], where: str = "accelerator")
     missing = [k for k in ENERGY_KEYS if k not in en]
     if missing:
         raise HardwareConfigError(f"{where}: energy entry {', '.join(f'energy.{k}' for k in missing)} is missing; "
-                                  f"[energy] needs {', '.join(ENERGY_KEYS)}")
+                                  f"the energy section needs {', '.join(ENERGY_KEYS)}")
     unknown = sorted(set(en) - set(ENERGY_KEYS))
     if unknown:
         raise HardwareConfigError(f"{where}: unknown energy entry {', '.join(unknown)}; "
@@ -163,17 +190,48 @@ def accelerator_from_mapping(doc: Mapping[str, Any], where: str = "accelerator")
         if extra:
             raise HardwareConfigError(f"{where}: unknown key(s) {', '.join(f'{sec_name}.{k}' for k in extra)}; "
                                       f"allowed: {', '.join(sorted(allowed[sec_name]))}")
+    dataflows = acc.get("dataflows", ["WS", "OS"])
+    if not isinstance(dataflows, (list, tuple)):
+        raise HardwareConfigError(f"{where}: accelerator.dataflows = {dataflows!r} must be a list such as "
+                                  f"[\"WS\", \"OS\"]; allowed names: {', '.join(DATAFLOWS)}")
     try:
         return Accelerator(
-            name=str(acc["name"]), kind=acc["kind"], rows=acc["rows"], cols=acc["cols"],
+            name=acc["name"], kind=acc["kind"], rows=acc["rows"], cols=acc["cols"],
             clock_mhz=acc["clock_mhz"], word_bits=acc.get("word_bits", 16), psum_bits=acc.get("psum_bits", 16),
-            dataflows=tuple(acc.get("dataflows", ("WS", "OS"))),
+            dataflows=tuple(dataflows),
             rf_bytes=mem["rf_bytes"], glb_bytes=mem["glb_bytes"], dram_bytes=mem["dram_bytes"],
             glb_bandwidth=mem["glb_bandwidth"], dram_bandwidth=mem["dram_bandwidth"],
             energy=EnergyTable(**{k: en[k] for k in ENERGY_KEYS}),
             reference_bits=mac.get("reference_bits", 16))
+    except HardwareConfigError as exc:
+        raise HardwareConfigError(f"{where}: {exc}") from None
     except TypeError as exc:  # pragma: no cover - dataclass signature mismatch
         raise HardwareConfigError(f"{where}: {exc}") from exc
+
+
+def read_accelerator_toml(path: Path, where: str) -> dict[str, Any]:
+    """Parse an accelerator TOML file as untrusted data: bounded size, UTF-8 text, valid TOML."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_TOML_BYTES + 1)
+    except OSError as exc:
+        raise HardwareConfigError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_TOML_BYTES:
+        raise HardwareConfigError(f"{where}: larger than {MAX_TOML_BYTES} bytes; an accelerator description is "
+                                  "a short TOML file")
+    if b"\x00" in raw:
+        raise HardwareConfigError(f"{where}: is a binary file (it holds NUL bytes), not an accelerator TOML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HardwareConfigError(f"{where}: is not UTF-8 text (byte {exc.start}); save the TOML file as "
+                                  "UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise HardwareConfigError(f"{where}: is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise HardwareConfigError(f"{where}: is nested too deeply to be an accelerator description") from None
 
 
 def preset_names() -> list[str]:
@@ -186,9 +244,9 @@ def load_accelerator(name_or_path: str | Path) -> Accelerator:
     s = str(name_or_path)
     if s in preset_names():
         with resources.as_file(resources.files("crosslayer.hw").joinpath("presets").joinpath(f"{s}.toml")) as p:
-            return accelerator_from_mapping(load_toml(p), where=f"preset {s!r}")
+            return accelerator_from_mapping(read_accelerator_toml(p, f"preset {s!r}"), where=f"preset {s!r}")
     p = Path(s)
     if not p.is_file():
         raise HardwareConfigError(f"accelerator {s!r} is neither a preset ({', '.join(preset_names())}) "
                                   "nor an existing TOML file")
-    return accelerator_from_mapping(load_toml(p), where=str(p))
+    return accelerator_from_mapping(read_accelerator_toml(p, str(p)), where=str(p))

@@ -38,9 +38,12 @@ def relative_power_from_assignment(assignment: Mapping[str, Any] | None) -> dict
 def analyse_model(model: nn.Module, inputs: torch.Tensor, acc: Accelerator, *,
                   dataflows: Sequence[str] | None = None, objective: Objective = "energy",
                   sparsity: SparsityConfig | None = None, relative_power: Mapping[str, float] | None = None,
-                  float_bits: int = 32, include_pooling: bool = True) -> ModelCost:
-    """Extract the workload of ``model`` on ``inputs`` and cost it on ``acc``."""
-    wl = extract_workload(model, inputs, float_bits=float_bits, include_pooling=include_pooling)
+                  float_bits: int | None = None, include_pooling: bool = True) -> ModelCost:
+    """Extract the workload of ``model`` on ``inputs`` and cost it on ``acc``. Layers that are not quantized
+    run at ``float_bits``, by default the accelerator's own precision (``mac.reference_bits``): a float
+    model is costed as the accelerator would run it, not at 32 bits on a 16-bit array."""
+    bits = acc.reference_bits if float_bits is None else float_bits
+    wl = extract_workload(model, inputs, float_bits=bits, include_pooling=include_pooling)
     return ModelCost(wl, evaluate_network(wl, acc, dataflows=dataflows, objective=objective, sparsity=sparsity,
                                           relative_power=relative_power))
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from crosslayer.hw.accelerator import Accelerator, check_dataflow
+from crosslayer.hw.costing import score_workload
 from crosslayer.hw.errors import MappingError
-from crosslayer.hw.mapping import LEVELS, LayerCost, Objective, evaluate_layer
+from crosslayer.hw.mapping import LEVELS, LayerCost, Objective, check_objective, layer_cost
 from crosslayer.hw.shapes import LayerShape
 from crosslayer.hw.sparsity import SparsityConfig
 
-__all__ = ["NetworkCost", "evaluate_network"]
+__all__ = ["NetworkCost", "WorkloadCost", "cost_workload", "evaluate_network"]
 
 
 @dataclass(frozen=True)
@@ -74,15 +77,11 @@ class NetworkCost:
         return min(self.dataflows, key=lambda d: (self.cycles(d), self.energy(d)))
 
 
-def evaluate_network(workload: Sequence[LayerShape], acc: Accelerator, *, dataflows: Sequence[str] | None = None,
-                     objective: Objective = "energy", sparsity: SparsityConfig | None = None,
-                     relative_power: Mapping[str, float] | None = None) -> NetworkCost:
-    """Cost every layer of ``workload`` under each dataflow (default: all the accelerator supports).
-
-    ``relative_power`` maps layer names to the relative power of their (approximate) multiplier.
-    """
+def _checked(workload: Sequence[LayerShape], acc: Accelerator, dataflows: Sequence[str] | None,
+             objective: str) -> tuple[str, ...]:
     if not workload:
         raise MappingError("the workload is empty: the model has no conv, linear or pooling layer")
+    check_objective(objective)
     dfs = tuple(dataflows) if dataflows else acc.dataflows
     for df in dfs:
         check_dataflow(df)
@@ -92,10 +91,70 @@ def evaluate_network(workload: Sequence[LayerShape], acc: Accelerator, *, datafl
     names = [layer.name for layer in workload]
     if len(set(names)) != len(names):
         raise MappingError("layer names in the workload must be unique")
-    rp = dict(relative_power or {})
-    per: dict[str, tuple[LayerCost, ...]] = {}
-    for df in dfs:
-        per[df] = tuple(evaluate_layer(layer, acc, df, objective=objective, sparsity=sparsity,
-                                       relative_power=rp.get(layer.name, 1.0)) for layer in workload)
-    return NetworkCost(accelerator=acc.name, objective=objective, layers=tuple(names), per_dataflow=per,
-                       macs=sum(layer.macs for layer in workload))
+    return dfs
+
+
+def evaluate_network(workload: Sequence[LayerShape], acc: Accelerator, *, dataflows: Sequence[str] | None = None,
+                     objective: Objective = "energy", sparsity: SparsityConfig | None = None,
+                     relative_power: Mapping[str, float] | None = None) -> NetworkCost:
+    """Cost every layer of ``workload`` under each dataflow (default: all the accelerator supports).
+
+    ``relative_power`` maps layer names to the relative power of their (approximate) multiplier.
+    """
+    dfs = _checked(workload, acc, dataflows, objective)
+    scored = score_workload(tuple(workload), acc, dfs, objective=objective, sparsity=sparsity,
+                            relative_power=relative_power)
+    per = {df: tuple(layer_cost(scored, acc, j, i) for j in range(len(workload))) for i, df in enumerate(dfs)}
+    return NetworkCost(accelerator=acc.name, objective=objective, layers=tuple(layer.name for layer in workload),
+                       per_dataflow=per, macs=sum(layer.macs for layer in workload))
+
+
+@dataclass(frozen=True)
+class WorkloadCost:
+    """Per-layer cost of a workload on one accelerator, each layer on its best dataflow (plain numbers).
+
+    ``energy`` and ``cycles`` are per layer (the best option of the best dataflow under the objective);
+    ``energy_by_dataflow`` / ``cycles_by_dataflow`` are ``(layers, dataflows)`` for every dataflow's best.
+    """
+
+    accelerator: str
+    objective: str
+    layers: tuple[str, ...]
+    dataflows: tuple[str, ...]
+    best_dataflow: tuple[str, ...]
+    energy: np.ndarray
+    cycles: np.ndarray
+    latency_s: np.ndarray
+    energy_by_dataflow: np.ndarray
+    cycles_by_dataflow: np.ndarray
+
+    @property
+    def total_energy(self) -> float:
+        return float(self.energy.sum())
+
+    @property
+    def total_latency_s(self) -> float:
+        return float(self.latency_s.sum())
+
+
+def cost_workload(workload: Sequence[LayerShape], acc: Accelerator, *, dataflows: Sequence[str] | None = None,
+                  objective: Objective = "energy", sparsity: SparsityConfig | None = None,
+                  relative_power: Mapping[str, float] | None = None) -> WorkloadCost:
+    """The fast path for searches that cost thousands of configurations: the same numbers as
+    :func:`evaluate_network` (per layer, best dataflow under ``objective``), without building a
+    :class:`LayerCost` per layer and dataflow. Option tables and tilings are cached per layer shape, so
+    repeated calls on the same network with other bit widths, densities or energies are cheaper still."""
+    dfs = _checked(workload, acc, dataflows, objective)
+    scored = score_workload(tuple(workload), acc, dfs, objective=objective, sparsity=sparsity,
+                            relative_power=relative_power)
+    n = scored.best.shape[0]
+    e_df = scored.total_energy[scored.best]
+    c_df = scored.cycles[scored.best]
+    prim, sec = (e_df, c_df) if objective == "energy" else (c_df, e_df)
+    pick = np.lexsort((sec, prim), axis=1)[:, 0]    # stable: equal keys keep the first dataflow
+    idx = np.arange(n)
+    cycles = c_df[idx, pick]
+    return WorkloadCost(accelerator=acc.name, objective=objective, layers=tuple(s.name for s in workload),
+                        dataflows=dfs, best_dataflow=tuple(dfs[k] for k in pick), energy=e_df[idx, pick],
+                        cycles=cycles, latency_s=cycles / (acc.clock_mhz * 1e6), energy_by_dataflow=e_df,
+                        cycles_by_dataflow=c_df)

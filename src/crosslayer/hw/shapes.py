@@ -8,15 +8,22 @@ no MACs but moves its input and output through the memory hierarchy.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from crosslayer.hw.errors import HardwareConfigError
 
-__all__ = ["LayerKind", "LayerShape", "ceil_div", "conv", "linear"]
+__all__ = ["LayerKind", "LayerShape", "ceil_div", "conv", "distinct_ceils", "linear"]
 
 LayerKind = Literal["conv", "dwconv", "linear", "pool"]
 _KINDS = ("conv", "dwconv", "linear", "pool")
+# Upper bounds far beyond real layers that keep every count an exact integer and every energy finite.
+_LIMITS = {"in_channels": 1 << 20, "out_channels": 1 << 20, "in_h": 1 << 16, "in_w": 1 << 16, "kernel_h": 1 << 10,
+           "kernel_w": 1 << 10, "stride": 1 << 10, "groups": 1 << 20, "batch": 1 << 16, "weight_bits": 64,
+           "act_bits": 64}
+MAX_OPS = 1 << 40
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,18 +55,21 @@ class LayerShape:
 
     def validate(self) -> None:
         where = f"layer {self.name!r}"
+        if not isinstance(self.name, str):
+            raise HardwareConfigError(f"{where}: name must be text")
         if self.kind not in _KINDS:
             raise HardwareConfigError(f"{where}: kind = {self.kind!r} is unknown; allowed: {', '.join(_KINDS)}")
-        for f in ("in_channels", "out_channels", "in_h", "in_w", "kernel_h", "kernel_w", "stride", "groups",
-                  "batch", "weight_bits", "act_bits"):
+        for f, hi in _LIMITS.items():
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise HardwareConfigError(f"{where}: {f} = {v!r} must be a positive integer")
-        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
-            raise HardwareConfigError(f"{where}: padding = {self.padding!r} must be a non-negative integer")
+            if v > hi:
+                raise HardwareConfigError(f"{where}: {f} = {v!r} is out of range; allowed [1, {hi}]")
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or not 0 <= self.padding <= 1 << 10:
+            raise HardwareConfigError(f"{where}: padding = {self.padding!r} must be an integer in [0, 1024]")
         for f in ("weight_density", "act_density"):
             v = getattr(self, f)
-            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise HardwareConfigError(f"{where}: {f} = {v!r} must lie in [0, 1]")
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise HardwareConfigError(f"{where}: groups = {self.groups} must divide in_channels = {self.in_channels} "
@@ -72,6 +82,13 @@ class LayerShape:
         if self.filter_nnz and len(self.filter_nnz) != self.out_channels:
             raise HardwareConfigError(f"{where}: filter_nnz has {len(self.filter_nnz)} entries, "
                                       f"expected out_channels = {self.out_channels}")
+        per_filter = self.channels_per_group * self.kernel_h * self.kernel_w
+        if self.filter_nnz and (min(self.filter_nnz) < 0 or max(self.filter_nnz) > per_filter):
+            raise HardwareConfigError(f"{where}: filter_nnz entries must lie in [0, {per_filter}] "
+                                      "(the weights of one filter)")
+        if self.ops > MAX_OPS or self.input_count > MAX_OPS:
+            raise HardwareConfigError(f"{where}: {max(self.ops, self.input_count)} operations or inputs per "
+                                      f"inference is out of range; at most {MAX_OPS} are modelled")
 
     # -- geometry ---------------------------------------------------------------------------------
     @property
@@ -118,6 +135,12 @@ class LayerShape:
     def output_count(self) -> int:
         return self.batch * self.out_channels * self.out_h * self.out_w
 
+    @property
+    def geometry(self) -> tuple[str, int, int, int, int, int, int, int, int, int, int]:
+        """Every field that fixes the loop nest (not bit widths or densities): the key of shape caches."""
+        return (self.kind, self.in_channels, self.out_channels, self.in_h, self.in_w, self.kernel_h, self.kernel_w,
+                self.stride, self.padding, self.groups, self.batch)
+
     def gemm(self) -> tuple[int, int, int, int]:
         """``(groups, Sr, T, Sc)``: the layer as ``groups`` matrix products of an (Sr x T) im2col input
         by a (T x Sc) weight matrix (SCALE-Sim's operand matrices; Samajdar et al., ISPASS 2020)."""
@@ -143,4 +166,18 @@ def linear(name: str, in_features: int, out_features: int, **kw: object) -> Laye
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+@lru_cache(maxsize=8192)
+def distinct_ceils(d: int) -> tuple[int, ...]:
+    """``sorted({ceil(d / k) for k in 1..d})``, the tile sizes (or per-PE counts) whose pass counts
+    ``ceil(d / size)`` differ, in O(sqrt d): with ``n = d - 1``, ``ceil(d / k) = n // k + 1``, and the
+    values of ``n // k`` are those for ``k <= sqrt(n)`` plus every ``v <= n // (isqrt(n) + 1)`` and 0."""
+    if d <= 0:
+        raise HardwareConfigError(f"dimension = {d} must be positive")
+    n = d - 1
+    root = math.isqrt(n)
+    vals = {n // k for k in range(1, root + 1)}
+    vals.update(range(0, n // (root + 1) + 1))
+    return tuple(sorted(v + 1 for v in vals))
 

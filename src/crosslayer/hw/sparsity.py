@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from crosslayer.config import check_range
 from crosslayer.hw.errors import HardwareConfigError
 
-__all__ = ["SkipMode", "SparsityConfig", "activation_imbalance", "compressed_bits", "skip_fraction",
-           "weight_imbalance"]
+__all__ = ["SkipMode", "SparsityConfig", "activation_imbalance", "activation_imbalance_array", "compressed_bits",
+           "skip_fraction", "weight_imbalance"]
 
 SkipMode = Literal["none", "weights", "activations", "both"]
 _MODES = ("none", "weights", "activations", "both")
@@ -119,3 +121,19 @@ def activation_imbalance(length: int, density: float, lanes: int) -> float:
     std = math.sqrt(length * density * (1.0 - density))
     worst = min(float(length), mean + std * math.sqrt(2.0 * math.log(lanes)))
     return worst / mean
+
+
+def activation_imbalance_array(length: np.ndarray, density: float, lanes: np.ndarray) -> np.ndarray:
+    """:func:`activation_imbalance` element-wise over arrays of ``length`` and ``lanes`` (all positive)."""
+    length = np.asarray(length)
+    lanes = np.asarray(lanes)
+    if (length <= 0).any() or (lanes <= 0).any():
+        raise HardwareConfigError("every length and lane count must be positive")
+    check_range("density", density, 0.0, 1.0)
+    shape = np.broadcast_shapes(length.shape, lanes.shape)
+    if density <= 0.0 or density >= 1.0:
+        return np.ones(shape)
+    mean = length * density
+    std = np.sqrt(length * density * (1.0 - density))
+    worst = np.minimum(length.astype(np.float64), mean + std * np.sqrt(2.0 * np.log(lanes)))
+    return np.where(lanes == 1, 1.0, worst / mean)

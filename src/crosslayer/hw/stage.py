@@ -22,7 +22,8 @@ __all__ = ["HardwareConfig", "hardware_stage"]
 class HardwareConfig(Config):
     """``accelerator``: a preset (eyeriss, tpu) or a TOML file; ``dataflows``: empty = all it supports;
     ``skip``: which zeros the accelerator skips for the current model (the dense baseline skips none);
-    ``samples``: test images used to measure activation sparsity."""
+    ``samples``: test images used to measure activation sparsity; ``float_bits``: the width of layers that
+    are not quantized (the dense baseline's), 0 = the accelerator's own precision (``mac.reference_bits``)."""
 
     accelerator: str = "eyeriss"
     dataflows: tuple[str, ...] = ()
@@ -30,7 +31,7 @@ class HardwareConfig(Config):
     skip: Literal["none", "weights", "activations", "both"] = "both"
     index_bits: int = 4
     samples: int = 64
-    float_bits: int = 32
+    float_bits: int = 0
     compare_baseline: bool = True
 
     def validate(self) -> None:
@@ -38,14 +39,15 @@ class HardwareConfig(Config):
             if df not in DATAFLOWS:
                 raise ConfigError(f"hardware.dataflows: {df!r} is unknown; allowed: {', '.join(DATAFLOWS)}")
         check_range("hardware.index_bits", self.index_bits, 1, 16)
-        check_range("hardware.samples", self.samples, 1)
-        check_range("hardware.float_bits", self.float_bits, 1, 64)
+        check_range("hardware.samples", self.samples, 1, 100_000)
+        check_range("hardware.float_bits", self.float_bits, 0, 64)
 
 
 @register_stage("hardware", HardwareConfig, "energy, latency and best dataflow of the model on an accelerator")
 def hardware_stage(ctx: StageContext, cfg: HardwareConfig) -> StageResult:
     rep = Report("hardware")
     acc = load_accelerator(cfg.accelerator)
+    float_bits = cfg.float_bits or acc.reference_bits
     inputs = ctx.data.test.images[: cfg.samples]
     assignment = ctx.artifacts.get("multiplier_assignment")
     rp = relative_power_from_assignment(assignment)
@@ -55,7 +57,7 @@ def hardware_stage(ctx: StageContext, cfg: HardwareConfig) -> StageResult:
     sparsity = SparsityConfig(skip=cfg.skip, index_bits=cfg.index_bits)
     dfs = cfg.dataflows or None
     current = analyse_model(ctx.model, inputs, acc, dataflows=dfs, objective=cfg.objective, sparsity=sparsity,
-                            relative_power=rp, float_bits=cfg.float_bits)
+                            relative_power=rp, float_bits=float_bits)
     baseline: ModelCost | None = None
     base_model = ctx.models.get("baseline")
     if cfg.compare_baseline:
@@ -63,7 +65,7 @@ def hardware_stage(ctx: StageContext, cfg: HardwareConfig) -> StageResult:
             rep.notes.append("no 'baseline' model published: no dense comparison")
         else:
             baseline = analyse_model(base_model, inputs, acc, dataflows=dfs, objective=cfg.objective,
-                                     sparsity=SparsityConfig(skip="none"), float_bits=cfg.float_bits)
+                                     sparsity=SparsityConfig(skip="none"), float_bits=float_bits)
     nc = current.cost
     rep.metrics.update(summary_metrics(nc))
     rep.metrics.update({"accelerator": acc.name, "objective": cfg.objective, "macs": nc.macs, "skip": cfg.skip,
@@ -84,7 +86,8 @@ def hardware_stage(ctx: StageContext, cfg: HardwareConfig) -> StageResult:
     rep.figures.append(dataflow_comparison_figure(nc, baseline.cost if baseline else None))
     rep.notes.append(f"accelerator {acc.name} ({acc.kind}, {acc.rows}x{acc.cols} PEs, {acc.glb_bytes} B global "
                      f"buffer, {acc.clock_mhz:g} MHz); energies normalised to one 16-bit MAC (Eyeriss, ISCA 2016); "
-                     f"activation sparsity measured on {inputs.shape[0]} test images")
+                     f"activation sparsity measured on {inputs.shape[0]} test images; layers that are not "
+                     f"quantized (the whole dense baseline) are costed at {float_bits} bits")
     best = nc.costs("best")
     rep.notes.append("best dataflow per layer: " + ", ".join(f"{c.layer}={c.dataflow}" for c in best)
                      + f"; best single dataflow: {nc.best_dataflow()}")
