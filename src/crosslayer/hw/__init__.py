@@ -12,7 +12,9 @@ from crosslayer.hw.network import NetworkCost, evaluate_network
 from crosslayer.hw.shapes import LayerShape, conv, linear
 from crosslayer.hw.sparsity import SparsityConfig, compressed_bits
 from crosslayer.hw.systolic import gemm_timing
+from crosslayer.hw.voltage import SramVoltageModel, at_memory_voltage, memory_energy_ratio
 
 __all__ = ["DATAFLOWS", "Accelerator", "EnergyTable", "HardwareConfigError", "LayerCost", "LayerShape",
            "MappingError", "NetworkCost", "SparsityConfig", "compressed_bits", "conv", "evaluate_layer",
            "evaluate_network", "gemm_timing", "linear", "load_accelerator", "mac_energy", "preset_names"]
+__all__ += ["SramVoltageModel", "at_memory_voltage", "memory_energy_ratio"]
