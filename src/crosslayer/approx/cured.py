@@ -42,9 +42,8 @@ import copy
 import functools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -214,36 +213,36 @@ def cured_model(qmodel: nn.Module, design: CuredDesign | str, layers: Sequence[s
 @dataclass(frozen=True)
 class CuredPoint:
     """One curable design measured on a model: its cost, the uncured and cured accuracies, and whether the
-    cured logits equal the exact int8 model's bit for bit."""
+    cured logits equal the exact int8 model's bit for bit (on the same images)."""
 
     design: str
     cost: CuredCost
     uncured_med: float
     uncured_accuracy: float
     cured_accuracy: float
-    cured_test_accuracy: float
     equals_exact: bool
 
 
-def evaluate_cured(qmodel: nn.Module, exact: nn.Module, designs: Sequence[str], score: Callable[[nn.Module], Any],
-                   test_images: torch.Tensor, test_labels: torch.Tensor) -> list[CuredPoint]:
-    """Each design on every quantized layer of ``qmodel``: accuracy of the uncured and the cured model under
-    ``score`` (selection split), the cured test accuracy, and bit equality of its test logits with ``exact``
-    (the exact int8 model's emulation)."""
+def evaluate_cured(qmodel: nn.Module, exact: nn.Module, designs: Sequence[str], images: torch.Tensor,
+                   labels: torch.Tensor) -> list[CuredPoint]:
+    """Each design on every quantized layer of ``qmodel``: accuracy on ``images`` of the uncured and the cured
+    model, and bit equality of the cured logits with those of ``exact`` (the exact int8 model's emulation)."""
     from crosslayer.approx.emulate import approximate_model
     from crosslayer.approx.metrics import uniform_metrics
-    from crosslayer.approx.select import as_accuracy
     from crosslayer.train import predict
 
+    def accuracy(logits: torch.Tensor) -> float:
+        return float((logits.argmax(1) == labels).double().mean())
+
+    if not designs:
+        return []
     layers = approximable_layers(qmodel)
-    ref_logits = predict(exact, test_images)
+    ref = predict(exact, images)
     out = []
     for name in designs:
         d = cured_design(name)
-        uncured = as_accuracy(score(approximate_model(qmodel, dict.fromkeys(layers, d.uncured))))
-        cured = cured_model(qmodel, d)
-        logits = predict(cured, test_images)
-        out.append(CuredPoint(d.name, cured_cost(d.k), uniform_metrics(d.uncured).med, uncured,
-                              as_accuracy(score(cured)), float((logits.argmax(1) == test_labels).double().mean()),
-                              bool(torch.equal(logits, ref_logits))))
+        uncured = predict(approximate_model(qmodel, dict.fromkeys(layers, d.uncured)), images)
+        cured = predict(cured_model(qmodel, d), images)
+        out.append(CuredPoint(d.name, cured_cost(d.k), uniform_metrics(d.uncured).med, accuracy(uncured),
+                              accuracy(cured), bool(torch.equal(cured, ref))))
     return out

@@ -161,18 +161,18 @@ def approximate_stage(ctx: StageContext, cfg: ApproximateConfig) -> StageResult:
     rep.figures.append(accuracy_vs_med([*uni, *per], ref, caption=(
         f"{sel_data.split} accuracy ({len(sel_data)} images) against each multiplier's mean error distance; "
         "as the survey's Fig. 9 for LeNet on CIFAR-10, accuracy falls as MED grows, and layers differ.")))
-    cured = evaluate_cured(q, exact, cfg.cured, score, test.images, test.labels)
+    cured = evaluate_cured(q, exact, cfg.cured, sel_data.images, sel_data.labels)
     if cured:
         rep.add_table("Curable designs (CANN-style: the accumulator cures the multiplier's error; modelled cost)",
                       ["design", "relative latency", "relative area", "supply ratio", "relative power",
                        "MED uncured", f"{sel_data.split} accuracy uncured", f"{sel_data.split} accuracy cured",
-                       "test accuracy cured", "cured logits == exact int8"],
+                       "cured logits == exact int8"],
                       [[c.design, c.cost.relative_latency, c.cost.relative_area, c.cost.supply_ratio,
                         c.cost.relative_power, c.uncured_med, c.uncured_accuracy, c.cured_accuracy,
-                        c.cured_test_accuracy, c.equals_exact] for c in cured])
+                        c.equals_exact] for c in cured])
         rep.metrics["cured"] = {c.design: {"relative_power": c.cost.relative_power, "relative_latency":
                                            c.cost.relative_latency, "uncured_accuracy": c.uncured_accuracy,
-                                           "test_accuracy": c.cured_test_accuracy, "equals_exact": c.equals_exact}
+                                           "accuracy": c.cured_accuracy, "equals_exact": c.equals_exact}
                                 for c in cured}
     rep.figures.append(accuracy_vs_power(uni, ref, cured, caption=(
         f"{sel_data.split} accuracy with every layer on one multiplier against its relative power; curable "
