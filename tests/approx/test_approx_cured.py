@@ -89,7 +89,7 @@ def test_cured_user_style_layers_are_exact() -> None:
 
 def test_the_stage_reports_the_cured_design(lenet5_int8: nn.Module, mnist_small: DataSplits, tmp_path: Path) -> None:
     data = DataSplits(train=mnist_small.train.subset(300), val=mnist_small.val.subset(200),
-                      test=mnist_small.test.subset(200))
+                      test=mnist_small.test.subset(100))
     ctx = StageContext(run_dir=tmp_path, flow=load_flow_config(None).flow, data=data, model=lenet5_int8,
                        device=torch.device("cpu"), seed=0)
     rep = approximate_stage(ctx, ApproximateConfig(multipliers=("exact",), per_layer_sweep=False,

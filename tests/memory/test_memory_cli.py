@@ -39,15 +39,15 @@ def test_sweep_and_train_commands(lenet5_trained: nn.Module, tmp_path: Path) -> 
     weights = tmp_path / "w.pt"
     torch.save(lenet5_trained.state_dict(), weights)
     res = runner.invoke(app, ["memory", "sweep", "--weights", str(weights), "--out", str(tmp_path / "run"),
-                              "--voltages", "1.0,0.45", "--mode", "flip", "--chips", "1", "--test-limit", "300",
+                              "--voltages", "1.0,0.45", "--mode", "flip", "--chips", "1", "--test-limit", "200",
                               "--json"])
     assert res.exit_code == 0, res.output
     m = json.loads(res.stdout)
-    assert m["chips"] == 1 and m["test_samples"] == 300 and m["fault_mode"] == "flip"
+    assert m["chips"] == 1 and m["test_samples"] == 200 and m["fault_mode"] == "flip"
     assert (tmp_path / "run" / "report.html").is_file()
     out = tmp_path / "adapted.pt"
     res = runner.invoke(app, ["memory", "train", "--weights", str(weights), "--out", str(out), "--voltage", "0.45",
-                              "--mode", "flip", "--train-limit", "1500", "--test-limit", "500", "--lr", "0.001",
+                              "--mode", "flip", "--train-limit", "1000", "--test-limit", "300", "--lr", "0.001",
                               "--json"])
     assert res.exit_code == 0, res.output
     t = json.loads(res.stdout)

@@ -176,7 +176,7 @@ def apply_faults(codes: torch.Tensor, fmt: WordFormat, chip: ChipMap, name: str,
     if fmt.width != chip.width:
         raise ConfigError(f"tensor {name!r} is stored in {fmt.width}-bit words but the chip was drawn for "
                           f"{chip.width}-bit words")
-    words, mask, high = fault_masks(chip, name, voltage)
+    words, mask, high = (t.to(codes.device) for t in fault_masks(chip, name, voltage))
     out = codes.reshape(-1).clone()
     if words.numel() == 0:
         return out.reshape(codes.shape)
