@@ -30,10 +30,10 @@ from crosslayer.errors import ConfigError, StageError
 from crosslayer.report import Report
 
 __all__ = ["ARTIFACTS", "HW_ENERGY_PER_INFERENCE", "HW_ENERGY_PER_MAC", "IMC_ENERGY_PER_INFERENCE_PJ",
-           "MULTIPLIER_ASSIGNMENT", "PACKED_PATH", "PARETO_FRONT", "PARETO_POINTS", "PRUNING_MASKS",
-           "RESILIENCE_DROP_PP",
-           "RESILIENCE_RANKING", "Artifact", "FlowConfig", "StageContext", "StageResult", "StageSpec",
-           "available_stages", "discover", "register_stage"]
+           "MEMORY_VOLTAGE", "MULTIPLIER_ASSIGNMENT", "PACKED_PATH", "PARETO_FRONT", "PARETO_POINTS",
+           "PRUNING_MASKS", "RESILIENCE_DROP_PP", "RESILIENCE_RANKING", "WEIGHT_MEMORY_ENERGY_RATIO", "Artifact",
+           "FlowConfig", "StageContext", "StageResult", "StageSpec", "available_stages", "discover",
+           "register_stage"]
 
 T = TypeVar("T")
 
@@ -90,6 +90,10 @@ PARETO_POINTS: Artifact[list[dict[str, Any]]] = _artifact(
     "pareto_points", list, "the explored (scheme, sparsity, bits) points with their figures")
 PARETO_FRONT: Artifact[list[int]] = _artifact(
     "pareto_front", list, "indices into pareto_points of the accuracy-vs-size Pareto front")
+MEMORY_VOLTAGE: Artifact[float] = _artifact(
+    "memory_voltage", (float, int), "lowest weight-memory supply voltage (V) within the accuracy budget")
+WEIGHT_MEMORY_ENERGY_RATIO: Artifact[float] = _artifact(
+    "weight_memory_energy_ratio", (float, int), "weight-memory access energy at that voltage / at nominal")
 PACKED_PATH: Artifact[str] = _artifact(
     "packed_path", str, "the packed model file, relative to the run directory")
 

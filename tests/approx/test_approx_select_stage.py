@@ -151,7 +151,7 @@ def test_stage_in_a_flow_after_baseline(tmp_path: Path) -> None:
     rep = reports[-1]
     assert rep.stage == "approximate"
     assert any("int8 copy" in n for n in rep.notes) and any("no resilience_ranking" in n for n in rep.notes)
-    assert len(rep.figures) == 1 and rep.figures[0].png[:4] == b"\x89PNG"
+    assert len(rep.figures) == 2 and all(f.png[:4] == b"\x89PNG" for f in rep.figures)  # MED and power plots
     assert set(rep.metrics["multiplier_assignment"]) == set(LAYERS)
     assert rep.metrics["test_samples"] == 300 and rep.metrics["greedy_evaluations"] >= 1
     assert set(rep.metrics["uniform_sweep"]) == {"exact", "trunc6", "etm4"}

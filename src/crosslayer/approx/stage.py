@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from crosslayer.approx.catalog import DEFAULT_NAMES, library
+from crosslayer.approx.cured import cured_design, evaluate_cured
 from crosslayer.approx.emulate import approximable_layers, approximate_model, assignment_of
 from crosslayer.approx.finetune import finetune
 from crosslayer.approx.metrics import error_metrics, operand_histograms, uniform_metrics
-from crosslayer.approx.plots import accuracy_vs_med
+from crosslayer.approx.plots import accuracy_vs_med, accuracy_vs_power
 from crosslayer.approx.select import (
     as_accuracy,
     correct_on,
@@ -54,6 +55,7 @@ class ApproximateConfig(Config):
     ``select_limit`` / ``test_limit``: images of the validation / test split used (0 = all).
     ``confidence``: one-sided confidence of the selection's acceptance rule (observed loss plus the paired
     standard-error margin within the budget, see :mod:`crosslayer.approx.select`; 0.5 = no margin).
+    ``cured``: curable designs (``cann<k>``, :mod:`crosslayer.approx.cured`) reported beside the multipliers.
     """
 
     multipliers: tuple[str, ...] = DEFAULT_NAMES
@@ -69,6 +71,7 @@ class ApproximateConfig(Config):
     finetune_lr: float = 0.001
     finetune_limit: int = 3000
     calibration_images: int = 1000
+    cured: tuple[str, ...] = ("cann12",)
 
     def validate(self) -> None:
         check_range("budget_pp", self.budget_pp, 0.0, 100.0)
@@ -82,6 +85,8 @@ class ApproximateConfig(Config):
         if not self.multipliers and not self.truth_tables:
             raise ConfigError("approximate.multipliers is empty; name at least one multiplier or truth table")
         library(self.multipliers)  # unknown names raise here, with the allowed names
+        for name in self.cured:
+            cured_design(name)
 
 
 def load_tables(specs: tuple[str, ...]) -> list[Multiplier]:
@@ -156,6 +161,22 @@ def approximate_stage(ctx: StageContext, cfg: ApproximateConfig) -> StageResult:
     rep.figures.append(accuracy_vs_med([*uni, *per], ref, caption=(
         f"{sel_data.split} accuracy ({len(sel_data)} images) against each multiplier's mean error distance; "
         "as the survey's Fig. 9 for LeNet on CIFAR-10, accuracy falls as MED grows, and layers differ.")))
+    cured = evaluate_cured(q, exact, cfg.cured, sel_data.images, sel_data.labels)
+    if cured:
+        rep.add_table("Curable designs (CANN-style: the accumulator cures the multiplier's error; modelled cost)",
+                      ["design", "relative latency", "relative area", "supply ratio", "relative power",
+                       "MED uncured", f"{sel_data.split} accuracy uncured", f"{sel_data.split} accuracy cured",
+                       "cured logits == exact int8"],
+                      [[c.design, c.cost.relative_latency, c.cost.relative_area, c.cost.supply_ratio,
+                        c.cost.relative_power, c.uncured_med, c.uncured_accuracy, c.cured_accuracy,
+                        c.equals_exact] for c in cured])
+        rep.metrics["cured"] = {c.design: {"relative_power": c.cost.relative_power, "relative_latency":
+                                           c.cost.relative_latency, "uncured_accuracy": c.uncured_accuracy,
+                                           "accuracy": c.cured_accuracy, "equals_exact": c.equals_exact}
+                                for c in cured}
+    rep.figures.append(accuracy_vs_power(uni, ref, cured, caption=(
+        f"{sel_data.split} accuracy with every layer on one multiplier against its relative power; curable "
+        "designs cured (star) and without their cure (cross)")))
 
     ranking = [n for n in ctx.artifacts.get("resilience_ranking", []) if n in layers]
     if ranking:

@@ -12,8 +12,10 @@ from crosslayer.hw.network import NetworkCost, WorkloadCost, cost_workload, eval
 from crosslayer.hw.shapes import LayerShape, conv, linear
 from crosslayer.hw.sparsity import SparsityConfig, compressed_bits
 from crosslayer.hw.systolic import gemm_timing
+from crosslayer.hw.voltage import SramVoltageModel, at_memory_voltage, memory_energy_ratio
 
 __all__ = ["DATAFLOWS", "Accelerator", "EnergyTable", "HardwareConfigError", "LayerCost", "LayerShape",
            "MappingError", "NetworkCost", "SparsityConfig", "WorkloadCost", "compressed_bits", "conv", "cost_workload",
            "evaluate_layer",
            "evaluate_network", "gemm_timing", "linear", "load_accelerator", "mac_energy", "preset_names"]
+__all__ += ["SramVoltageModel", "at_memory_voltage", "memory_energy_ratio"]
