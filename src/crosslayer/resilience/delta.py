@@ -36,6 +36,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from crosslayer.quant import QuantLayer
+from crosslayer.resilience.lipschitz import ChainGain, chain_gains, margin_radius
 
 __all__ = ["DeltaPlan", "delta_plan"]
 
@@ -55,7 +56,8 @@ _SUB = {operator.sub, torch.sub}
 
 @dataclass
 class _Sparse:
-    """``clean + delta`` where ``delta`` (K, B, ..., L, ...) covers ``[start_k, start_k + L)`` of ``dim``."""
+    """``clean[img] + delta`` where ``delta`` (P, ..., L, ...) covers ``[start_p, start_p + L)`` of ``dim``,
+    one row per (fault, image) pair."""
 
     delta: torch.Tensor
     start: torch.Tensor
@@ -63,31 +65,37 @@ class _Sparse:
 
     @property
     def length(self) -> int:
-        return int(self.delta.shape[self.dim + 1])
+        return int(self.delta.shape[self.dim])
+
+    def take(self, keep: torch.Tensor) -> _Sparse:
+        return _Sparse(self.delta[keep], self.start[keep], self.dim)
 
 
 @dataclass
 class _Dense:
-    """The faulty value of all K x B pairs (a tensor with K * B rows, or a non-tensor computed from one)."""
+    """The faulty value of every pair (a tensor with P rows, or a non-tensor computed from one)."""
 
     value: Any
 
-
-def _block(clean: torch.Tensor, start: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    """``clean`` (B, ...) restricted to ``[start_k, start_k + length)`` of ``dim`` for each k: (K, B, ..., L, ...)."""
-    idx = start[:, None] + torch.arange(length, device=start.device)[None, :]  # (K, L)
-    sel = clean.movedim(dim, 0)[idx]  # (K, L, B, ...)
-    return sel.movedim(1, dim + 1)
+    def take(self, keep: torch.Tensor) -> _Dense:
+        return _Dense(self.value[keep]) if isinstance(self.value, torch.Tensor) else self
 
 
-def _densify(s: _Sparse, clean: torch.Tensor) -> torch.Tensor:
-    k = s.delta.shape[0]
-    full = clean.unsqueeze(0).repeat(k, *([1] * clean.dim()))
-    idx = s.start[:, None] + torch.arange(s.length, device=s.start.device)[None, :]  # (K, L)
+def _block(clean: torch.Tensor, img: torch.Tensor, start: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """Rows ``img`` of ``clean`` restricted to ``[start_p, start_p + length)`` of ``dim``: (P, ..., L, ...)."""
+    if length == clean.shape[dim] and not bool(start.any()):
+        return clean.index_select(0, img)
+    idx = start[:, None] + torch.arange(length, device=start.device)[None, :]  # (P, L)
+    return clean.movedim(dim, 1)[img[:, None], idx].movedim(1, dim)
+
+
+def _densify(s: _Sparse, clean: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    full = clean.index_select(0, img)
+    idx = s.start[:, None] + torch.arange(s.length, device=s.start.device)[None, :]  # (P, L)
     shape = [1] * full.dim()
-    shape[0], shape[s.dim + 1] = k, s.length
-    full.scatter_add_(s.dim + 1, idx.reshape(shape).expand_as(s.delta), s.delta.to(full.dtype))
-    return full.reshape(k * clean.shape[0], *clean.shape[1:])
+    shape[0], shape[s.dim] = idx.shape[0], s.length
+    full.scatter_add_(s.dim, idx.reshape(shape).expand_as(s.delta), s.delta.to(full.dtype))
+    return full
 
 
 class _Tracer(fx.Tracer):
@@ -178,6 +186,10 @@ class DeltaPlan:
         self.capture = fx.GraphModule(graph, g)
         self.no_inplace = _NoInplace(model)
         self.per_image: list[bool] = []
+        self.gains: dict[fx.Node, ChainGain] = {}
+        self.head: torch.Tensor | None = None
+        self._img = self._fault = torch.zeros(0, dtype=torch.long)
+        self._cut_index = 0
 
     def probe(self, x: torch.Tensor) -> bool:
         """Find which recorded values are per-image tensors (batch sizes 2 and 3); False if a faulty layer's
@@ -201,64 +213,100 @@ class DeltaPlan:
             vals = self.capture(x[:1])
         return [int(v.numel()) if p else 0 for v, p in zip(vals, self.per_image, strict=True)]
 
+    def prepare_certificates(self, x: torch.Tensor) -> None:
+        """Lipschitz gains of every node with a certifiable chain to the output (see
+        :mod:`crosslayer.resilience.lipschitz`)."""
+        with torch.inference_mode(), self.no_inplace:
+            vals = self.capture(x[:1])
+        shapes = {n: v.shape for n, v, p in zip(self.nodes, vals, self.per_image, strict=True) if p}
+        with torch.no_grad():
+            self.gains, self.head = chain_gains(self.model, self.out_node, self.index, shapes)
+
     # ------------------------------------------------------------------ evaluation of one group of faults
-    def logits(self, layer: str, clean: list[Any], pos: tuple[torch.Tensor, ...], delta: torch.Tensor) -> torch.Tensor:
-        """Logits (K, B, classes) of the K faults ``weight[pos] += delta`` of ``layer`` on the recorded batch."""
+    def predictions(self, layer: str, clean: list[Any], pos: tuple[torch.Tensor, ...], delta: torch.Tensor,
+                    radius: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top-1 predictions under the K faults ``weight[pos] += delta`` of ``layer`` for the (fault, image) pairs
+        that were not certified: ``(fault index, image index, prediction)``. Every other pair keeps its clean
+        prediction (``radius``: per image, from :func:`margin_radius`; None disables certificates)."""
         cut = self.cuts[layer]
         k = delta.numel()
+        b = clean[self.index[cut]].shape[0]
+        dev = delta.device
+        self._img = torch.arange(b, device=dev).repeat(k)
+        self._fault = torch.arange(k, device=dev).repeat_interleave(b)
         env: dict[fx.Node, Any] = {cut: self._first(layer, clean, pos, delta)}
-        start = self.index[cut] + 1
-        for n in self.nodes[start:]:
+        env = self._certify(cut, env, radius)
+        for n in self.nodes[self.index[cut] + 1:]:
+            if not self._img.numel():
+                break
             if not any(isinstance(a, fx.Node) and a in env for a in n.all_input_nodes):
                 continue  # clean: read from the clean pass
-            env[n] = self._step(n, env, clean, k)
-        b = clean[self.index[self.out_node]].shape[0]
-        out = env.get(self.out_node)
+            env[n] = self._step(n, env, clean)
+            env = self._certify(n, env, radius)
         base = clean[self.index[self.out_node]]
-        if out is None:
-            return base.unsqueeze(0).expand(k, *base.shape)
-        if isinstance(out, _Sparse):
-            return _densify(out, base).reshape(k, b, *base.shape[1:])
-        return out.value.reshape(k, b, *base.shape[1:])
+        out = env.get(self.out_node)
+        if not self._img.numel() or out is None:
+            empty = torch.zeros(0, dtype=torch.long, device=dev)
+            return empty, empty, empty
+        logits = _densify(out, base, self._img) if isinstance(out, _Sparse) else out.value
+        return self._fault, self._img, logits.argmax(-1)
+
+    def _certify(self, n: fx.Node, env: dict[fx.Node, Any], radius: torch.Tensor | None) -> dict[fx.Node, Any]:
+        """Drop the pairs whose change at ``n`` provably cannot move the prediction."""
+        s = env.get(n)
+        gain = self.gains.get(n) if radius is not None else None
+        if gain is None or not isinstance(s, _Sparse) or gain.others_before >= self._cut_index:
+            return env
+        norms = s.delta.reshape(s.delta.shape[0], -1).norm(dim=1)
+        keep = ~(gain.bound(norms, s.start, s.length, s.dim) < radius[self._img])  # type: ignore[index]
+        if bool(keep.all()):
+            return env
+        self._img, self._fault = self._img[keep], self._fault[keep]
+        return {m: v.take(keep) for m, v in env.items()}
 
     def _first(self, layer: str, clean: list[Any], pos: tuple[torch.Tensor, ...], delta: torch.Tensor) -> _Sparse:
-        """The faulty layer's output difference: ``delta`` times one slice of its (quantized) input."""
+        """The faulty layer's output difference: ``delta`` times one slice of its (quantized) input; rows are
+        fault-major (pair ``k * B + b``)."""
         node = self.cuts[layer]
+        self._cut_index = self.index[node]
         m = self.model.get_submodule(layer)
         x = clean[self.index[node.args[0]]]
         if isinstance(m, QuantLayer):
             x = m.quant_input(x)
         out = clean[self.index[node]]
+        k = delta.numel()
         if isinstance(m, nn.Linear):
             o, i = pos
             d = x[..., i].movedim(-1, 0) * delta.reshape(-1, *([1] * (x.dim() - 1)))  # (K, B, ...)
-            return _Sparse(d.unsqueeze(-1).to(out.dtype), o, out.dim() - 1)
+            d = d.reshape(-1, *d.shape[2:]).unsqueeze(-1)
+            return _Sparse(d.to(out.dtype), o.repeat_interleave(x.shape[0]), out.dim() - 1)
         assert isinstance(m, nn.Conv2d) and not isinstance(m.padding, str)
         o, c, kh, kw = pos
         ph, pw = m.padding
         hout, wout = out.shape[2], out.shape[3]
         xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x
         cin = (o // (m.out_channels // m.groups)) * (m.in_channels // m.groups) + c
-        rows = kh[:, None] * m.dilation[0] + m.stride[0] * torch.arange(hout, device=x.device)[None, :]
-        cols = kw[:, None] * m.dilation[1] + m.stride[1] * torch.arange(wout, device=x.device)[None, :]
-        sl = xp[:, cin[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, K, Hout, Wout)
-        d = sl.transpose(0, 1) * delta.reshape(-1, 1, 1, 1)
-        return _Sparse(d.unsqueeze(2).to(out.dtype), o, 1)
+        (sh, sw), (dh, dw) = m.stride, m.dilation
+        slices = []  # the input window each fault's weight multiplies: a strided view per fault
+        for c_k, i, j in zip(cin.tolist(), kh.tolist(), kw.tolist(), strict=True):
+            slices.append(xp[:, c_k, i * dh:i * dh + sh * (hout - 1) + 1:sh, j * dw:j * dw + sw * (wout - 1) + 1:sw])
+        d = (torch.stack(slices) * delta.reshape(-1, 1, 1, 1)).reshape(k * x.shape[0], 1, hout, wout)
+        return _Sparse(d.to(out.dtype), o.repeat_interleave(x.shape[0]), 1)
 
-    def _step(self, n: fx.Node, env: dict[fx.Node, Any], clean: list[Any], k: int) -> Any:
+    def _step(self, n: fx.Node, env: dict[fx.Node, Any], clean: list[Any]) -> Any:
         sparse_args = [a for a in n.all_input_nodes if isinstance(env.get(a), _Sparse)]
         dense_tensors = [a for a in n.all_input_nodes
                          if isinstance(env.get(a), _Dense) and isinstance(env[a].value, torch.Tensor)]
         if len(sparse_args) == 1 and not dense_tensors:
             src = sparse_args[0]
-            if n.op == "call_method" and n.target == "size" and n.args[0] is src:  # the stacked batch's size
+            if n.op == "call_method" and n.target == "size" and n.args[0] is src:  # the stacked rows' size
                 c = clean[self.index[src]]
-                size = torch.Size([k * c.shape[0], *c.shape[1:]])
+                size = torch.Size([self._img.numel(), *c.shape[1:]])
                 return _Dense(size[n.args[1]] if len(n.args) > 1 else size)  # type: ignore[index]
             out = self._sparse_step(n, src, env[src], clean)
             if out is not None:
                 return out
-        return self._dense_step(n, env, clean, k)
+        return self._dense_step(n, env, clean)
 
     def _sparse_step(self, n: fx.Node, src: fx.Node, s: _Sparse, clean: list[Any]) -> _Sparse | None:
         """The rules that keep a difference sparse; None when none applies."""
@@ -280,18 +328,16 @@ class DeltaPlan:
         if (mod is not None and isinstance(mod, _ELEMENTWISE_MODULES)) or \
                 (n.op == "call_function" and n.target in _ELEMENTWISE_FUNCTIONS) or \
                 (n.op == "call_method" and n.target in _ELEMENTWISE_METHODS):
-            if cout.shape != cin.shape:
-                return None
-            return self._recompute(n, s, cin, cout, lambda t: t)
+            return self._recompute(n, s, cin, cout) if cout.shape == cin.shape else None
         if s.dim == 1 and cin.dim() == 4 and ((mod is not None and isinstance(mod, _POOL_MODULES)) or
                                                (n.op == "call_function" and n.target in _POOL_FUNCTIONS)):
-            return self._recompute(n, s, cin, cout, lambda t: t)
+            return self._recompute(n, s, cin, cout)
         if mod is not None and isinstance(mod, nn.BatchNorm2d) and not mod.training and s.dim == 1:
             return self._batchnorm(mod, s, cin, cout)
         if _is_flatten(n, mod) and s.dim == 1 and cin.dim() >= 3 and cout.dim() == 2 \
                 and cout.shape[1] == cin[0].numel():
             inner = int(cin[0, 0].numel())  # a flatten from dim 1: the block becomes L * inner features
-            return _Sparse(s.delta.reshape(*s.delta.shape[:2], -1), s.start * inner, 1)
+            return _Sparse(s.delta.reshape(s.delta.shape[0], -1), s.start * inner, 1)
         if mod is not None and isinstance(mod, nn.Conv2d) and s.dim == 1 and cin.dim() == 4:
             return self._conv(mod, s, cin)
         if mod is not None and isinstance(mod, nn.Linear) and s.dim == cin.dim() - 1:
@@ -313,35 +359,35 @@ class DeltaPlan:
         fn: Callable[..., Any] = n.target  # type: ignore[assignment]
         return fn(*args, **n.kwargs)
 
-    def _recompute(self, n: fx.Node, s: _Sparse, cin: torch.Tensor, cout: torch.Tensor,
-                   _unused: Callable[[torch.Tensor], torch.Tensor]) -> _Sparse:
+    def _recompute(self, n: fx.Node, s: _Sparse, cin: torch.Tensor, cout: torch.Tensor) -> _Sparse:
         """``f(clean + d) - f(clean)`` on the block, for operations that act within the block."""
-        xin = _block(cin, s.start, s.length, s.dim) + s.delta  # (K, B, ..., L, ...)
-        kk, b = xin.shape[:2]
-        y = self._call(n, xin.reshape(kk * b, *xin.shape[2:]))
-        y = y.reshape(kk, b, *y.shape[1:])
-        return _Sparse(y - _block(cout, s.start, s.length, s.dim), s.start, s.dim)
+        y = self._call(n, _block(cin, self._img, s.start, s.length, s.dim) + s.delta)
+        return _Sparse(y - _block(cout, self._img, s.start, s.length, s.dim), s.start, s.dim)
 
     def _batchnorm(self, bn: nn.BatchNorm2d, s: _Sparse, cin: torch.Tensor, cout: torch.Tensor) -> _Sparse:
         idx = (s.start[:, None] + torch.arange(s.length, device=s.start.device)[None, :]).reshape(-1)
-        xin = _block(cin, s.start, s.length, 1) + s.delta  # (K, B, L, H, W)
-        kk, b = xin.shape[:2]
-        flat = xin.transpose(0, 1).reshape(b, kk * s.length, *xin.shape[3:])
+        xin = _block(cin, self._img, s.start, s.length, 1) + s.delta  # (P, L, H, W)
 
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[idx]
 
-        y = F.batch_norm(flat, pick(bn.running_mean), pick(bn.running_var), pick(bn.weight), pick(bn.bias),
-                         False, 0.0, bn.eps)
-        y = y.reshape(b, kk, s.length, *xin.shape[3:]).transpose(0, 1)
-        return _Sparse(y - _block(cout, s.start, s.length, 1), s.start, 1)
+        y = F.batch_norm(xin.reshape(1, -1, *xin.shape[2:]), pick(bn.running_mean), pick(bn.running_var),
+                         pick(bn.weight), pick(bn.bias), False, 0.0, bn.eps).reshape(xin.shape)
+        return _Sparse(y - _block(cout, self._img, s.start, s.length, 1), s.start, 1)
 
-    @staticmethod
-    def _input_delta(m: nn.Module, s: _Sparse, cin: torch.Tensor) -> torch.Tensor:
+    def _input_delta(self, m: nn.Module, s: _Sparse, cin: torch.Tensor) -> torch.Tensor:
         if isinstance(m, QuantLayer) and m.act_spec is not None:
-            base = _block(cin, s.start, s.length, s.dim)
+            base = _block(cin, self._img, s.start, s.length, s.dim)
             return m.quant_input(base + s.delta) - m.quant_input(base)
         return s.delta
+
+    @staticmethod
+    def _by_start(start: torch.Tensor) -> list[tuple[int, torch.Tensor | None]]:
+        """Rows grouped by block start (None: all rows share it)."""
+        uniq = torch.unique(start)
+        if uniq.numel() == 1:
+            return [(int(uniq[0]), None)]
+        return [(int(u), torch.nonzero(start == u).reshape(-1)) for u in uniq]
 
     def _conv(self, m: nn.Conv2d, s: _Sparse, cin: torch.Tensor) -> _Sparse | None:
         if m.padding_mode != "zeros" or isinstance(m.padding, str):
@@ -351,38 +397,46 @@ class DeltaPlan:
         if bool(((s.start + s.length - 1) // cg != g).any()):
             return None  # the block spans two groups
         w: torch.Tensor = m.quant_weight() if isinstance(m, QuantLayer) else m.weight
-        d = self._input_delta(m, s, cin)  # (K, B, L, H, W)
-        kk, b = d.shape[:2]
-        rows = (g[:, None] * og + torch.arange(og, device=g.device)[None, :])  # (K, Og)
-        chans = (s.start - g * cg)[:, None] + torch.arange(s.length, device=g.device)[None, :]  # (K, L)
-        wk = w[rows[:, :, None], chans[:, None, :]]  # (K, Og, L, kh, kw)
-        y = F.conv2d(d.transpose(0, 1).reshape(b, kk * s.length, *d.shape[3:]).to(w.dtype),
-                     wk.reshape(kk * og, s.length, *w.shape[2:]), None, m.stride, m.padding, m.dilation, kk)
-        y = y.reshape(b, kk, og, *y.shape[2:]).transpose(0, 1)
-        return _Sparse(y, g * og, 1)
+        d = self._input_delta(m, s, cin).to(w.dtype)  # (P, L, H, W)
+        out = None
+        for st, rows in self._by_start(s.start):
+            gi = st // cg
+            wk = w[gi * og:(gi + 1) * og, st - gi * cg:st - gi * cg + s.length]
+            y = F.conv2d(d if rows is None else d[rows], wk, None, m.stride, m.padding, m.dilation)
+            if rows is None:
+                out = y
+            else:
+                if out is None:
+                    out = y.new_empty(d.shape[0], *y.shape[1:])
+                out[rows] = y
+        assert out is not None
+        return _Sparse(out, g * og, 1)
 
     def _linear(self, m: nn.Linear, s: _Sparse, cin: torch.Tensor) -> _Sparse:
         w: torch.Tensor = m.quant_weight() if isinstance(m, QuantLayer) else m.weight
-        d = self._input_delta(m, s, cin).to(w.dtype)  # (K, B, ..., L)
-        kk = d.shape[0]
-        if s.length == w.shape[1] and not bool(s.start.any()):
-            y = d @ w.t()
-        else:
-            cols = s.start[:, None] + torch.arange(s.length, device=s.start.device)[None, :]  # (K, L)
-            wk = w[:, cols].permute(1, 2, 0)  # (K, L, O)
-            y = torch.bmm(d.reshape(kk, -1, s.length), wk).reshape(*d.shape[:-1], w.shape[0])
-        return _Sparse(y, torch.zeros_like(s.start), d.dim() - 2)
+        d = self._input_delta(m, s, cin).to(w.dtype)  # (P, ..., L)
+        out = None
+        for st, rows in self._by_start(s.start):
+            y = (d if rows is None else d[rows]) @ w[:, st:st + s.length].t()
+            if rows is None:
+                out = y
+            else:
+                if out is None:
+                    out = y.new_empty(*d.shape[:-1], w.shape[0])
+                out[rows] = y
+        assert out is not None
+        return _Sparse(out, torch.zeros_like(s.start), d.dim() - 1)
 
-    def _dense_step(self, n: fx.Node, env: dict[fx.Node, Any], clean: list[Any], k: int) -> _Dense:
+    def _dense_step(self, n: fx.Node, env: dict[fx.Node, Any], clean: list[Any]) -> _Dense:
         def val(a: Any) -> Any:
             if not isinstance(a, fx.Node):
                 return a
             v = env.get(a)
             c = clean[self.index[a]]
             if v is None:
-                return c.repeat(k, *([1] * (c.dim() - 1))) if self.per_image[self.index[a]] else c
+                return c.index_select(0, self._img) if self.per_image[self.index[a]] else c
             if isinstance(v, _Sparse):
-                env[a] = v = _Dense(_densify(v, c))
+                env[a] = v = _Dense(_densify(v, c, self._img))
             return v.value
 
         args = fx.node.map_aggregate(n.args, val)
@@ -428,15 +482,17 @@ def faults_by_position(weight: torch.Tensor, index: torch.Tensor, values: torch.
 
 def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
                  labels: torch.Tensor, counts: dict[str, torch.Tensor], *, budget_elems: int,
-                 max_faults_per_pass: int) -> int:
+                 max_faults_per_pass: int, certify: bool = True) -> int:
     """Add each fault's correct count over ``images`` to ``counts[layer]`` for the layers in ``plan.cuts``;
-    returns the clean correct count."""
+    returns the clean correct count. ``certify``: skip pairs a Lipschitz margin certificate settles."""
     dev = next(plan.model.parameters()).device
     prepared = {n: faults_by_position(plan.model.get_submodule(n).weight, *faults[n], dev)  # type: ignore[arg-type]
                 for n in plan.cuts}
     sizes = plan.per_image_sizes(images[:1].to(dev))
+    plan.prepare_certificates(images[:1].to(dev))
     per_image = sum(sizes)
-    suffix = {n: sum(sizes[plan.index[c]:]) for n, c in plan.cuts.items()}  # a fault's stacked values, at most
+    # rows of one fault: its largest value after the faulty layer (whose own output change is one channel)
+    suffix = {n: max([1, *sizes[plan.index[c] + 1:]]) for n, c in plan.cuts.items()}
     b_pass = max(1, min(len(images), budget_elems // max(1, per_image)))
     base = 0
     out_i = plan.index[plan.out_node]
@@ -446,7 +502,10 @@ def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch
             y = labels[i:i + b_pass].to(dev)
             with plan.no_inplace:
                 clean = list(plan.capture(x))
-            base += int((clean[out_i].argmax(-1) == y).sum())
+            ok = clean[out_i].argmax(-1) == y
+            base += int(ok.sum())
+            radius = margin_radius(clean[out_i].float(), plan.head.float()) if certify and plan.head is not None \
+                else None
             b = len(y)
             for n in plan.cuts:
                 pos, delta = prepared[n]
@@ -454,6 +513,10 @@ def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch
                 k_pass = max(1, min(max_faults_per_pass, k_all, budget_elems // max(1, suffix[n] * b)))
                 for s in range(0, k_all, k_pass):
                     sel = slice(s, min(s + k_pass, k_all))
-                    logits = plan.logits(n, clean, tuple(t[sel] for t in pos), delta[sel].to(clean[out_i].dtype))
-                    counts[n][sel] += (logits.argmax(-1) == y[None, :]).sum(1).cpu()
+                    fault, img, pred = plan.predictions(n, clean, tuple(t[sel] for t in pos),
+                                                        delta[sel].to(clean[out_i].dtype), radius)
+                    change = (pred == y[img]).long() - ok[img].long()  # evaluated pairs differ from clean by this
+                    per_fault = torch.zeros(sel.stop - sel.start, dtype=torch.long, device=dev)
+                    per_fault.index_add_(0, fault, change)
+                    counts[n][sel] += (int(ok.sum()) + per_fault).cpu()
     return base
