@@ -25,6 +25,7 @@ back to patching the weight when the stacked batch meets a clean one, as in a sk
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 import torch
@@ -173,14 +174,16 @@ def _output_numel(model: nn.Module, m: nn.Module, x: torch.Tensor) -> int:
 
 def campaign_correct_counts(model: nn.Module, faults: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
                             images: torch.Tensor, labels: torch.Tensor, *, budget_elems: int = 1 << 24,
-                            max_faults_per_pass: int = 256) -> tuple[int, dict[str, torch.Tensor]]:
+                            max_faults_per_pass: int = 256,
+                            timings: dict[str, float] | None = None) -> tuple[int, dict[str, torch.Tensor]]:
     """Correctly classified images without faults, and under each single fault of every layer:
     ``faults[layer] = (flat indices, new values)``, one fault per entry (``weight.flat[index[k]] = values[k]``).
 
     Returns ``(clean count, {layer: int64 counts})``. One clean pass per image batch feeds every layer's
     faults, whose differences are propagated sparsely through the rest of the network
     (:mod:`crosslayer.resilience.delta`). ``budget_elems`` bounds the recorded activations of one image
-    batch and each stacked batch of faults.
+    batch and each stacked batch of faults. ``timings`` (optional) receives the seconds of the shared clean
+    pass and of each layer's faults (layers evaluated by the per-layer fallback included).
     """
     names = [n for n, (i, _) in faults.items() if i.numel()]
     counts = {n: torch.zeros(int(faults[n][0].numel()), dtype=torch.int64) for n in faults}
@@ -196,15 +199,18 @@ def campaign_correct_counts(model: nn.Module, faults: Mapping[str, tuple[torch.T
         if plan is not None:
             try:
                 base = run_campaign(plan, faults, images, labels, counts, budget_elems=budget_elems,
-                                    max_faults_per_pass=max_faults_per_pass)
+                                    max_faults_per_pass=max_faults_per_pass, timings=timings)
             except RuntimeError as exc:  # an operation the stacked batch does not fit (e.g. a batch-sized reshape)
                 log.info("sparse-difference fault evaluation failed (%s); faults evaluated per layer", exc)
                 served = []
                 counts = {n: torch.zeros_like(c) for n, c in counts.items()}
         for n in [n for n in names if n not in served]:  # untraceable model or layer: the per-layer hook path
             index, values = faults[n]
+            t0 = time.perf_counter()
             counts[n] = fault_correct_counts(model, n, index, values, images, labels,
                                              budget_elems=budget_elems, max_faults_per_pass=max_faults_per_pass)
+            if timings is not None:
+                timings[n] = timings.get(n, 0.0) + time.perf_counter() - t0
         if base is None or not served:
             base = correct_counts(model, images, labels)
         return base, counts

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -159,6 +160,18 @@ def _window_max(x: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor | None:
     return out
 
 
+class _FastMaxPool(nn.Module):
+    """A MaxPool2d computed by :func:`_window_max` where it applies (same values), else by the pool itself."""
+
+    def __init__(self, pool: nn.MaxPool2d) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = _window_max(x, self.pool)
+        return self.pool(x) if fast is None else fast
+
+
 def _supports_fault(m: nn.Module) -> bool:
     if isinstance(m, nn.Linear):
         return True
@@ -183,7 +196,17 @@ class DeltaPlan:
             env[n] = g.node_copy(n, lambda a: env[a])
         g.output(tuple(env[n] for n in self.nodes))
         _out_of_place(g)
-        self.capture = fx.GraphModule(graph, g)
+        modules: dict[str, Any] = {}
+        for n in g.nodes:
+            if n.op == "call_module":
+                mod = graph.get_submodule(str(n.target))
+                modules[str(n.target)] = _FastMaxPool(mod) if isinstance(mod, nn.MaxPool2d) else mod
+            elif n.op == "get_attr":
+                obj: Any = graph
+                for part in str(n.target).split("."):
+                    obj = getattr(obj, part)
+                modules[str(n.target)] = obj
+        self.capture = fx.GraphModule(modules, g)
         self.no_inplace = _NoInplace(model)
         self.per_image: list[bool] = []
         self.gains: dict[fx.Node, ChainGain] = {}
@@ -482,9 +505,12 @@ def faults_by_position(weight: torch.Tensor, index: torch.Tensor, values: torch.
 
 def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
                  labels: torch.Tensor, counts: dict[str, torch.Tensor], *, budget_elems: int,
-                 max_faults_per_pass: int, certify: bool = True) -> int:
+                 max_faults_per_pass: int, certify: bool = True, timings: dict[str, float] | None = None) -> int:
     """Add each fault's correct count over ``images`` to ``counts[layer]`` for the layers in ``plan.cuts``;
-    returns the clean correct count. ``certify``: skip pairs a Lipschitz margin certificate settles."""
+    returns the clean correct count. ``certify``: skip pairs a Lipschitz margin certificate settles.
+    ``timings`` (optional) receives seconds: ``"clean pass"`` (recording, certificates' set-up) and per layer."""
+    clock = timings if timings is not None else {}
+    t0 = time.perf_counter()
     dev = next(plan.model.parameters()).device
     prepared = {n: faults_by_position(plan.model.get_submodule(n).weight, *faults[n], dev)  # type: ignore[arg-type]
                 for n in plan.cuts}
@@ -496,8 +522,10 @@ def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch
     b_pass = max(1, min(len(images), budget_elems // max(1, per_image)))
     base = 0
     out_i = plan.index[plan.out_node]
+    clock["clean pass"] = clock.get("clean pass", 0.0) + time.perf_counter() - t0
     with torch.inference_mode():
         for i in range(0, len(images), b_pass):
+            t0 = time.perf_counter()
             x = images[i:i + b_pass].to(dev)
             y = labels[i:i + b_pass].to(dev)
             with plan.no_inplace:
@@ -507,7 +535,9 @@ def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch
             radius = margin_radius(clean[out_i].float(), plan.head.float()) if certify and plan.head is not None \
                 else None
             b = len(y)
+            clock["clean pass"] += time.perf_counter() - t0
             for n in plan.cuts:
+                t0 = time.perf_counter()
                 pos, delta = prepared[n]
                 k_all = delta.numel()
                 k_pass = max(1, min(max_faults_per_pass, k_all, budget_elems // max(1, suffix[n] * b)))
@@ -519,4 +549,5 @@ def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch
                     per_fault = torch.zeros(sel.stop - sel.start, dtype=torch.long, device=dev)
                     per_fault.index_add_(0, fault, change)
                     counts[n][sel] += (int(ok.sum()) + per_fault).cpu()
+                clock[n] = clock.get(n, 0.0) + time.perf_counter() - t0
     return base
