@@ -116,3 +116,28 @@ def test_margin_radius_certifies_only_what_it_should() -> None:
     r = margin_radius(logits, head)
     assert 2.0 < float(r[0]) < 5.0 / 2**0.5  # min over classes of (margin - tol) / ||w_p - w_j||
     assert float(r[1]) < 0 and float(r[2]) == float("-inf")  # a tie and a NaN are never certified
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(4, 4, 3, padding=1)
+        self.register_buffer("scale", torch.tensor(0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.c(x)) * self.scale + x
+
+
+def test_nested_modules_and_buffers() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(_Block(), nn.MaxPool2d(2)), nn.Flatten(),
+                        nn.Linear(4 * 14 * 14, 10)).eval()
+    x = torch.rand(30, 1, 28, 28)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    faults = _faults(net, 5, 3, 2.0)
+    assert set(faults) == {"0", "1.0.c", "3"}
+    clean, fast = campaign_correct_counts(net, faults, x, y)
+    assert clean == 30
+    for name, want in _direct(net, faults, x, y).items():
+        assert torch.equal(fast[name], want), name
