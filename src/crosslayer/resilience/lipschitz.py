@@ -33,10 +33,10 @@ __all__ = ["ChainGain", "chain_gains", "conv_norms", "margin_radius"]
 
 _SLOPES_MODULES: dict[type, float] = {nn.ReLU: 1.0, nn.ReLU6: 1.0, nn.Hardtanh: 1.0, nn.Identity: 1.0,
                                       nn.Dropout: 1.0, nn.Tanh: 1.0, nn.Sigmoid: 0.25, nn.GELU: 1.13,
-                                      nn.SiLU: 1.1, nn.Hardswish: 1.5, nn.ELU: 1.0, nn.Softplus: 1.0}
+                                      nn.SiLU: 1.1, nn.Hardswish: 1.5, nn.Softplus: 1.0}
 _SLOPES_FUNCTIONS: dict[Any, float] = {torch.relu: 1.0, F.relu: 1.0, F.relu6: 1.0, F.hardtanh: 1.0,
                                        torch.tanh: 1.0, F.tanh: 1.0, torch.sigmoid: 0.25, F.sigmoid: 0.25,
-                                       F.gelu: 1.13, F.silu: 1.1, F.hardswish: 1.5, F.elu: 1.0, F.dropout: 1.0}
+                                       F.gelu: 1.13, F.silu: 1.1, F.hardswish: 1.5, F.dropout: 1.0}
 _SLOPES_METHODS = {"relu": 1.0, "tanh": 1.0, "sigmoid": 0.25}
 _SAFETY = 1.0 + 1e-4  # numerical slack on computed norms
 
