@@ -198,7 +198,10 @@ def chain_gains(model: nn.Module, out_node: fx.Node, index: dict[fx.Node, int],
             kind, val = g
             if kind == "layer":
                 post *= first * pre
-                pre, first, cols, cols_valid = 1.0, val[0], val[1], True
+                pre, first, cols = 1.0, val[0], val[1]
+                # per-input norms index dim 1 of the layer's input: a conv's channels, a 2-D linear input's features
+                cols_valid = src in shapes and (len(shapes[src]) == 2 or isinstance(
+                    model.get_submodule(str(op.target)), nn.Conv2d))
             else:
                 pre *= val
                 if _is_reshape(op, model):
