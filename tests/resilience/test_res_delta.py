@@ -141,3 +141,30 @@ def test_nested_modules_and_buffers() -> None:
     assert clean == 30
     for name, want in _direct(net, faults, x, y).items():
         assert torch.equal(fast[name], want), name
+
+
+def test_chain_gain_bounds_real_logit_changes() -> None:
+    net = user_net(cls=PlainCNN)
+    x = torch.randn(16, 3, 8, 8)
+    plan = delta_plan(net, ["c1", "c2", "fc1"])
+    assert plan is not None and plan.probe(x[:1])
+    plan.prepare_certificates(x[:1])
+    head = net.fc2.weight.detach()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        clean = net(x)
+        p = clean.argmax(1)
+        for layer, shape in (("c1", (8, 8, 8)), ("c2", (12, 4, 4)), ("fc1", (16,))):
+            gain = plan.gains[plan.cuts[layer]]
+            for _ in range(20):
+                ch = int(torch.randint(0, shape[0], (1,), generator=g))
+                d = torch.zeros(16, *shape)
+                d[:, ch] = torch.randn(16, *shape[1:], generator=g) * float(torch.rand(1, generator=g)) * 3
+                h = net.get_submodule(layer).register_forward_hook(lambda _m, _i, out, d=d: out + d)
+                moved = net(x)
+                h.remove()
+                norms = d.reshape(16, -1).norm(dim=1)
+                bound = gain.bound(norms, torch.full((16,), ch), 1, 1)  # change confined to one channel / feature
+                margin_change = (moved - clean) - (moved - clean).gather(1, p[:, None])  # d(y_j - y_p)
+                dist = (head[p][:, None, :] - head[None]).norm(dim=-1)
+                assert bool((margin_change.abs() <= dist * bound[:, None] + 1e-5).all()), layer

@@ -101,11 +101,13 @@ def _pool_gain(mod: nn.Module) -> float | None:
 
 def _functional_pool(n: fx.Node) -> tuple[str, Any] | None:
     """``F.max_pool2d`` / ``F.avg_pool2d`` given kernel and stride (positionally or by name)."""
-    names = ("input", "kernel_size", "stride", "padding")
+    names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode")
     given: dict[str, Any] = {**dict(zip(names, n.args, strict=False)), **n.kwargs}
-    extra = set(given) - {"input", "kernel_size", "stride", "padding"}
-    if extra or "kernel_size" not in given:
-        return None
+    defaults = {"dilation": 1, "ceil_mode": False, "return_indices": False, "count_include_pad": True,
+                "divisor_override": None}
+    if any(given.get(k, v) != v for k, v in defaults.items()) or set(given) - set(names) - set(defaults) \
+            or "kernel_size" not in given:
+        return None  # dilated, index-returning, border-divided or overridden pools: no bound here
     k = given["kernel_size"]
     st = given.get("stride") or k
     if not all(isinstance(v, int) or (isinstance(v, tuple) and all(isinstance(t, int) for t in v)) for v in (k, st)):
