@@ -78,7 +78,8 @@ LAYERS = {
     "conv_dilated": lambda: nn.Conv2d(4, 6, (3, 2), stride=(1, 2), padding=(2, 1), dilation=2),
     "grouped": lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False),
     "depthwise": lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4),
-    "linear": lambda: nn.Linear(20, 7),
+    "linear": lambda: nn.Linear(20, 7),  # 5 rows: lookups gather per MAC
+    "linear_rows": lambda: nn.Linear(20, 7),  # 300 rows: lookups through the chunked tables
 }
 SPECS = {  # (weights, activations): symmetric signed per channel; asymmetric weights and unsigned activations
     "sym": (FixedPointSpec(bits=8, per_channel=True), FixedPointSpec(bits=8)),
@@ -90,7 +91,7 @@ def _quantized_layer(kind: str, spec: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     net = nn.Sequential(LAYERS[kind]())
     q = quantize_model(net, *SPECS[spec])
-    shape = (5, 20) if kind == "linear" else (3, 4, 9, 8)
+    shape = {"linear": (5, 20), "linear_rows": (300, 20)}.get(kind, (3, 4, 9, 8))
     with calibrating(q):
         q(torch.randn(64, *shape[1:]) * 1.5)
     return q.eval(), torch.randn(*shape) * 2  # beyond the calibrated range: saturating codes too

@@ -162,9 +162,28 @@ class LookupKernel(LayerKernel):
         off = (torch.arange(groups, device=dev)[:, None] * n_a - a_lo) * kc + kk[None, :]
         self._offsets = off.reshape(groups, self.n_chunks, kc).permute(1, 0, 2)[:, None].to(torch.int32)
         self._a_lo = a_lo
-        self._chunks: list[torch.Tensor] | None = None
-        if n_a * self.n_chunks * kc * o <= _TABLE_CACHE_ELEMS:
-            self._chunks = [self._chunk_table(j) for j in range(self.n_chunks)]
+        self._cache_tables = n_a * self.n_chunks * kc * o <= _TABLE_CACHE_ELEMS
+        self._chunks: list[torch.Tensor] | None = None  # built on first use
+
+    def _table(self, j: int) -> torch.Tensor:
+        if not self._cache_tables:
+            return self._chunk_table(j)
+        if self._chunks is None:
+            self._chunks = [self._chunk_table(i) for i in range(self.n_chunks)]
+        return self._chunks[j]
+
+    def _direct(self, cols: torch.Tensor, acc: torch.Tensor) -> None:
+        """Few rows (fewer than table codes, e.g. a training batch of a linear layer): one gather per MAC from
+        the product table, no per-layer tables built."""
+        m, g = cols.shape[0], self.groups
+        a = cols.reshape(m, g, 1, self.k).long() - self._a_lo
+        w = self._wg[:, :, :self.k]  # (G, Og, Kg)
+        flat = self._table_t.t().to(acc.dtype).contiguous().reshape(-1)  # [w * A + a]
+        n_a = self._table_t.shape[0]
+        step = max(1, _ROWS_PER_PASS // max(1, self.o_per_group * g * self.k))
+        for i in range(0, m, step):
+            idx = (w * n_a)[None] + a[i:i + step]  # (M', G, Og, Kg)
+            acc[i:i + step] += flat[idx].sum(-1).reshape(idx.shape[0], -1)
 
     def _chunk_table(self, j: int) -> torch.Tensor:
         """Rows ``(g, a, kk)`` x columns ``og``: ``T[w[g, og, j * kc + kk], a]``."""
@@ -180,14 +199,16 @@ class LookupKernel(LayerKernel):
         idx = torch.empty(self.n_chunks, m, g, kc, dtype=torch.int32, device=cols.device)
         torch.add(self._offsets, a.reshape(m, g, self.n_chunks, kc).permute(2, 0, 1, 3), alpha=kc, out=idx)
         for j in range(self.n_chunks):
-            tab = self._chunks[j] if self._chunks is not None else self._chunk_table(j)
-            acc += F.embedding_bag(idx[j].reshape(m * g, kc), tab, mode="sum").reshape(m, -1)
+            acc += F.embedding_bag(idx[j].reshape(m * g, kc), self._table(j), mode="sum").reshape(m, -1)
 
     def accumulate(self, x: torch.Tensor, pad_code: int) -> torch.Tensor:
         o = self.groups * self.o_per_group
         xi = x.to(torch.int32)
         if self.geo is None:
             acc = torch.zeros(x.shape[0], o, dtype=self.dtype, device=x.device)
+            if x.shape[0] < self._table_t.shape[0] and self._chunks is None:
+                self._direct(xi, acc)
+                return acc
             step = max(1, _ROWS_PER_PASS // max(1, x.shape[1]))
             for i in range(0, x.shape[0], step):
                 self._rows(xi[i:i + step], acc[i:i + step])
