@@ -19,7 +19,8 @@ from crosslayer.resilience import (
     random_fault_sites,
     stored_weights,
 )
-from crosslayer.resilience.delta import delta_plan, faults_by_position, run_campaign
+from crosslayer.resilience.batched import faults_by_position, run_campaign
+from crosslayer.resilience.delta import delta_plan
 from crosslayer.resilience.lipschitz import conv_norms, margin_radius
 
 

@@ -33,10 +33,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from crosslayer.quant import QuantLayer
-from crosslayer.resilience.delta import delta_plan, run_campaign
+from crosslayer.resilience.delta import DeltaPlan, delta_plan
 from crosslayer.resilience.inject import patched_weights
+from crosslayer.resilience.lipschitz import margin_radius
 
-__all__ = ["campaign_correct_counts", "correct_counts", "fault_correct_counts"]
+__all__ = ["campaign_correct_counts", "correct_counts", "fault_correct_counts", "faults_by_position", "run_campaign"]
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,66 @@ def _output_numel(model: nn.Module, m: nn.Module, x: torch.Tensor) -> int:
     finally:
         h.remove()
     return seen[0] if seen else 1
+
+
+def faults_by_position(weight: torch.Tensor, index: torch.Tensor, values: torch.Tensor,
+                       device: torch.device) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Positions (unravelled flat ``index``) and weight differences ``values - weight.flat[index]``."""
+    index = index.to(torch.int64).reshape(-1).cpu()
+    values = values.to(torch.float32).reshape(-1).cpu()
+    delta = (values - weight.detach().reshape(-1)[index.to(weight.device)].cpu()).to(device)
+    pos = tuple(t.to(device) for t in torch.unravel_index(index, tuple(weight.shape)))
+    return pos, delta
+
+
+def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
+                 labels: torch.Tensor, counts: dict[str, torch.Tensor], *, budget_elems: int,
+                 max_faults_per_pass: int, certify: bool = True, timings: dict[str, float] | None = None) -> int:
+    """Add each fault's correct count over ``images`` to ``counts[layer]`` for the layers in ``plan.cuts``;
+    returns the clean correct count. ``certify``: skip pairs a Lipschitz margin certificate settles.
+    ``timings`` (optional) receives seconds: ``"clean pass"`` (recording, certificates' set-up) and per layer."""
+    clock = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    dev = next(plan.model.parameters()).device
+    prepared = {n: faults_by_position(plan.model.get_submodule(n).weight, *faults[n], dev)  # type: ignore[arg-type]
+                for n in plan.cuts}
+    sizes = plan.per_image_sizes(images[:1].to(dev))
+    plan.prepare_certificates(images[:1].to(dev))
+    per_image = sum(sizes)
+    # rows of one fault: its largest value after the faulty layer (whose own output change is one channel)
+    suffix = {n: max([1, *sizes[plan.index[c] + 1:]]) for n, c in plan.cuts.items()}
+    b_pass = max(1, min(len(images), budget_elems // max(1, per_image)))
+    base = 0
+    out_i = plan.index[plan.out_node]
+    clock["clean pass"] = clock.get("clean pass", 0.0) + time.perf_counter() - t0
+    with torch.inference_mode():
+        for i in range(0, len(images), b_pass):
+            t0 = time.perf_counter()
+            x = images[i:i + b_pass].to(dev)
+            y = labels[i:i + b_pass].to(dev)
+            with plan.no_inplace:
+                clean = list(plan.capture(x))
+            ok = clean[out_i].argmax(-1) == y
+            base += int(ok.sum())
+            radius = margin_radius(clean[out_i].float(), plan.head.float()) if certify and plan.head is not None \
+                else None
+            b = len(y)
+            clock["clean pass"] += time.perf_counter() - t0
+            for n in plan.cuts:
+                t0 = time.perf_counter()
+                pos, delta = prepared[n]
+                k_all = delta.numel()
+                k_pass = max(1, min(max_faults_per_pass, k_all, budget_elems // max(1, suffix[n] * b)))
+                for s in range(0, k_all, k_pass):
+                    sel = slice(s, min(s + k_pass, k_all))
+                    fault, img, pred = plan.predictions(n, clean, tuple(t[sel] for t in pos),
+                                                        delta[sel].to(clean[out_i].dtype), radius)
+                    change = (pred == y[img]).long() - ok[img].long()  # evaluated pairs differ from clean by this
+                    per_fault = torch.zeros(sel.stop - sel.start, dtype=torch.long, device=dev)
+                    per_fault.index_add_(0, fault, change)
+                    counts[n][sel] += (int(ok.sum()) + per_fault).cpu()
+                clock[n] = clock.get(n, 0.0) + time.perf_counter() - t0
+    return base
 
 
 def campaign_correct_counts(model: nn.Module, faults: Mapping[str, tuple[torch.Tensor, torch.Tensor]],

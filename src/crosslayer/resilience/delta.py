@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import logging
 import operator
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,14 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from crosslayer.quant import QuantLayer
-from crosslayer.resilience.lipschitz import ChainGain, chain_gains, margin_radius
+from crosslayer.resilience.lipschitz import ChainGain, chain_gains
+from crosslayer.resilience.recording import (
+    LeafTracer,
+    NoInplace,
+    capture_module,
+    supports_fault,
+    window_max,
+)
 
 __all__ = ["DeltaPlan", "delta_plan"]
 
@@ -99,83 +105,9 @@ def _densify(s: _Sparse, clean: torch.Tensor, img: torch.Tensor) -> torch.Tensor
     return full
 
 
-class _Tracer(fx.Tracer):
-    def __init__(self, leaves: set[str]) -> None:
-        super().__init__()
-        self.leaves = leaves
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return (module_qualified_name in self.leaves or isinstance(m, QuantLayer)
-                or super().is_leaf_module(m, module_qualified_name))
-
-
 def _is_flatten(n: fx.Node, mod: nn.Module | None) -> bool:
     return ((n.op == "call_function" and n.target is torch.flatten) or isinstance(mod, nn.Flatten)
             or (n.op == "call_method" and n.target in ("view", "reshape", "flatten")))
-
-
-def _out_of_place(graph: fx.Graph) -> None:
-    """Rewrite in-place operations of a captured graph (``inplace=True``, ``relu_``, ``+=``) so that every
-    recorded value keeps its own storage."""
-    swaps = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul}
-    for n in graph.nodes:
-        if "inplace" in n.kwargs:
-            n.kwargs = {**n.kwargs, "inplace": False}
-        if n.op == "call_function" and n.target in swaps:
-            n.target = swaps[n.target]
-        if n.op == "call_method" and str(n.target).endswith("_") and hasattr(torch.Tensor, str(n.target)[:-1]):
-            n.target = str(n.target)[:-1]
-
-
-class _NoInplace:
-    """Context manager: modules with an ``inplace`` flag compute out of place while it is active."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.mods = [m for m in model.modules() if getattr(m, "inplace", False) is True]
-
-    def __enter__(self) -> None:
-        for m in self.mods:
-            m.inplace = False  # type: ignore[assignment]
-
-    def __exit__(self, *exc: object) -> None:
-        for m in self.mods:
-            m.inplace = True  # type: ignore[assignment]
-
-
-def _window_max(x: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor | None:
-    """``pool(x)`` as the maximum of its kernel's strided slices (the same values, NaN propagating like
-    ``max_pool2d``; several times faster for small maps on CPU), or None for padded / dilated / ceil-mode /
-    index-returning pools."""
-    k = pool.kernel_size if isinstance(pool.kernel_size, tuple) else (pool.kernel_size, pool.kernel_size)
-    st = pool.stride if isinstance(pool.stride, tuple) else (pool.stride, pool.stride)
-    if pool.padding not in (0, (0, 0)) or pool.dilation not in (1, (1, 1)) or pool.ceil_mode \
-            or pool.return_indices or x.dim() != 4:
-        return None
-    oh, ow = (x.shape[2] - k[0]) // st[0] + 1, (x.shape[3] - k[1]) // st[1] + 1
-    out = None
-    for i in range(k[0]):
-        for j in range(k[1]):
-            sl = x[:, :, i:i + st[0] * (oh - 1) + 1:st[0], j:j + st[1] * (ow - 1) + 1:st[1]]
-            out = sl if out is None else torch.maximum(out, sl)
-    return out
-
-
-class _FastMaxPool(nn.Module):
-    """A MaxPool2d computed by :func:`_window_max` where it applies (same values), else by the pool itself."""
-
-    def __init__(self, pool: nn.MaxPool2d) -> None:
-        super().__init__()
-        self.pool = pool
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = _window_max(x, self.pool)
-        return self.pool(x) if fast is None else fast
-
-
-def _supports_fault(m: nn.Module) -> bool:
-    if isinstance(m, nn.Linear):
-        return True
-    return isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and not isinstance(m.padding, str)
 
 
 class DeltaPlan:
@@ -190,24 +122,8 @@ class DeltaPlan:
         out = next(n for n in graph.graph.nodes if n.op == "output")
         self.out_node: fx.Node = out.args[0]
         self.cuts = layers
-        g = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {}
-        for n in self.nodes:
-            env[n] = g.node_copy(n, lambda a: env[a])
-        g.output(tuple(env[n] for n in self.nodes))
-        _out_of_place(g)
-        modules: dict[str, Any] = {}
-        for n in g.nodes:
-            if n.op == "call_module":
-                mod = graph.get_submodule(str(n.target))
-                modules[str(n.target)] = _FastMaxPool(mod) if isinstance(mod, nn.MaxPool2d) else mod
-            elif n.op == "get_attr":
-                obj: Any = graph
-                for part in str(n.target).split("."):
-                    obj = getattr(obj, part)
-                modules[str(n.target)] = obj
-        self.capture = fx.GraphModule(modules, g)
-        self.no_inplace = _NoInplace(model)
+        self.capture = capture_module(graph, self.nodes)
+        self.no_inplace = NoInplace(model)
         self.per_image: list[bool] = []
         self.gains: dict[fx.Node, ChainGain] = {}
         self.head: torch.Tensor | None = None
@@ -373,7 +289,7 @@ class DeltaPlan:
         if n.op == "call_module":
             mod = self.model.get_submodule(str(n.target))
             if isinstance(mod, nn.MaxPool2d) and not n.kwargs and len(n.args) == 1:
-                fast = _window_max(x, mod)
+                fast = window_max(x, mod)
                 if fast is not None:
                     return fast
             return mod(*args, **n.kwargs)
@@ -476,7 +392,7 @@ def delta_plan(model: nn.Module, layers: list[str]) -> DeltaPlan | None:
     """A :class:`DeltaPlan` for the faulty ``layers`` that are each called once in a traceable model (None
     when the model cannot be traced); layers it cannot serve are left out of ``plan.cuts``."""
     try:
-        gm = fx.GraphModule(model, _Tracer(set(layers)).trace(model))
+        gm = fx.GraphModule(model, LeafTracer(set(layers)).trace(model))
     except Exception as exc:  # any tracing failure: the per-layer hook path is the fallback
         log.info("model not traceable with torch.fx (%s); faults evaluated per layer", exc)
         return None
@@ -487,67 +403,7 @@ def delta_plan(model: nn.Module, layers: list[str]) -> DeltaPlan | None:
     cuts: dict[str, fx.Node] = {}
     for layer in layers:
         calls = [n for n in nodes if n.op == "call_module" and n.target == layer]
-        if len(calls) == 1 and _supports_fault(model.get_submodule(layer)) and len(calls[0].args) == 1 \
+        if len(calls) == 1 and supports_fault(model.get_submodule(layer)) and len(calls[0].args) == 1 \
                 and not calls[0].kwargs and isinstance(calls[0].args[0], fx.Node):
             cuts[layer] = calls[0]
     return DeltaPlan(model, gm, cuts) if cuts else None
-
-
-def faults_by_position(weight: torch.Tensor, index: torch.Tensor, values: torch.Tensor,
-                       device: torch.device) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-    """Positions (unravelled flat ``index``) and weight differences ``values - weight.flat[index]``."""
-    index = index.to(torch.int64).reshape(-1).cpu()
-    values = values.to(torch.float32).reshape(-1).cpu()
-    delta = (values - weight.detach().reshape(-1)[index.to(weight.device)].cpu()).to(device)
-    pos = tuple(t.to(device) for t in torch.unravel_index(index, tuple(weight.shape)))
-    return pos, delta
-
-
-def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
-                 labels: torch.Tensor, counts: dict[str, torch.Tensor], *, budget_elems: int,
-                 max_faults_per_pass: int, certify: bool = True, timings: dict[str, float] | None = None) -> int:
-    """Add each fault's correct count over ``images`` to ``counts[layer]`` for the layers in ``plan.cuts``;
-    returns the clean correct count. ``certify``: skip pairs a Lipschitz margin certificate settles.
-    ``timings`` (optional) receives seconds: ``"clean pass"`` (recording, certificates' set-up) and per layer."""
-    clock = timings if timings is not None else {}
-    t0 = time.perf_counter()
-    dev = next(plan.model.parameters()).device
-    prepared = {n: faults_by_position(plan.model.get_submodule(n).weight, *faults[n], dev)  # type: ignore[arg-type]
-                for n in plan.cuts}
-    sizes = plan.per_image_sizes(images[:1].to(dev))
-    plan.prepare_certificates(images[:1].to(dev))
-    per_image = sum(sizes)
-    # rows of one fault: its largest value after the faulty layer (whose own output change is one channel)
-    suffix = {n: max([1, *sizes[plan.index[c] + 1:]]) for n, c in plan.cuts.items()}
-    b_pass = max(1, min(len(images), budget_elems // max(1, per_image)))
-    base = 0
-    out_i = plan.index[plan.out_node]
-    clock["clean pass"] = clock.get("clean pass", 0.0) + time.perf_counter() - t0
-    with torch.inference_mode():
-        for i in range(0, len(images), b_pass):
-            t0 = time.perf_counter()
-            x = images[i:i + b_pass].to(dev)
-            y = labels[i:i + b_pass].to(dev)
-            with plan.no_inplace:
-                clean = list(plan.capture(x))
-            ok = clean[out_i].argmax(-1) == y
-            base += int(ok.sum())
-            radius = margin_radius(clean[out_i].float(), plan.head.float()) if certify and plan.head is not None \
-                else None
-            b = len(y)
-            clock["clean pass"] += time.perf_counter() - t0
-            for n in plan.cuts:
-                t0 = time.perf_counter()
-                pos, delta = prepared[n]
-                k_all = delta.numel()
-                k_pass = max(1, min(max_faults_per_pass, k_all, budget_elems // max(1, suffix[n] * b)))
-                for s in range(0, k_all, k_pass):
-                    sel = slice(s, min(s + k_pass, k_all))
-                    fault, img, pred = plan.predictions(n, clean, tuple(t[sel] for t in pos),
-                                                        delta[sel].to(clean[out_i].dtype), radius)
-                    change = (pred == y[img]).long() - ok[img].long()  # evaluated pairs differ from clean by this
-                    per_fault = torch.zeros(sel.stop - sel.start, dtype=torch.long, device=dev)
-                    per_fault.index_add_(0, fault, change)
-                    counts[n][sel] += (int(ok.sum()) + per_fault).cpu()
-                clock[n] = clock.get(n, 0.0) + time.perf_counter() - t0
-    return base
