@@ -2,22 +2,25 @@
 network after the faulty layer, instead of re-running it.
 
 A fault in weight ``W[o, ...]`` changes only output channel (or feature) ``o`` of its layer. The model is
-traced once with ``torch.fx``; one clean pass per image batch records every intermediate value. For a
-group of ``K`` faults of one layer, each value after the faulty layer is then held as
+traced once with ``torch.fx``; one clean pass per image batch records every intermediate value
+(:mod:`crosslayer.resilience.recording`). For a group of ``K`` faults of one layer there is one row per
+(fault, image) pair, and each value after the faulty layer is held as
 
-- *clean*: unchanged (read from the clean pass, shared by all faults),
-- *sparse*: the clean value plus a difference confined to a contiguous block ``[start_k, start_k + L)``
-  of one dimension (a channel of an NCHW tensor, a block of flattened features), one block per fault,
-- *dense*: the faulty value itself, for all ``K x B`` fault-image pairs.
+- *clean*: unchanged (read from the clean pass, shared by all pairs),
+- *sparse*: the clean value plus a difference confined to a contiguous block ``[start_p, start_p + L)``
+  of one dimension (a channel of an NCHW tensor, a block of flattened features), one block per row,
+- *dense*: the faulty value itself, one row per pair.
 
 Element-wise activations, pooling, BatchNorm (eval), flattening and additions keep a difference sparse
 (recomputed only on its block: ``f(clean + d) - f(clean)``); a convolution or linear layer maps a sparse
 input to a sparse output computing only the weights that touch the block (a conv fed by one changed
 channel costs ``1 / C_in`` of the layer, a linear layer fed by one changed channel block costs
-``L / in_features``); any other operation makes the value dense and the rest of the network runs on
-the stacked batch, with clean per-image values repeated. The layers before the faulty one run once per
-image for the whole campaign. The result is the prediction the faulty model makes, up to float rounding
-order (the tests check counts against patching the weight and running the whole model).
+``L / in_features``); any other operation makes the value dense and the rest of the network runs on the
+stacked rows, with clean per-image values gathered. Wherever a sparse value starts a certifiable chain to
+the logits, the rows whose prediction provably cannot change are dropped
+(:mod:`crosslayer.resilience.lipschitz`). The layers before the faulty one run once per image for the
+whole campaign. The result is the prediction the faulty model makes, up to float rounding order (the
+tests check counts against patching the weight and running the whole model).
 
 This generalises the rank-one hook of :mod:`crosslayer.resilience.batched`; fault-injection tools such
 as PyTorchFI (Mahmoud et al., DSN-W 2020) re-run the whole model per fault.
