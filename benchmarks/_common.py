@@ -57,6 +57,38 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _status_mb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process, in MiB (Linux /proc; else the peak)."""
+    v = _status_mb("VmRSS")
+    return peak_rss_mb() if v is None else v
+
+
+def reset_peak_rss() -> bool:
+    """Restart the peak-resident-memory count of this process (Linux: /proc/self/clear_refs); False if unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def window_peak_rss_mb() -> float:
+    """Peak resident memory since :func:`reset_peak_rss` (or since exec), in MiB. Unlike ``ru_maxrss`` it is not
+    inherited from the parent across ``exec``, so a worker process reports its own peak."""
+    v = _status_mb("VmHWM")
+    return peak_rss_mb() if v is None else v
+
+
 def peer_venv(name: str, requirements: list[str], *, pip_args: list[str] | None = None,
               system_site_packages: bool = False) -> Path:
     """A virtual environment under benchmarks/.work/venv-<name> with ``requirements`` installed; its python."""

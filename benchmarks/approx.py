@@ -1,30 +1,45 @@
 """Approximate multipliers on LeNet-5 / MNIST (9k train, 1k validation, 10k test): accuracy vs MED of every
-multiplier, emulation speed against the exact int8 fake-quantized model (interleaved runs, medians),
-bit-exactness of the exact multiplier against the integer reference, and the greedy per-layer selection
-at <= 0.5 pp.
+multiplier, emulation speed of EVERY library multiplier against two exact baselines, bit-exactness of every
+multiplier against the integer reference, and the greedy per-layer selection at <= 0.5 pp.
 
-The LeNet-5 is the project's baseline (the settings of benchmarks/baseline.py: SGD, lr 0.02, 20 epochs,
-2-pixel shift augmentation, seed 0), reused from the training cache (``fit_cached``) when present.
-The selection runs on the whole validation split with the paired confidence-margin acceptance rule of
-``crosslayer.approx.select`` (loss + z * SE <= budget, one-sided 95 %), then the chosen assignment is
-verified on the test images (all 10k by default); the selection never sees a test image.
+Speed. Three kinds of model compute the same int8 LeNet-5 on the same test images:
+- "fake-quant fp32 GEMM": the QuantConv2d / QuantLinear model (fake quantization, float32 convolutions);
+- "int8 kernel": PyTorch's own int8 inference (torch.ao FX static quantization, x86 backend: real int8
+  convolution / linear kernels with int32 accumulation), calibrated on the same training images;
+- "emulation <name>": ``crosslayer.approx.approximate_model`` with multiplier <name> in every layer.
+Each measurement runs in its own process with ``--threads`` torch threads, the variants are interleaved
+(rotated order) over ``--rounds`` rounds, and the process reports the wall time of ``predict`` over the timed
+images, its peak resident memory and the rise of its resident memory during the timed work. Ratios are
+medians of the per-round ratios to the fake-quant model of the same round; every raw round is kept.
 
-    .venv/bin/python benchmarks/approx.py [--timing-limit N] [--sweep-limit N] [--final-limit N] [--repeats R]
+The LeNet-5 is the project's baseline (BASELINE_RECIPES["lenet5"]), reused from the training cache
+(``fit_cached``) when present. The selection runs on the whole validation split with the paired
+confidence-margin acceptance rule of ``crosslayer.approx.select``, then the chosen assignment is verified
+on the test images; the selection never sees a test image.
+
+    .venv/bin/python benchmarks/approx.py [--rounds 5] [--timing-images 5000] [--threads 2] [--skip-selection]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 import torch
+from torch import nn
 
-from _common import BASELINE_RECIPES, write_results
+from _common import BASELINE_RECIPES, WORK, reset_peak_rss, rss_mb, window_peak_rss_mb, write_results
 from crosslayer.approx import (
     approximate_model,
     greedy_select,
@@ -36,69 +51,213 @@ from crosslayer.approx import (
     sensitivity_ranking,
     uniform_metrics,
 )
+from crosslayer.approx.catalog import DEFAULT_NAMES
 from crosslayer.approx.select import accuracy_on, as_accuracy, correct_on
 from crosslayer.data import load_splits
-from crosslayer.models import build_model
+from crosslayer.models import MODELS, build_model
 from crosslayer.quant import FixedPointSpec, calibrating, quantize_model
 from crosslayer.train import TrainConfig, evaluate, fit_cached, predict, seed_everything
 
-# benchmarks/baseline.py's mnist_lenet5 run (crosslayer train --epochs 20 --optimizer sgd --lr 0.02 --augment-shift 2)
 TRAIN = TrainConfig(**BASELINE_RECIPES["lenet5"])  # benchmarks/baseline.py settings
 BUDGET_PP = 0.5
+DIR = WORK / "approx"
+FAKE, INT8 = "fake-quant fp32 GEMM", "int8 kernel (torch.ao x86)"
+# Models timed; ResNet-20 / MobileNetV2 join when crosslayer.models provides them (MODELS registry).
+TIMED_MODELS = ("lenet5", "resnet20", "mobilenetv2")
+
+
+def int8_model(model: nn.Module, calib: torch.Tensor) -> nn.Module:
+    """PyTorch's int8 static quantization of the float model (FX graph mode, x86 backend): per-tensor symmetric
+    int8 weights as ours, activations observed on ``calib``; real int8 kernels with int32 accumulation."""
+    from torch.ao.quantization import QConfig, QConfigMapping
+    from torch.ao.quantization.observer import MinMaxObserver
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    qconfig = QConfig(activation=MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=True),
+                      weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(copy.deepcopy(model).eval(), QConfigMapping().set_global(qconfig), (calib[:1],))
+        with torch.no_grad():
+            for i in range(0, len(calib), 500):
+                prepared(calib[i:i + 500])
+        return convert_fx(prepared)
+
+
+def quantized(model_name: str, data: Any) -> tuple[nn.Module, nn.Module, Any]:
+    """The trained float model (cached training) and its int8 fake-quantized form, calibrated on 1,000 train
+    images; the training record."""
+    seed_everything(0)  # as the flow does before building the model
+    model = build_model(model_name)
+    trained = fit_cached(model_name, model, data.train, data.val, TRAIN, seed=0, desc=model_name)
+    model.eval()
+    q = quantize_model(copy.deepcopy(model), FixedPointSpec(bits=8), FixedPointSpec(bits=8))
+    with calibrating(q):
+        predict(q, data.train.images[:1000])
+    return model, q.eval(), trained
+
+
+def _rebuild(model_name: str) -> tuple[nn.Module, nn.Module]:
+    """The float and fake-quantized models from the state dicts the main process saved (no data loading)."""
+    model = build_model(model_name)
+    model.load_state_dict(torch.load(DIR / f"{model_name}_float.pt", weights_only=True))
+    q = quantize_model(copy.deepcopy(model), FixedPointSpec(bits=8), FixedPointSpec(bits=8))
+    q.load_state_dict(torch.load(DIR / f"{model_name}_int8.pt", weights_only=True))
+    return model.eval(), q.eval()
+
+
+def worker(spec_path: str) -> None:
+    """Child process: time one variant over the saved images; print one RESULT line."""
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(spec["threads"])
+    model, q = _rebuild(spec["model"])
+    images = torch.from_numpy(np.load(spec["images"], allow_pickle=False))
+    variant = spec["variant"]
+    rss0 = rss_mb()
+    reset_peak_rss()
+    if variant == FAKE:
+        run = q
+    elif variant == INT8:
+        run = int8_model(model, torch.from_numpy(np.load(DIR / f"{spec['model']}_calib.npy", allow_pickle=False)))
+    else:
+        run = approximate_model(q, {n: variant for n in spec["layers"]})
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        predict(run, images[:1000])  # warm-up, one full batch: kernels, tables, caches are built here
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        predict(run, images)
+        seconds = time.perf_counter() - t0
+    peak = window_peak_rss_mb()
+    print("RESULT " + json.dumps({"seconds": seconds, "first_batch_seconds": first, "peak_rss_mb": peak,
+                                  "working_mb": peak - rss0}), flush=True)
+
+
+def timing(model_name: str, variants: list[str], layers: list[str], args: argparse.Namespace,
+           images: torch.Tensor) -> dict[str, Any]:
+    """Interleaved rounds of one process per (variant, round); medians and raw rounds."""
+    DIR.mkdir(parents=True, exist_ok=True)
+    img_path = DIR / f"{model_name}_images.npy"
+    np.save(img_path, images.numpy())
+    raw: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    for r in range(args.rounds):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        for v in order:
+            spec = DIR / "spec.json"
+            spec.write_text(json.dumps({"model": model_name, "variant": v, "layers": layers, "images": str(img_path),
+                                        "threads": args.threads}))
+            proc = subprocess.run([sys.executable, __file__, "--worker", str(spec)], capture_output=True, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                raise SystemExit(f"worker {v!r} failed:\n{proc.stderr[-2000:]}")
+            raw[v].append(json.loads(line[7:]))
+        print(f"{model_name} timing round {r + 1}/{args.rounds} done", flush=True)
+    n = len(images)
+    base = [e["seconds"] for e in raw[FAKE]]
+    table = {}
+    for v in variants:
+        secs = [e["seconds"] for e in raw[v]]
+        table[v] = {"images_per_s": n / statistics.median(secs),
+                    "slowdown_vs_fake_quant": statistics.median(a / b for a, b in zip(secs, base, strict=True)),
+                    "peak_rss_mb": statistics.median(e["peak_rss_mb"] for e in raw[v]),
+                    "working_mb": statistics.median(e["working_mb"] for e in raw[v]),
+                    "first_batch_seconds": statistics.median(e["first_batch_seconds"] for e in raw[v]),
+                    "rounds": raw[v]}
+    int8 = [e["seconds"] for e in raw[INT8]]
+    for v in variants:
+        table[v]["slowdown_vs_int8_kernel"] = statistics.median(
+            a / b for a, b in zip((e["seconds"] for e in raw[v]), int8, strict=True))
+    return table
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--timing-limit", type=int, default=10000, help="test images timed (interleaved, medians)")
+    ap.add_argument("--timing-images", type=int, default=5000, help="test images timed per measurement")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (medians)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every timed process")
     ap.add_argument("--sweep-limit", type=int, default=10000, help="test images for the accuracy-vs-MED sweep")
     ap.add_argument("--select-limit", type=int, default=0, help="validation images used by the selection (0 = all)")
     ap.add_argument("--confidence", type=float, default=0.99, help="one-sided confidence of the acceptance rule")
     ap.add_argument("--final-limit", type=int, default=10000, help="test images for the selected assignment")
-    ap.add_argument("--bitexact-limit", type=int, default=1000, help="test images checked against the reference")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--timing-multiplier", default="drum4")
+    ap.add_argument("--bitexact-limit", type=int, default=1000, help="test images: exact multiplier vs reference")
+    ap.add_argument("--bitexact-each", type=int, default=100, help="test images: every multiplier vs reference")
+    ap.add_argument("--skip-selection", action="store_true", help="speed and bit-exactness only")
+    ap.add_argument("--multipliers", nargs="*", default=list(DEFAULT_NAMES), help="multipliers timed (default: all)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-
+    if args.worker:
+        worker(args.worker)
+        return
+    torch.set_num_threads(args.threads)
     data = load_splits("mnist", None, train_limit=10000, seed=0)
-    seed_everything(0)  # as the flow does before building the model
-    model = build_model("lenet5")
-    trained = fit_cached("lenet5", model, data.train, data.val, TRAIN, seed=0, desc="lenet5")
-    q = quantize_model(model.eval(), FixedPointSpec(bits=8), FixedPointSpec(bits=8))
-    with calibrating(q):
-        predict(q, data.train.images[:1000])
-    q.eval()
+    model, q, trained = quantized("lenet5", data)
     layers = ["conv1", "conv2", "fc1", "fc2"]
+    DIR.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), DIR / "lenet5_float.pt")
+    torch.save(q.state_dict(), DIR / "lenet5_int8.pt")
+    np.save(DIR / "lenet5_calib.npy", data.train.images[:1000].numpy())
     out: dict[str, Any] = {"model": "lenet5", "train_images": len(data.train), "test_images": len(data.test),
                            "training": {**vars(TRAIN), "seed": 0, "cached": trained.cached,
                                         "best_val_accuracy": trained.best_val_accuracy},
                            "float_test_accuracy": evaluate(model, data.test).accuracy,
-                           "settings": vars(args), "complete": False}
+                           "settings": {k: v for k, v in vars(args).items() if k != "worker"}, "complete": False}
     exact = approximate_model(q, {n: "exact" for n in layers})
-    timed = approximate_model(q, {n: args.timing_multiplier for n in layers})
 
+    # bit-exactness: the exact multiplier on many images, every library multiplier on fewer (the reference is slow)
     n_bx = min(args.bitexact_limit, len(data.test))
     imgs = data.test.images[:n_bx]
     out["exact_bitexact"] = torch.equal(predict(exact, imgs), predict(integer_reference_model(q), imgs))
     out["bitexact_images"] = n_bx
-    sub = data.test.images[:50]
-    out["approx_bitexact_50_images"] = torch.equal(predict(timed, sub), predict(
-        integer_reference_model(q, {n: args.timing_multiplier for n in layers}), sub))
+    sub = data.test.images[:args.bitexact_each]
+    every = {}
+    for name in DEFAULT_NAMES:
+        assign = {n: name for n in layers}
+        emu = approximate_model(q, assign)
+        every[name] = {"bitexact": torch.equal(predict(emu, sub), predict(integer_reference_model(q, assign), sub)),
+                       "kernels": {n: emu.get_submodule(n).kernel(emu.get_submodule(n)._weight_codes().codes).method
+                                   for n in layers}}
+    out["every_multiplier_bitexact"] = every
+    out["every_multiplier_bitexact_images"] = len(sub)
+    out["all_bitexact"] = out["exact_bitexact"] and all(e["bitexact"] for e in every.values())
+    int8 = int8_model(model, data.train.images[:1000])
+    out["int8_kernel_test_accuracy"] = evaluate(int8, data.test).accuracy
+    out["fake_quant_test_accuracy"] = evaluate(q, data.test).accuracy
+    out["int8_kernel_top1_agreement_with_fake_quant"] = float(
+        (predict(int8, data.test.images).argmax(1) == predict(q, data.test.images).argmax(1)).float().mean())
     write_results("approx", out)
 
-    timing = data.test.subset(args.timing_limit)
-    fq_t, emu_t = [], []
-    for _ in range(args.repeats):  # interleaved
-        t0 = time.perf_counter()
-        predict(q, timing.images)
-        fq_t.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        predict(timed, timing.images)
-        emu_t.append(time.perf_counter() - t0)
-    fq_s, emu_s = statistics.median(fq_t), statistics.median(emu_t)
-    out.update({"emulation_images_per_s": len(timing) / emu_s, "exact_int8_fake_quant_images_per_s": len(timing) / fq_s,
-                "slowdown_vs_exact_int8": emu_s / fq_s, "timing_images": len(timing),
-                "timing_multiplier": args.timing_multiplier, "fake_quant_seconds": fq_t, "emulation_seconds": emu_t})
+    # speed: every multiplier against the two exact baselines, one process per measurement, interleaved
+    speed: dict[str, Any] = {}
+    for name in TIMED_MODELS:
+        if name not in MODELS:
+            speed[name] = {"skipped": f"model {name!r} is not in crosslayer.models in this state of the code"}
+            continue
+        if name != "lenet5":
+            speed[name] = {"skipped": "timing of models other than LeNet-5 is not wired in yet"}
+            continue
+        variants = [FAKE, INT8, *args.multipliers]
+        table = timing(name, variants, layers, args, data.test.images[:args.timing_images])
+        emu = {v: t for v, t in table.items() if v not in (FAKE, INT8)}
+        speed[name] = {"images": args.timing_images, "threads": args.threads, "rounds": args.rounds,
+                       "variants": table,
+                       "max_slowdown_vs_fake_quant": max(t["slowdown_vs_fake_quant"] for t in emu.values()),
+                       "slowest_multiplier": max(emu, key=lambda v: emu[v]["slowdown_vs_fake_quant"]),
+                       "int8_kernel_speedup_vs_fake_quant": 1.0 / table[INT8]["slowdown_vs_fake_quant"]}
+        print(json.dumps({v: round(t["slowdown_vs_fake_quant"], 2) for v, t in table.items()}), flush=True)
+    out["speed"] = speed
+    out["speed_note"] = ("slowdown = median over rounds of (variant seconds / fake-quant seconds of the same round); "
+                         "peak_rss_mb = peak resident memory of the measuring process (torch runtime, model, images "
+                         "included); working_mb = its peak above the resident memory once the model and images were "
+                         "loaded (conversion, kernel tables, im2col buffers, activations of batches of 1,000); the "
+                         "timed predict follows a warm-up batch of 1,000 images (first_batch_seconds), in which the "
+                         "kernels build their per-layer tables once")
     write_results("approx", out)
+    if args.skip_selection:
+        out["complete"] = True
+        write_results("approx", out)
+        return
 
     sweep = data.test.subset(args.sweep_limit)
     score_test = accuracy_on(sweep)

@@ -1,20 +1,30 @@
-"""The deployable compressed LeNet-5: packed file, ONNX agreement, real speed, reader fuzzing.
+"""The deployable compressed LeNet-5: packed file, ONNX agreement, real speed within an accuracy budget,
+reader fuzzing.
 
 - packed file: the compressed LeNet-5 of benchmarks/compression.py (unstructured pruning + 4-bit QAT) through
   ``crosslayer.encode.pack_model``; its size and the accuracy of ``unpack_model`` of it;
-- structured pruning (``crosslayer.prune`` structured schedule, fine-tuned within a 0.1 pp validation budget),
-  then 8-bit PTQ (``crosslayer.quant``);
+- structured pruning: one-shot L1 channel pruning (``crosslayer.prune.prune_groups``; Li et al., ICLR 2017) of
+  the baseline to several widths (``--widths``: fraction of channels removed from every group), each followed
+  by recovery training with the baseline recipe's augmentations (``--recovery-epochs`` at ``--recovery-lr``,
+  cosine, the best validation epoch kept), then 8-bit PTQ (``crosslayer.quant``);
 - speed table: fp32 / int8 x dense / structurally pruned x PyTorch eager / ONNX Runtime (``crosslayer.encode``
-  exports, int8 as QDQ) / torch.ao FX int8 (x86 backend), plus the unstructured sparse kernel path
-  (torch.sparse CSR and SciPy CSR for the fc layers). Each measurement runs in its OWN process, the variants
-  are interleaved (rotated order) over several rounds, and medians are quoted; the ratio to the fp32 PyTorch
-  baseline is the median of the per-round ratios;
+  exports, int8 as QDQ) / torch.ao FX int8 (x86 backend), plus the unstructured sparse kernel path (torch.sparse
+  CSR and SciPy CSR for the fc layers). Each measurement runs in its OWN process with 2 threads, the variants
+  are interleaved (rotated order) over ``--rounds`` rounds, medians are quoted, every raw round is kept, and
+  each process reports its peak resident memory; the ratio to the fp32 PyTorch baseline is the median of the
+  per-round ratios;
+- the deployable choice, by a rule fixed before the run and applied on the VALIDATION split only: the variant
+  with the highest median throughput ratio among those whose validation accuracy is at most 0.1 pp below the
+  fp32 baseline's; its test accuracy is then measured once (the table lists every variant's test accuracy too,
+  for reading, never for choosing);
 - fuzzing: hypothesis mutates the packed file (truncation, byte flips, extreme integers, splices; with the CRC
   recomputed so the parser is reached), every input goes through ``unpack_model`` under tracemalloc; a failure
   is any exception other than ``PackFormatError`` or a peak allocation above 64 x input size + 1 MiB.
 
-    python benchmarks/compression.py --models lenet5   # first: makes the compressed model
-    python benchmarks/deploy.py [--rounds 3] [--fuzz 2000]
+The structured route is model-generic (``MODEL_PLANS``); ResNet-20 joins when ``crosslayer.models`` provides it.
+
+    python benchmarks/compression.py --models lenet5 --skip-peers   # first: makes the compressed model
+    python benchmarks/deploy.py [--rounds 5] [--fuzz 2000]
     python benchmarks/deploy.py --quick                # uses compression_quick's model, few rounds
 
 Writes benchmarks/results/deploy.json.
@@ -46,8 +56,13 @@ from _common import BASELINE_RECIPES, WORK, write_results
 
 THREADS = 2
 BASELINE_CFG = BASELINE_RECIPES["lenet5"]  # benchmarks/baseline.py settings
-STRUCT_TARGETS = (0.3, 0.5, 0.6, 0.7, 0.75, 0.8)
 DIR = WORK / "deploy"
+BUDGET_PP = 0.1
+# Per model: the structured widths tried and the throughput target of the issue (x fp32 PyTorch eager, batch 256).
+MODEL_PLANS: dict[str, dict[str, Any]] = {
+    "lenet5": {"widths": (0.5, 0.6, 0.7, 0.8), "budget_pp": 0.1, "target_ratio": 8.0},
+}
+BASELINE_KEY = "fp32 dense PyTorch"
 
 
 # ------------------------------------------------------------------ sparse kernel path (fc layers)
@@ -114,14 +129,19 @@ def build_runner(spec: dict[str, Any]) -> Any:
 
 
 def worker(spec_path: str) -> None:
-    """Child process: time one variant, print one RESULT line."""
+    """Child process: time one variant, print one RESULT line (times and peak resident memory)."""
     torch.set_num_threads(THREADS)
+    from _common import reset_peak_rss, rss_mb, window_peak_rss_mb
     from crosslayer.encode.speed import time_runner
 
     spec = json.loads(Path(spec_path).read_text())
+    images = np.load(spec["images"], allow_pickle=False)
+    rss0 = rss_mb()
+    reset_peak_rss()
     run = build_runner(spec)
-    images = np.load(spec["images"])
-    print("RESULT " + json.dumps(time_runner(run, images, repeats=5, min_seconds=0.5)), flush=True)
+    res = time_runner(run, images, repeats=5, min_seconds=0.5)
+    peak = window_peak_rss_mb()
+    print("RESULT " + json.dumps({**res, "peak_rss_mb": peak, "working_mb": peak - rss0}), flush=True)
 
 
 # ------------------------------------------------------------------ fuzzing
@@ -218,9 +238,46 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
 
 
+def channel_counts(model: nn.Module) -> dict[str, int]:
+    return {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+            for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def structured_candidate(base: nn.Module, data: Any, width: float, *, epochs: int, lr: float,
+                         path: Path) -> nn.Module:
+    """``base`` with ``width`` of the channels of every prunable group removed (L1 importance, one shot), then
+    recovery training with the baseline recipe's augmentations (cosine from ``lr``, best validation epoch kept).
+    Reloaded from ``path`` when a previous run saved it with the same settings."""
+    from crosslayer.prune.schedule import rebuild_structure
+    from crosslayer.prune.structured import prunable_groups, prune_groups
+    from crosslayer.train import TrainConfig, fit
+
+    ex = data.train.images[:2]
+    groups = prunable_groups(base, ex)
+    counts = {g.key: max(1, g.size - round(width * g.size)) for g in groups}
+    cfg = TrainConfig(**{**BASELINE_CFG, "epochs": epochs, "lr": lr})
+    key = json.dumps({"width": width, "cfg": vars(cfg), "counts": counts}, sort_keys=True)
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("key") == key:
+            model = rebuild_structure(base, counts, ex)
+            model.load_state_dict(saved["state_dict"])
+            return model.eval()
+    model = copy.deepcopy(base)
+    prune_groups(model, prunable_groups(model, ex), counts, "l1")
+    fit(model, data.train, data.val, cfg, seed=0, desc=f"recover {width:g}")
+    from crosslayer.fileio import save_torch
+
+    save_torch(path, {"key": key, "state_dict": model.state_dict()})
+    return model.eval()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--widths", type=float, nargs="*", help="structured widths removed (default: the model plan)")
+    ap.add_argument("--recovery-epochs", type=int, default=20, help="recovery training after structured pruning")
+    ap.add_argument("--recovery-lr", type=float, default=0.01, help="initial (cosine) learning rate of the recovery")
     ap.add_argument("--fuzz", type=int, default=2000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -235,9 +292,9 @@ def main() -> None:
     from crosslayer.encode.onnx_export import onnx_model
     from crosslayer.encode.speed import torch_runner
     from crosslayer.models import build_model
-    from crosslayer.prune import IterativePruner, ScheduleConfig, count_macs
+    from crosslayer.prune import count_macs
     from crosslayer.quant import QuantizeConfig, quantize
-    from crosslayer.train import TrainConfig, evaluate, fit_cached
+    from crosslayer.train import TrainConfig, evaluate, fit_cached, within_budget
 
     t_start = time.perf_counter()
     suffix = "_quick" if args.quick else ""
@@ -265,56 +322,60 @@ def main() -> None:
                 "packed_accuracy": packed_acc, "packed_accuracy_loss_pp": 100 * (base_acc - packed_acc),
                 "compressed_accuracy": evaluate(compressed, data.test).accuracy})
 
-    # 2. structured pruning within budget, then int8 PTQ
-    t0 = time.perf_counter()
-    scfg = ScheduleConfig(structured=True, targets=(0.3, 0.5) if args.quick else STRUCT_TARGETS, budget_pp=0.1,
-                          finetune_epochs=1 if args.quick else 3, finetune_lr=1e-3, optimizer="adam")
-    sp = IterativePruner(base, data, scfg, seed=0, state_path=DIR / f"struct{suffix}.pt").run()
-    struct = sp.model.eval()
-    ex = data.train.images[:1]
-    res["structured"] = {"channels": sp.channels, "stop_reason": sp.stop_reason,
-                         "params": sum(p.numel() for p in struct.parameters()),
-                         "params_baseline": sum(p.numel() for p in base.parameters()),
-                         "macs": count_macs(struct, ex), "macs_baseline": count_macs(base, ex),
-                         "test_accuracy": evaluate(struct, data.test).accuracy,
-                         "accuracy_loss_pp": 100 * (base_acc - evaluate(struct, data.test).accuracy),
-                         "val_loss_pp": sp.kept["val_loss_pp"], "seconds": time.perf_counter() - t0}
+    # 2. structured pruning at several widths, each recovered with the baseline recipe, then int8 PTQ
+    plan = MODEL_PLANS["lenet5"]
+    widths = (0.5, 0.7) if args.quick else tuple(args.widths or plan["widths"])
     q8 = QuantizeConfig(mode="ptq", weight_bits=8, act_bits=8)
     base_q = quantize(base, q8, data, seed=0).model.eval()
-    struct_q = quantize(struct, q8, data, seed=0).model.eval()
+    structs: dict[str, dict[str, Any]] = {}
+    for width in widths:
+        t0 = time.perf_counter()
+        m = structured_candidate(base, data, width, epochs=1 if args.quick else args.recovery_epochs,
+                                 lr=args.recovery_lr, path=DIR / f"struct{int(100 * width)}{suffix}.pt")
+        ex = data.train.images[:1]
+        tag = f"structured {int(100 * width)}%"
+        structs[tag] = {"model": m, "int8": quantize(m, q8, data, seed=0).model.eval(), "info": {
+            "width_removed": width, "params": sum(p.numel() for p in m.parameters()),
+            "params_baseline": sum(p.numel() for p in base.parameters()), "macs": count_macs(m, ex),
+            "macs_baseline": count_macs(base, ex), "channels": channel_counts(m), "seconds": time.perf_counter() - t0}}
 
     # 3. artefacts for the timing workers
     calib = data.train.images[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:1024]]
     np.save(DIR / "calib.npy", calib.numpy())
-    np.save(DIR / "images.npy", data.test.images[:256].numpy())
+    np.save(DIR / "images.npy", data.val.images[:256].numpy())  # timing inputs: validation images
     pruned_fp32 = build_model("lenet5")
     pstate = torch.load(WORK / "compression" / f"lenet5_prune{suffix}.pt", map_location="cpu", weights_only=True)
     pruned_fp32.load_state_dict(pstate["state_dict"])
     pruned_fp32.eval()
-    models = {"base": base, "struct": struct, "pruned": pruned_fp32}
+    models = {"base": base, "pruned": pruned_fp32, **{f"s{int(100 * v['info']['width_removed'])}": v["model"]
+                                                       for v in structs.values()}}
     for k, m in models.items():
         torch.save(m, DIR / f"{k}.pt")
-    onnx = {"fp32_dense": onnx_model(base), "int8_dense": onnx_model(base_q),
-            "fp32_struct": onnx_model(struct), "int8_struct": onnx_model(struct_q)}
-    for k, p in onnx.items():
-        (DIR / f"{k}.onnx").write_bytes(p.SerializeToString())
+    (DIR / "fp32_dense.onnx").write_bytes(onnx_model(base).SerializeToString())
+    (DIR / "int8_dense.onnx").write_bytes(onnx_model(base_q).SerializeToString())
     variants: dict[str, dict[str, Any]] = {
-        "fp32 dense PyTorch": {"kind": "torch", "path": "base.pt", "ref": base},
+        BASELINE_KEY: {"kind": "torch", "path": "base.pt", "ref": base},
         "fp32 dense ONNX Runtime": {"kind": "ort", "path": "fp32_dense.onnx", "ref": base},
         "int8 dense ONNX Runtime (QDQ)": {"kind": "ort", "path": "int8_dense.onnx", "ref": base_q},
         "int8 dense torch.ao FX": {"kind": "torchao", "path": "base.pt", "ref": base},
-        "fp32 structured PyTorch": {"kind": "torch", "path": "struct.pt", "ref": struct},
-        "fp32 structured ONNX Runtime": {"kind": "ort", "path": "fp32_struct.onnx", "ref": struct},
-        "int8 structured ONNX Runtime (QDQ)": {"kind": "ort", "path": "int8_struct.onnx", "ref": struct_q},
-        "int8 structured torch.ao FX": {"kind": "torchao", "path": "struct.pt", "ref": struct},
+    }
+    for tag, v in structs.items():
+        key = f"s{int(100 * v['info']['width_removed'])}"
+        (DIR / f"fp32_{key}.onnx").write_bytes(onnx_model(v["model"]).SerializeToString())
+        (DIR / f"int8_{key}.onnx").write_bytes(onnx_model(v["int8"]).SerializeToString())
+        variants.update({
+            f"fp32 {tag} PyTorch": {"kind": "torch", "path": f"{key}.pt", "ref": v["model"]},
+            f"fp32 {tag} ONNX Runtime": {"kind": "ort", "path": f"fp32_{key}.onnx", "ref": v["model"]},
+            f"int8 {tag} ONNX Runtime (QDQ)": {"kind": "ort", "path": f"int8_{key}.onnx", "ref": v["int8"]},
+            f"int8 {tag} torch.ao FX": {"kind": "torchao", "path": f"{key}.pt", "ref": v["model"]}})
+    variants.update({
         "fp32 unstructured dense kernels PyTorch": {"kind": "torch", "path": "pruned.pt", "ref": pruned_fp32},
         "fp32 unstructured torch.sparse CSR fc": {"kind": "torch_sparse", "path": "pruned.pt", "ref": pruned_fp32},
         "fp32 unstructured SciPy CSR fc": {"kind": "scipy_sparse", "path": "pruned.pt", "ref": pruned_fp32},
-    }
-    baseline_key = "fp32 dense PyTorch"
+    })
 
-    # 4. accuracy and top-1 agreement with the PyTorch model each variant was made from (full test set)
-    x = data.test.images.numpy()
+    # 4. accuracy on validation (for the choice) and test (for the record), agreement with the PyTorch source
+    splits = {"val": data.val, "test": data.test}
     table: dict[str, dict[str, Any]] = {}
     for name, v in variants.items():
         spec = {"kind": v["kind"], "path": str(DIR / v["path"]), "calib": str(DIR / "calib.npy"),
@@ -322,14 +383,24 @@ def main() -> None:
         v["spec"] = spec
         try:
             run = build_runner(spec)
-            out = np.concatenate([run(np.ascontiguousarray(x[i:i + 1000])) for i in range(0, len(x), 1000)])
             ref = torch_runner(v["ref"])
-            ref_out = np.concatenate([ref(np.ascontiguousarray(x[i:i + 1000])) for i in range(0, len(x), 1000)])
-            acc = float((out.argmax(1) == data.test.labels.numpy()).mean())
-            table[name] = {"kind": v["kind"], "test_accuracy": acc, "accuracy_loss_pp": 100 * (base_acc - acc),
-                           "top1_agreement_with_pytorch_source": _agreement(out, ref_out), "times": []}
+            row: dict[str, Any] = {"kind": v["kind"], "times": []}
+            for split, ds in splits.items():
+                xs = ds.images.numpy()
+                out = np.concatenate([run(np.ascontiguousarray(xs[i:i + 1000])) for i in range(0, len(xs), 1000)])
+                row[f"{split}_accuracy"] = float((out.argmax(1) == ds.labels.numpy()).mean())
+                if split == "test":
+                    ref_out = np.concatenate([ref(np.ascontiguousarray(xs[i:i + 1000]))
+                                              for i in range(0, len(xs), 1000)])
+                    row["top1_agreement_with_pytorch_source"] = _agreement(out, ref_out)
+            table[name] = row
         except Exception as exc:  # an unavailable backend goes in the table
             table[name] = {"kind": v["kind"], "error": f"{type(exc).__name__}: {exc}"[:300], "times": []}
+    base_val, base_test = table[BASELINE_KEY]["val_accuracy"], table[BASELINE_KEY]["test_accuracy"]
+    for row in table.values():
+        if "error" not in row:
+            row["val_loss_pp"] = 100 * (base_val - row["val_accuracy"])
+            row["accuracy_loss_pp"] = 100 * (base_test - row["test_accuracy"])
 
     # 5. interleaved timing, one process per measurement
     names = [n for n in variants if "error" not in table[n]]
@@ -346,34 +417,51 @@ def main() -> None:
                 continue
             table[name]["times"].append(json.loads(line[7:]))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
-    base_thr = [t["throughput_b256"] for t in table[baseline_key]["times"]]
+    base_thr = [t["throughput_b256"] for t in table[BASELINE_KEY]["times"]]
     for name in names:
         t = table[name]["times"]
-        if not t:
+        if not t or len(t) != len(base_thr):
             continue
         thr = [e["throughput_b256"] for e in t]
         table[name].update({"throughput_b256_median": statistics.median(thr),
                             "latency_ms_b1_median": statistics.median(e["latency_ms_b1"] for e in t),
+                            "peak_rss_mb_median": statistics.median(e["peak_rss_mb"] for e in t),
+                            "working_mb_median": statistics.median(e["working_mb"] for e in t),
                             "throughput_ratio_vs_fp32_pytorch": statistics.median(
-                                a / b for a, b in zip(thr, base_thr, strict=False))})
-    compressed_names = [n for n in names if not n.startswith("fp32 dense") and "throughput_b256_median" in table[n]
-                        and table[n]["accuracy_loss_pp"] <= 0.1 + 1e-9]
-    best = max(compressed_names, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"])
-    structs = [n for n in names if "structured" in n and "throughput_b256_median" in table[n]]
-    best_struct = max(structs, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"])
-    res.update({"best_structured_variant": best_struct,
-                "best_structured_throughput_ratio": table[best_struct]["throughput_ratio_vs_fp32_pytorch"],
-                "best_structured_accuracy_loss_pp": table[best_struct]["accuracy_loss_pp"]})
-    onnx_names = [n for n in names if "ONNX" in n]
-    res.update({"best_variant": best, "best_throughput_ratio": table[best]["throughput_ratio_vs_fp32_pytorch"],
-                "best_variant_accuracy_loss_pp": table[best]["accuracy_loss_pp"],
-                "onnx_top1_agreement": min(table[n]["top1_agreement_with_pytorch_source"] for n in onnx_names),
-                "onnx_top1_agreement_note": "minimum over the ONNX Runtime variants of the share of the 10k test "
-                                            "images whose top-1 equals that of the PyTorch model it was exported from",
-                "variants": table,
-                "timing": f"{args.rounds} rounds, variants interleaved (rotated order), each measurement in its own "
-                          f"process with {THREADS} threads; medians; ratio = median of per-round ratios to "
-                          f"'{baseline_key}'; best = fastest compressed variant within 0.1 pp of the baseline"})
+                                a / b for a, b in zip(thr, base_thr, strict=True))})
+    timed = [n for n in names if "throughput_ratio_vs_fp32_pytorch" in table[n]]
+    eligible = [n for n in timed if n != BASELINE_KEY and within_budget(table[n]["val_loss_pp"], BUDGET_PP)]
+    best = max(eligible, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"])
+    structs_timed = [n for n in timed if "structured" in n and "unstructured" not in n]
+    best_struct = max(structs_timed, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"])
+    onnx_names = [n for n in timed if "ONNX" in n]
+    res.update({
+        "structured": {tag: v["info"] for tag, v in structs.items()},
+        "best_variant": best, "best_throughput_ratio": table[best]["throughput_ratio_vs_fp32_pytorch"],
+        "best_variant_val_loss_pp": table[best]["val_loss_pp"],
+        "best_variant_accuracy_loss_pp": table[best]["accuracy_loss_pp"],
+        "best_variant_test_accuracy": table[best]["test_accuracy"],
+        "best_variant_within_budget_on_test": within_budget(table[best]["accuracy_loss_pp"], BUDGET_PP),
+        "best_variant_meets_target_ratio": table[best]["throughput_ratio_vs_fp32_pytorch"] >= plan["target_ratio"],
+        "target_ratio": plan["target_ratio"], "budget_pp": BUDGET_PP,
+        "baseline_val_accuracy": base_val, "baseline_test_accuracy": base_test,
+        "selection_rule": (f"fixed before the run: among every variant but '{BASELINE_KEY}', those whose "
+                           f"validation accuracy (1,000 images) is at most {BUDGET_PP} pp below the baseline's; the "
+                           "highest median throughput ratio wins; its test accuracy (10,000 images) is measured once"),
+        "eligible_on_validation": eligible,
+        "best_structured_variant": best_struct,
+        "best_structured_throughput_ratio": table[best_struct]["throughput_ratio_vs_fp32_pytorch"],
+        "best_structured_accuracy_loss_pp": table[best_struct]["accuracy_loss_pp"],
+        "onnx_top1_agreement": min(table[n]["top1_agreement_with_pytorch_source"] for n in onnx_names),
+        "onnx_top1_agreement_note": "minimum over the ONNX Runtime variants of the share of the 10k test "
+                                    "images whose top-1 equals that of the PyTorch model it was exported from",
+        "variants": table,
+        "timing": f"{args.rounds} rounds, variants interleaved (rotated order), each measurement in its own "
+                  f"process with {THREADS} threads; medians; ratio = median of per-round ratios to "
+                  f"'{BASELINE_KEY}'; inputs: validation images; peak_rss_mb = the measuring process's peak "
+                  "resident memory (runtime, model, session), working_mb = its rise while building and timing",
+        "models_not_run": {"resnet20": "not in crosslayer.models in this state of the code"},
+    })
 
     # 6. fuzz the reader
     t0 = time.perf_counter()

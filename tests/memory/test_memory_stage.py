@@ -67,7 +67,7 @@ def test_stage_on_a_float_model_without_adaptation(lenet5_trained: nn.Module, mn
 
 
 @pytest.mark.parametrize(("raw", "error", "message"), [
-    ({"voltages": [0.5, float("nan")]}, ConfigError, "voltages\[1\] = nan is not a finite number"),
+    ({"voltages": [0.5, float("nan")]}, ConfigError, r"voltages\[1\] = nan is not a finite number"),
     ({"voltages": [0.5, 0.5]}, ConfigError, "twice"),
     ({"voltages": [0.3]}, ConfigError, "outside curve"),
     ({"curve": "kc705b-28nm", "voltages": [0.52]}, ConfigError, r"\[0.53, 1\]"),

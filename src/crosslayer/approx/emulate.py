@@ -1,13 +1,15 @@
 """Approximate inference: Conv2d / Linear evaluated on their integer codes with an approximate
 multiplier per layer and exact integer accumulation.
 
-Every approximate product is split as ``T[w, a] = w a + E[w, a]`` (exact product plus the
-multiplier's error table). The exact part of a layer is one ordinary matmul / convolution on the codes
-(carried in float32 when ``K max|w| max|a| < 2^24`` so every partial sum is an exact integer, else in
-float64). The error part ``sum_k E[w_ok, a_nk]`` is a *lookup-and-sum*: with ``G[a, k, o] = E[w_ok, a]``
-(built once per weight tensor) it is ``sum_k G[a_nk, k, :]``, which ``torch.nn.functional.embedding_bag``
-computes with contiguous row gathers, no Python loop per MAC. Zero-point corrections (asymmetric codes)
-are exact integer terms, as in gemmlowp's integer GEMM (Jacob et al., CVPR 2018).
+A layer's accumulators ``acc[m, o] = sum_k T[w_ok, a_mk]`` (``T`` the multiplier's product table on
+the raw codes) are computed by :mod:`crosslayer.approx.kernels`: for a table of small exact rank
+``T = F G / D`` (exact, DRUM, perforation, Kulkarni, truncation / broken-array, ETM) as one float32
+convolution / matmul over ``R`` stacked channels of transformed codes, exact because every partial sum
+is an integer below ``2^24``; for any other table (Mitchell) by vectorised table lookups
+(``embedding_bag`` over cache-sized table chunks, as AdaPT's CPU kernels). Zero-point corrections
+(asymmetric codes) are exact integer terms, as in gemmlowp's integer GEMM (Jacob et al., CVPR 2018).
+:func:`integer_accumulate` keeps the older exact-product-plus-error-lookup formulation for callers that
+hold im2col rows.
 
 :class:`ApproxLayer` wraps a quantized layer and is a normal ``nn.Module``: ``forward`` returns the
 approximate output, and in training mode the approximation-aware (AxNN, Venkataramani et al., ISLPED
@@ -27,9 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from crosslayer.approx.catalog import resolve
+from crosslayer.approx.kernels import ConvGeometry, LayerKernel, Method, build_kernel
 from crosslayer.approx.tables import Multiplier
 from crosslayer.errors import StageError
-from crosslayer.quant import FixedPointSpec, QuantConv2d, QuantLayer, QuantLinear, qrange
+from crosslayer.quant import FixedPointSpec, QuantConv2d, QuantizedTensor, QuantLayer, QuantLinear, qrange
 
 __all__ = ["ApproxLayer", "approx_layers", "approximable_layers", "approximate_model", "assignment_of",
            "dequantize_output", "integer_accumulate", "layer_operand_ranges", "unfold_codes"]
@@ -38,7 +41,6 @@ log = logging.getLogger(__name__)
 
 _F32_EXACT = float(2**24)
 _ROWS_PER_CHUNK = 1 << 22  # index elements per embedding_bag call (bounds temporary memory)
-_G_CACHE_LIMIT = 1 << 27  # cache the gather table while it has at most this many elements
 
 
 def _operand_range(spec: FixedPointSpec | None, what: str, name: str) -> tuple[int, int]:
@@ -121,12 +123,17 @@ def _direct_error(x_codes: torch.Tensor, w_codes: torch.Tensor, err: torch.Tenso
 
 
 class ApproxLayer(nn.Module):
-    """A quantized Conv2d / Linear computed with an approximate multiplier (see module docstring)."""
+    """A quantized Conv2d / Linear computed with an approximate multiplier (see module docstring).
+
+    ``method`` chooses the accumulation kernel: ``auto`` (exact low-rank factors when the table has a
+    small rank, else lookups), ``factors`` or ``lookup``; all three give the same bits.
+    """
 
     error_table: torch.Tensor
     layer: QuantConv2d | QuantLinear
 
-    def __init__(self, layer: nn.Module, mult: Multiplier | str, name: str = "layer") -> None:
+    def __init__(self, layer: nn.Module, mult: Multiplier | str, name: str = "layer", *,
+                 method: Method = "auto") -> None:
         super().__init__()
         mult = resolve(mult)
         if not isinstance(layer, (QuantConv2d, QuantLinear)):
@@ -135,93 +142,145 @@ class ApproxLayer(nn.Module):
         (wlo, whi), (alo, ahi) = layer_operand_ranges(layer, name)
         if isinstance(layer, QuantConv2d) and layer.padding_mode != "zeros":
             raise StageError(f"layer {name!r}: approximate conv supports padding_mode='zeros' only")
+        if method not in ("auto", "factors", "lookup"):
+            raise StageError(f"layer {name!r}: method = {method!r}; allowed auto, factors, lookup")
         self.layer = layer
         self.layer_name = name
         self.multiplier_name = mult.name
         self.relative_power = mult.relative_power
+        self.method: Method = method
         table = torch.as_tensor(mult.product_table((wlo, whi), (alo, ahi)))
         w = torch.arange(wlo, whi + 1, dtype=torch.int64)
         a = torch.arange(alo, ahi + 1, dtype=torch.int64)
         self.register_buffer("error_table", table - w[:, None] * a[None, :])
         self.w_lo, self.a_lo = wlo, alo
         self.is_exact = not bool(self.error_table.any())
-        self._cache: tuple[Any, torch.Tensor] | None = None
+        self._cache: tuple[Any, LayerKernel] | None = None
+        self._wcache: tuple[Any, QuantizedTensor] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_cache"] = None
+        state["_wcache"] = None
         return state
 
     def extra_repr(self) -> str:
         return f"multiplier={self.multiplier_name!r}, relative_power={self.relative_power:.3f}"
 
-    def _gather(self, w_codes: torch.Tensor, rows: int) -> torch.Tensor | None:
-        """The cached gather table, built when worth it (else None: direct gathers)."""
-        if self.is_exact:
-            return None
+    def product_table(self) -> torch.Tensor:
+        """``T[w - w_lo, a - a_lo]`` (int64) of this layer's multiplier over its operand ranges."""
+        err = self.error_table.cpu()
+        w = torch.arange(self.w_lo, self.w_lo + err.shape[0], dtype=torch.int64)
+        a = torch.arange(self.a_lo, self.a_lo + err.shape[1], dtype=torch.int64)
+        return err + w[:, None] * a[None, :]
+
+    def kernel(self, w_codes: torch.Tensor) -> LayerKernel:
+        """The accumulation kernel of the current weight codes (cached while the weights do not change)."""
         weight = self.layer.weight
-        key = (weight._version, weight.data_ptr(), tuple(w_codes.shape), self.error_table.data_ptr())
+        key = (weight._version, weight.data_ptr(), tuple(w_codes.shape), self.error_table._version,
+               self.error_table.data_ptr(), self.method)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        if rows < self.error_table.shape[1] and self.training:
-            return None  # weights change every step and the batch is small: gather per MAC instead
-        k = w_codes.shape[1]
-        emax = float(self.error_table.abs().max())
-        dt = torch.float32 if k * emax < _F32_EXACT else torch.float64
-        g = _gather_table(self.error_table, (w_codes - self.w_lo).long(), dt)
-        if g.numel() <= _G_CACHE_LIMIT:
-            self._cache = (key, g)
-        return g
+        layer = self.layer
+        geo = None
+        if isinstance(layer, QuantConv2d):
+            p = layer._reversed_padding_repeated_twice
+            geo = ConvGeometry(kernel=(layer.kernel_size[0], layer.kernel_size[1]),
+                               stride=(layer.stride[0], layer.stride[1]),
+                               dilation=(layer.dilation[0], layer.dilation[1]),
+                               pads=(p[0], p[1], p[2], p[3]), groups=layer.groups)
+        kern = build_kernel(w_codes, self.product_table().numpy(), self.w_lo, self.a_lo, geo, self.method)
+        self._cache = (key, kern)
+        return kern
 
-    def accumulate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact integer accumulators (float64, layer output layout) and the output scale."""
+    def _weight_codes(self) -> QuantizedTensor:
+        """The layer's weight codes, re-quantized only when the weights changed."""
+        weight = self.layer.weight
+        key = (weight._version, weight.data_ptr())
+        if self._wcache is None or self._wcache[0] != key:
+            self._wcache = (key, self.layer.weight_codes())
+        return self._wcache[1]
+
+    def _input_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Activation codes as an integer-valued float32 tensor (the values of ``layer.input_codes``, without
+        the int32 round trip), the activation scale and the zero point."""
+        layer = self.layer
+        spec = layer.act_spec
+        assert spec is not None
+        if spec.scheme != "uniform":
+            xq = layer.input_codes(x)
+            return xq.codes.to(torch.float32), xq.scale, int(xq.zero_point.reshape(-1)[0])
+        scale, zp = layer.act_scale()
+        qmin, qmax = qrange(spec.bits, spec.signed)
+        codes = torch.round(x.detach() / scale)  # the arithmetic of crosslayer.quant.quantize, op for op
+        codes = (codes + zp).clamp_(qmin, qmax) if bool(zp != 0) else codes.clamp_(qmin, qmax)
+        return codes.to(torch.float32).contiguous(), scale, int(zp)
+
+    def _accumulate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact integer accumulators (float32 or float64, layer output layout) and the output scale."""
         layer = self.layer
         if not layer.act_calibrated:
             raise StageError(f"layer {self.layer_name!r}: activation range not calibrated; run calibration data "
                              "through the quantized model first")
-        xq = layer.input_codes(x)
-        wq = layer.weight_codes()
-        za = float(xq.zero_point.reshape(-1)[0])
+        codes, a_scale, za = self._input_codes(x)
+        wq = self._weight_codes()
         out_ch = wq.codes.shape[0]
         zw = wq.zero_point.reshape(-1).to(torch.float64)
         zw = zw.expand(out_ch) if zw.numel() == 1 else zw
-        w2 = wq.codes.reshape(out_ch, -1)
+        kern = self.kernel(wq.codes)
+        w_scale = wq.scale.reshape(-1).to(torch.float64) * a_scale.to(torch.float64)
         if isinstance(layer, QuantConv2d):
-            if layer.groups != 1:
-                raise StageError(f"layer {self.layer_name!r}: approximate conv supports groups=1 only")
-            n = x.shape[0]
-            cols = unfold_codes(layer, xq.codes, za)
-            acc = integer_accumulate(cols, w2, None if self.is_exact else self.error_table, self.w_lo, self.a_lo,
-                                     self._gather(w2, cols.shape[0]))
-            acc = _zero_point_fix(acc, cols, w2, za, zw)
-            oh, ow = _conv_out_hw(layer, x.shape[-2:])
-            acc = acc.reshape(n, oh * ow, out_ch).transpose(1, 2).reshape(n, out_ch, oh, ow)
-            scale = (wq.scale.reshape(-1).to(torch.float64) * xq.scale.to(torch.float64)).reshape(-1, 1, 1)
-        else:
-            lead = x.shape[:-1]
-            xc = xq.codes.reshape(-1, x.shape[-1])
-            acc = integer_accumulate(xc, w2, None if self.is_exact else self.error_table, self.w_lo, self.a_lo,
-                                     self._gather(w2, xc.shape[0]))
-            acc = _zero_point_fix(acc, xc, w2, za, zw).reshape(*lead, out_ch)
-            scale = wq.scale.reshape(-1).to(torch.float64) * xq.scale.to(torch.float64)
-        return acc, scale
+            acc = _zero_point_fix_conv(kern.accumulate(codes, za), codes, wq.codes, za, zw, kern)
+            return acc, w_scale.reshape(-1, 1, 1)
+        xc = codes.reshape(-1, x.shape[-1])
+        acc = _zero_point_fix(kern.accumulate(xc, za), xc, wq.codes.reshape(out_ch, -1), za, zw)
+        return acc.reshape(*x.shape[:-1], out_ch), w_scale
+
+    def accumulate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact integer accumulators (float64, layer output layout) and the output scale."""
+        acc, scale = self._accumulate(x)
+        return acc.to(torch.float64), scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            acc, scale = self.accumulate(x)
-            out = dequantize_output(acc, scale, self.layer.bias)
+            acc, scale = self._accumulate(x)
+            out = dequantize_output(acc, scale, self.layer.bias).contiguous()
         if torch.is_grad_enabled() and self.training:
             fq = self.layer(x)
             return out.to(fq.dtype) + (fq - fq.detach())  # value: approximate; gradient: fake-quantized
         return out
 
 
+def _zero_point_fix_conv(acc: torch.Tensor, x: torch.Tensor, w: torch.Tensor, za: int, zw: torch.Tensor,
+                         kern: LayerKernel) -> torch.Tensor:
+    """``acc - za sum_k w_ok - zw_o sum_k x_mk + K za zw_o`` in the conv output layout (N, O, oh, ow)."""
+    if za == 0 and not bool(zw.any()):
+        return acc
+    o = w.shape[0]
+    k = w[0].numel()
+    sw = w.to(torch.float64).reshape(o, -1).sum(1).reshape(1, o, 1, 1)
+    out = acc - za * sw + k * za * zw.reshape(1, o, 1, 1)
+    if bool(zw.any()):
+        geo = getattr(kern, "geo", None)
+        assert geo is not None
+        g = geo.groups
+        xp = F.pad(x.to(torch.float64), geo.pads, value=float(za)) if any(geo.pads) else x.to(torch.float64)
+        ones = torch.ones(g, x.shape[1] // g, *geo.kernel, dtype=torch.float64, device=x.device)
+        sx = F.conv2d(xp, ones, None, geo.stride, 0, geo.dilation, g).repeat_interleave(o // g, dim=1)
+        out = out - sx * zw.reshape(1, o, 1, 1)
+    return out
+
+
 def dequantize_output(acc: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``acc * scale + bias`` in float32 (the one formula emulation and integer reference share)."""
-    out = (acc * scale).to(torch.float32)
+    """``acc * scale + bias`` in float32 (the one formula emulation and integer reference share).
+
+    ``acc`` holds exact integers (any dtype); it and ``scale`` are rounded to float32 once, so the
+    result depends only on the integer values. ``scale`` is laid out like the output channels of ``acc``
+    ((O, 1, 1) for a conv, (O,) for a linear layer); the bias follows the same layout."""
+    out = acc.to(torch.float32) * scale.to(torch.float32)
     if bias is not None:
-        shape = [1, -1] + [1] * (acc.dim() - 2) if acc.dim() > 2 else [-1]
-        out = out + bias.detach().to(torch.float32).reshape(shape)
+        shape = [-1] + [1] * (scale.dim() - 1) if scale.dim() > 0 else [-1]
+        out += bias.detach().to(torch.float32).reshape(shape)
     return out
 
 
@@ -232,16 +291,6 @@ def _zero_point_fix(acc: torch.Tensor, x: torch.Tensor, w: torch.Tensor, za: flo
     sw = w.to(torch.float64).sum(1)
     sx = x.to(torch.float64).sum(1, keepdim=True)
     return acc - za * sw[None, :] - sx * zw[None, :] + k * za * zw[None, :]
-
-
-def _conv_out_hw(layer: nn.Conv2d, hw: torch.Size) -> tuple[int, int]:
-    pads = layer._reversed_padding_repeated_twice
-    out = []
-    for i, size in enumerate(hw):
-        total = size + pads[2 * (1 - i)] + pads[2 * (1 - i) + 1]
-        k = layer.dilation[i] * (layer.kernel_size[i] - 1) + 1
-        out.append((total - k) // layer.stride[i] + 1)
-    return out[0], out[1]
 
 
 def approximable_layers(model: nn.Module) -> list[str]:
@@ -271,10 +320,11 @@ def assignment_of(model: nn.Module) -> dict[str, dict[str, Any]]:
 
 
 def approximate_model(model: nn.Module, assignment: Mapping[str, Multiplier | str], *,
-                      inplace: bool = False) -> nn.Module:
+                      inplace: bool = False, method: Method = "auto") -> nn.Module:
     """A copy of ``model`` (or ``model`` itself) whose named quantized layers use the given multipliers.
 
-    Layers already approximate are re-assigned; layers not named keep their current form.
+    Layers already approximate are re-assigned; layers not named keep their current form. ``method``
+    is the accumulation kernel of :class:`ApproxLayer` (every choice gives the same bits).
     """
     out = model if inplace else copy.deepcopy(model)
     known = set(approximable_layers(out))
@@ -288,5 +338,5 @@ def approximate_model(model: nn.Module, assignment: Mapping[str, Multiplier | st
         layer = getattr(parent, attr)
         if isinstance(layer, ApproxLayer):
             layer = layer.layer
-        setattr(parent, attr, ApproxLayer(layer, mult, name).to(layer.weight.device))
+        setattr(parent, attr, ApproxLayer(layer, mult, name, method=method).to(layer.weight.device))
     return out

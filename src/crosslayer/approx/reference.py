@@ -1,7 +1,7 @@
-"""An integer reference implementation of quantized Conv2d / Linear layers with any multiplier table:
-int64 codes, int64 table lookups (or int64 products) and int64 accumulation, no floating point until
-the final rescale. It is deliberately simple and slow; tests and the benchmark use it to prove that the
-fast emulation of :mod:`crosslayer.approx.emulate` is bit-exact.
+"""An integer reference implementation of quantized Conv2d / Linear layers (grouped convs included) with
+any multiplier table: int64 codes, int64 table lookups (or int64 products) and int64 accumulation, no
+floating point until the final rescale. It is deliberately simple and slow; tests and the benchmark
+use it to prove that the fast emulation of :mod:`crosslayer.approx.emulate` is bit-exact.
 """
 
 from __future__ import annotations
@@ -61,13 +61,19 @@ class IntegerReference(nn.Module):
         o = wq.codes.shape[0]
         zw = wq.zero_point.reshape(-1).long().expand(o)
         w2 = wq.codes.reshape(o, -1).long()
+        groups = layer.groups if isinstance(layer, QuantConv2d) else 1
         if isinstance(layer, QuantConv2d):
             cols = unfold_codes(layer, xq.codes, za).long()
         else:
             cols = xq.codes.reshape(-1, x.shape[-1]).long()
-        k = cols.shape[1]
-        acc = reference_accumulate(cols, w2, self.table, self.w_lo, self.a_lo)
-        acc = acc - za * w2.sum(1)[None, :] - cols.sum(1, keepdim=True) * zw[None, :] + k * za * zw[None, :]
+        k = w2.shape[1]
+        og = o // groups
+        parts = []
+        for g in range(groups):  # a grouped conv is `groups` independent convs on channel slices
+            cg, wg, zg = cols[:, g * k:(g + 1) * k], w2[g * og:(g + 1) * og], zw[g * og:(g + 1) * og]
+            acc_g = reference_accumulate(cg, wg, self.table, self.w_lo, self.a_lo)
+            parts.append(acc_g - za * wg.sum(1)[None, :] - cg.sum(1, keepdim=True) * zg[None, :] + k * za * zg[None, :])
+        acc = torch.cat(parts, 1)
         scale = wq.scale.reshape(-1).double() * xq.scale.double()
         if isinstance(layer, QuantConv2d):
             n = x.shape[0]

@@ -13,31 +13,31 @@ feed-forward CNNs; not for e.g. batch-norm in training mode, so the model is put
 Anything else (padding modes other than zeros, string padding, inputs with extra dims) falls back
 to patching the weight and running the full model per fault.
 
-:func:`campaign_correct_counts` goes further for whole campaigns (faults in several layers): the model
-is traced once with ``torch.fx`` and cut at every faulty layer. One clean forward pass per image
-batch records, for every cut, the layer's input and output and any earlier value used after it
-(skip connections); each fault group then runs only the *suffix* of the network, from the faulty
-layer's corrected output onwards, on the ``K * B`` stacked batch. The layers before a faulty layer
-therefore run once per image for the whole campaign, not once per fault or per chunk of faults.
-Models that cannot be traced, or layers called more than once, use :func:`fault_correct_counts` (whose
-hook path falls back to patching the weight when the stacked batch meets a clean one, as in a skip
-connection).
+:func:`campaign_correct_counts` goes further for whole campaigns (faults in several layers): the model is
+traced once with ``torch.fx``, one clean pass per image batch records every value, and each fault's
+difference is propagated sparsely through the network after its layer (:mod:`crosslayer.resilience.delta`):
+the layers before a faulty layer run once per image for the whole campaign, and the layers after it only
+on what the fault changed while that stays confined to a channel or a block of features. Models that
+cannot be traced, or layers called more than once, use :func:`fault_correct_counts` (whose hook path falls
+back to patching the weight when the stacked batch meets a clean one, as in a skip connection).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
 from torch.nn import functional as F
 
 from crosslayer.quant import QuantLayer
+from crosslayer.resilience.delta import DeltaPlan, delta_plan
 from crosslayer.resilience.inject import patched_weights
+from crosslayer.resilience.lipschitz import margin_radius
 
-__all__ = ["campaign_correct_counts", "correct_counts", "fault_correct_counts"]
+__all__ = ["campaign_correct_counts", "correct_counts", "fault_correct_counts", "faults_by_position", "run_campaign"]
 
 log = logging.getLogger(__name__)
 
@@ -173,146 +173,107 @@ def _output_numel(model: nn.Module, m: nn.Module, x: torch.Tensor) -> int:
     return seen[0] if seen else 1
 
 
-@dataclass
-class _Cut:
-    """One faulty layer of a traced model: where its clean input / output / live values sit in the capture
-    outputs, and the suffix graph ``suffix(faulty_output, *live) -> logits``."""
-
-    module: nn.Module
-    inp: int
-    out: int
-    live: list[int]
-    suffix: fx.GraphModule
+def faults_by_position(weight: torch.Tensor, index: torch.Tensor, values: torch.Tensor,
+                       device: torch.device) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Positions (unravelled flat ``index``) and weight differences ``values - weight.flat[index]``."""
+    index = index.to(torch.int64).reshape(-1).cpu()
+    values = values.to(torch.float32).reshape(-1).cpu()
+    delta = (values - weight.detach().reshape(-1)[index.to(weight.device)].cpu()).to(device)
+    pos = tuple(t.to(device) for t in torch.unravel_index(index, tuple(weight.shape)))
+    return pos, delta
 
 
-class _CutTracer(fx.Tracer):
-    def __init__(self, leaves: set[str]) -> None:
-        super().__init__()
-        self.leaves = leaves
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return (module_qualified_name in self.leaves or isinstance(m, QuantLayer)
-                or super().is_leaf_module(m, module_qualified_name))
-
-
-def _plan(model: nn.Module, layers: list[str]) -> tuple[fx.GraphModule | None, dict[str, _Cut]]:
-    """The capture graph (``(logits, *captured values)``) and a cut per layer it can serve."""
-    try:
-        graph = _CutTracer(set(layers)).trace(model)
-    except Exception as exc:  # any tracing failure: the per-layer hook path is the fallback
-        log.info("model not traceable with torch.fx (%s); faults evaluated per layer", exc)
-        return None, {}
-    nodes = list(graph.nodes)
-    out_node = nodes[-1]
-    if out_node.op != "output":
-        return None, {}
-    captured: list[fx.Node] = []
-
-    def cap(n: fx.Node) -> int:
-        if n not in captured:
-            captured.append(n)
-        return captured.index(n)
-
-    cuts: dict[str, _Cut] = {}
-    for layer in layers:
-        m = model.get_submodule(layer)
-        calls = [n for n in nodes if n.op == "call_module" and n.target == layer]
-        if not _supports_delta(m) or len(calls) != 1 or len(calls[0].args) != 1 or calls[0].kwargs \
-                or not isinstance(calls[0].args[0], fx.Node):
-            continue
-        cut = calls[0]
-        pos = nodes.index(cut)
-        after = nodes[pos + 1:]
-        after_set = set(after)
-        sg = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {cut: sg.placeholder("faulty_out")}
-        live: list[fx.Node] = []
-        for n in nodes[:pos]:
-            if not any(u in after_set for u in n.users):
-                continue
-            if n.op == "get_attr":  # a parameter or buffer, not a per-image value: re-read it in the suffix
-                env[n] = sg.node_copy(n)
-            else:
-                live.append(n)
-                env[n] = sg.placeholder(f"live_{len(live)}")
-        for n in after:
-            env[n] = sg.node_copy(n, lambda a, env=env: env[a])  # type: ignore[misc]
-        cuts[layer] = _Cut(m, cap(cut.args[0]), cap(cut), [cap(n) for n in live], fx.GraphModule(model, sg))
-    if not cuts:
-        return None, {}
-    cg = fx.Graph()
-    cenv: dict[fx.Node, fx.Node] = {}
-    for n in nodes[:-1]:
-        cenv[n] = cg.node_copy(n, lambda a: cenv[a])
-    cg.output((fx.map_arg(out_node.args[0], lambda a: cenv[a]), *(cenv[n] for n in captured)))
-    return fx.GraphModule(model, cg), cuts
+def run_campaign(plan: DeltaPlan, faults: Mapping[str, tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
+                 labels: torch.Tensor, counts: dict[str, torch.Tensor], *, budget_elems: int,
+                 max_faults_per_pass: int, certify: bool = True, timings: dict[str, float] | None = None) -> int:
+    """Add each fault's correct count over ``images`` to ``counts[layer]`` for the layers in ``plan.cuts``;
+    returns the clean correct count. ``certify``: skip pairs a Lipschitz margin certificate settles.
+    ``timings`` (optional) receives seconds: ``"clean pass"`` (recording, certificates' set-up) and per layer."""
+    clock = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    dev = next(plan.model.parameters()).device
+    prepared = {n: faults_by_position(plan.model.get_submodule(n).weight, *faults[n], dev)  # type: ignore[arg-type]
+                for n in plan.cuts}
+    sizes = plan.per_image_sizes(images[:1].to(dev))
+    plan.prepare_certificates(images[:1].to(dev))
+    per_image = sum(sizes)
+    # rows of one fault: its largest value after the faulty layer (whose own output change is one channel)
+    suffix = {n: max([1, *sizes[plan.index[c] + 1:]]) for n, c in plan.cuts.items()}
+    b_pass = max(1, min(len(images), budget_elems // max(1, per_image)))
+    base = 0
+    out_i = plan.index[plan.out_node]
+    clock["clean pass"] = clock.get("clean pass", 0.0) + time.perf_counter() - t0
+    with torch.inference_mode():
+        for i in range(0, len(images), b_pass):
+            t0 = time.perf_counter()
+            x = images[i:i + b_pass].to(dev)
+            y = labels[i:i + b_pass].to(dev)
+            with plan.no_inplace:
+                clean = list(plan.capture(x))
+            ok = clean[out_i].argmax(-1) == y
+            base += int(ok.sum())
+            radius = margin_radius(clean[out_i].float(), plan.head.float()) if certify and plan.head is not None \
+                else None
+            b = len(y)
+            clock["clean pass"] += time.perf_counter() - t0
+            for n in plan.cuts:
+                t0 = time.perf_counter()
+                pos, delta = prepared[n]
+                k_all = delta.numel()
+                k_pass = max(1, min(max_faults_per_pass, k_all, budget_elems // max(1, suffix[n] * b)))
+                for s in range(0, k_all, k_pass):
+                    sel = slice(s, min(s + k_pass, k_all))
+                    fault, img, pred = plan.predictions(n, clean, tuple(t[sel] for t in pos),
+                                                        delta[sel].to(clean[out_i].dtype), radius)
+                    change = (pred == y[img]).long() - ok[img].long()  # evaluated pairs differ from clean by this
+                    per_fault = torch.zeros(sel.stop - sel.start, dtype=torch.long, device=dev)
+                    per_fault.index_add_(0, fault, change)
+                    counts[n][sel] += (int(ok.sum()) + per_fault).cpu()
+                clock[n] = clock.get(n, 0.0) + time.perf_counter() - t0
+    return base
 
 
 def campaign_correct_counts(model: nn.Module, faults: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
                             images: torch.Tensor, labels: torch.Tensor, *, budget_elems: int = 1 << 24,
-                            max_faults_per_pass: int = 256) -> tuple[int, dict[str, torch.Tensor]]:
+                            max_faults_per_pass: int = 256,
+                            timings: dict[str, float] | None = None) -> tuple[int, dict[str, torch.Tensor]]:
     """Correctly classified images without faults, and under each single fault of every layer:
     ``faults[layer] = (flat indices, new values)``, one fault per entry (``weight.flat[index[k]] = values[k]``).
 
-    Returns ``(clean count, {layer: int64 counts})``. See the module docstring: one clean pass per image
-    batch feeds every layer's faults, which each run only the network after their layer.
-    ``budget_elems`` bounds the captured activations of one image batch and each stacked suffix batch.
+    Returns ``(clean count, {layer: int64 counts})``. One clean pass per image batch feeds every layer's
+    faults, whose differences are propagated sparsely through the rest of the network
+    (:mod:`crosslayer.resilience.delta`). ``budget_elems`` bounds the recorded activations of one image
+    batch and each stacked batch of faults. ``timings`` (optional) receives the seconds of the shared clean
+    pass and of each layer's faults (layers evaluated by the per-layer fallback included).
     """
     names = [n for n, (i, _) in faults.items() if i.numel()]
     counts = {n: torch.zeros(int(faults[n][0].numel()), dtype=torch.int64) for n in faults}
     was_training = model.training
     model.eval()
     try:
-        capture, cuts = _plan(model, names)
+        plan = delta_plan(model, names) if len(images) >= 1 else None
         dev = next(model.parameters()).device
-        if capture is not None and len(images) >= 2:
-            with torch.inference_mode():
-                probe = capture(images[:2].to(dev))
-            for n in list(cuts):  # a value the suffix reads that is not per image: per-layer path
-                if any(not isinstance(probe[1 + j], torch.Tensor) or probe[1 + j].shape[:1] != (2,)
-                       for j in cuts[n].live):
-                    del cuts[n]
-        elif capture is not None:
-            cuts = {}
-        for n in [n for n in names if n not in cuts]:  # untraceable model or layer: the per-layer hook path
+        if plan is not None and not plan.probe(images[:1].to(dev)):
+            plan = None
+        served = list(plan.cuts) if plan is not None else []
+        base = None
+        if plan is not None:
+            try:
+                base = run_campaign(plan, faults, images, labels, counts, budget_elems=budget_elems,
+                                    max_faults_per_pass=max_faults_per_pass, timings=timings)
+            except RuntimeError as exc:  # an operation the stacked batch does not fit (e.g. a batch-sized reshape)
+                log.info("sparse-difference fault evaluation failed (%s); faults evaluated per layer", exc)
+                served = []
+                counts = {n: torch.zeros_like(c) for n, c in counts.items()}
+        for n in [n for n in names if n not in served]:  # untraceable model or layer: the per-layer hook path
             index, values = faults[n]
+            t0 = time.perf_counter()
             counts[n] = fault_correct_counts(model, n, index, values, images, labels,
                                              budget_elems=budget_elems, max_faults_per_pass=max_faults_per_pass)
-        if capture is None or not cuts:
-            return correct_counts(model, images, labels), counts
-        prepared = {}
-        for n, cut in cuts.items():
-            w: torch.Tensor = cut.module.weight  # type: ignore[assignment]
-            index = faults[n][0].to(torch.int64).reshape(-1).cpu()
-            values = faults[n][1].to(torch.float32).reshape(-1).cpu()
-            delta = (values - w.detach().reshape(-1)[index.to(w.device)].cpu()).to(dev)
-            pos = tuple(t.to(dev) for t in torch.unravel_index(index, tuple(w.shape)))
-            prepared[n] = (pos, delta)
-        with torch.inference_mode():
-            per_image = sum(int(t[0].numel()) for t in probe[1:])
-            b_pass = max(1, min(len(images), budget_elems // max(1, per_image)))
-            base = 0
-            for i in range(0, len(images), b_pass):
-                x = images[i:i + b_pass].to(dev)
-                y = labels[i:i + b_pass].to(dev)
-                outs = capture(x)
-                base += int((outs[0].argmax(1) == y).sum())
-                b = len(y)
-                for n, cut in cuts.items():
-                    pos, delta = prepared[n]
-                    inp, out = outs[1 + cut.inp], outs[1 + cut.out]
-                    live = [outs[1 + j] for j in cut.live]
-                    k_all = delta.numel()
-                    k_pass = max(1, min(max_faults_per_pass, k_all, budget_elems // max(1, out[0].numel() * b)))
-                    for s in range(0, k_all, k_pass):
-                        sel = slice(s, min(s + k_pass, k_all))
-                        kk = sel.stop - sel.start
-                        faulty = _delta_output(cut.module, inp, out, tuple(t[sel] for t in pos),
-                                               delta[sel].to(out.dtype))
-                        reps = [v.repeat(kk, *([1] * (v.dim() - 1))) for v in live]
-                        logits = cut.suffix(faulty, *reps)
-                        pred = logits.reshape(kk, b, -1).argmax(2)
-                        counts[n][sel] += (pred == y[None, :]).sum(1).cpu()
+            if timings is not None:
+                timings[n] = timings.get(n, 0.0) + time.perf_counter() - t0
+        if base is None or not served:
+            base = correct_counts(model, images, labels)
         return base, counts
     finally:
         model.train(was_training)
