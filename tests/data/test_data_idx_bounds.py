@@ -91,10 +91,11 @@ def test_negative_and_out_of_range_labels(tmp_path):
 
 
 def test_empty_test_set_is_an_error_not_nan(tmp_path):
-    _mnist_folder(tmp_path, n=10, n_test=0)
-    assert len(load_dataset("mnist", "test", tmp_path)) == 0  # the file itself is well formed
+    _mnist_folder(tmp_path, n=10, n_test=0)  # well-formed files holding no test images
     with pytest.raises(DataError, match="test split of 'mnist' holds no images"):
         load_splits("mnist", tmp_path)
+    with pytest.raises(DataError, match="test split of 'mnist' holds no images"):
+        load_dataset("mnist", "test", tmp_path)  # what `crosslayer eval` and the other commands read
 
 
 def test_mnist_splits_unchanged(data_dir):

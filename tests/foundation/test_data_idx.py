@@ -91,8 +91,9 @@ def test_download_verifies_checksum_and_caches(tmp_path, monkeypatch):
         def __init__(self, data):
             self.data = data
 
-        def read(self):
-            return self.data
+        def read(self, n=-1):
+            out, self.data = (self.data, b"") if n < 0 else (self.data[:n], self.data[n:])
+            return out
 
         def __enter__(self):
             return self
@@ -104,7 +105,7 @@ def test_download_verifies_checksum_and_caches(tmp_path, monkeypatch):
         calls.append(url)
         return Resp(payload)
 
-    monkeypatch.setattr(ds_mod.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr("urllib.request.urlopen", fake_urlopen)
     monkeypatch.delenv("CROSSLAYER_DATA", raising=False)
     monkeypatch.setenv("CROSSLAYER_CACHE", str(tmp_path))
     spec = ds_mod.DATASETS["mnist"]

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,6 @@ import torch
 
 from crosslayer.data.idx import read_idx
 from crosslayer.errors import DataError
-from crosslayer.fileio import atomic_write_bytes
 
 __all__ = ["DATASETS", "ImageDataset", "cache_dir", "load_dataset", "load_idx_dataset", "resolve_data_dir"]
 
@@ -151,29 +148,14 @@ def _find_local(folder: Path, spec: _Spec, filename: str) -> Path | None:
     return None
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+_MAX_IDX_DOWNLOAD = 64 << 20  # the largest MNIST-style file is 26 MB
 
 
 def _download(spec: _Spec, filename: str, dest: Path) -> Path:
-    """Fetch one file into the cache, verifying its MD5; try each mirror in turn."""
-    errors = []
-    for mirror in spec.mirrors:
-        url = mirror + filename
-        log.info("downloading %s", url)
-        try:
-            with urllib.request.urlopen(url, timeout=60) as resp:
-                data = resp.read()
-        except (urllib.error.URLError, OSError) as exc:
-            errors.append(f"{url}: {exc}")
-            continue
-        digest = hashlib.md5(data).hexdigest()
-        if digest != spec.md5[filename]:
-            errors.append(f"{url}: checksum {digest} != expected {spec.md5[filename]}")
-            continue
-        return atomic_write_bytes(dest, data)
-    raise DataError(f"could not download {filename}: " + "; ".join(errors)
-                    + ". Without network access, pass --data-dir or set CROSSLAYER_DATA to a folder with the files")
+    """Fetch one file into the cache, verifying its MD5; try each mirror in turn (streamed, size-capped)."""
+    from crosslayer.data.download import download_verified
+
+    return download_verified([m + filename for m in spec.mirrors], dest, spec.md5[filename], _MAX_IDX_DOWNLOAD)
 
 
 def _locate(spec: _Spec, filename: str, data_dir: Path | None) -> Path:
@@ -183,10 +165,7 @@ def _locate(spec: _Spec, filename: str, data_dir: Path | None) -> Path:
             raise DataError(f"{filename} not found in data folder {str(data_dir)!r} "
                             f"(looked in it and in its sub-folder {spec.folder}/)")
         return found
-    cached = cache_dir() / "data" / spec.folder / filename
-    if cached.is_file() and _md5(cached) == spec.md5[filename]:
-        return cached
-    return _download(spec, filename, cached)
+    return _download(spec, filename, cache_dir() / "data" / spec.folder / filename)
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None) -> ImageDataset:

@@ -107,6 +107,9 @@ def load_dataset(dataset: str, split: str = "train", data_dir: str | Path | None
         from crosslayer.data.npz import load_npz
 
         ds = load_npz(src.key, split, limits)
+    if len(ds) == 0:
+        raise DataError(f"the {split} split of {dataset!r} holds no images ({ds.source}); accuracy on it would be "
+                        "undefined")
     x = ds.images
     if channels is not None:
         x = convert_channels(x, channels, f"{dataset} {split}")
