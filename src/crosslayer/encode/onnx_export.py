@@ -27,7 +27,7 @@ from crosslayer.fileio import atomic_write_bytes
 from crosslayer.quant.fixed_point import quantize_tensor, scale_for
 from crosslayer.quant.layers import QuantLayer
 
-__all__ = ["export_onnx", "onnx_model"]
+__all__ = ["onnx_model", "write_onnx"]
 
 OPSET = 17
 
@@ -128,8 +128,9 @@ def _weight_layer(op: Op, m: nn.Module, folded: tuple[torch.Tensor, torch.Tensor
     return out
 
 
-def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] = (1, 28, 28), *,
-                quantized: bool | None = None) -> Path:
-    """Write ``model`` as ONNX to ``path`` (atomically)."""
+def write_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] = (1, 28, 28), *,
+               quantized: bool | None = None) -> Path:
+    """Write ``model`` as ONNX to ``path`` (atomically); the checked verb is
+    :func:`crosslayer.encode.api.export_onnx`."""
     proto = onnx_model(model, input_shape, quantized=quantized)
     return atomic_write_bytes(path, proto.SerializeToString())
