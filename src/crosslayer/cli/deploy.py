@@ -45,7 +45,7 @@ def pack_cmd(run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = Mode
     cfg = from_mapping(EncodeConfig, {"conv_index_bits": conv_index_bits, "fc_index_bits": fc_index_bits},
                        section="pack")
     ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
-                       device="cpu").context()
+                       device="cpu").context("pack")
     res = pack(ctx.model, cfg, out)
     emit({"bytes": res.file_bytes, **{f"{k}_bits": v for k, v in res.bits_by_part.items()},
           "weight_bits": res.weight_bits, "compression_ratio": res.compression_ratio,
@@ -98,7 +98,7 @@ def export_cmd(run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = Mo
     check_range("--check-images", check_images, 0)
     cfg = from_mapping(ExportConfig, {"speed": speed, "repeats": repeats}, section="export")
     ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
-                       device="cpu").context()
+                       device="cpu").context("export")
     test = ctx.data.test
     res = export_onnx(ctx.model, cfg, out, test.images[:1], data=test.subset(check_images) if check_images else None)
     metrics: dict[str, Any] = {"written": str(res.path), "int8": res.int8, "bytes": res.file_bytes,
