@@ -93,8 +93,9 @@ def _default_crossbar() -> CrossbarSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ImcTrainConfig(Config):
-    """Variation-aware fine-tuning: the crossbar whose programming noise the training sees (``crossbar``)
-    and the fine-tuning schedule (``training``)."""
+    """Variation-aware fine-tuning: the crossbar whose programming noise the training sees (``crossbar``, by
+    default d2d sigma 0.5 and c2c sigma 0.2; a ``[crossbar]`` table given replaces it, its missing keys taking
+    :class:`CrossbarSpec`'s own defaults) and the fine-tuning schedule (``training``)."""
 
     crossbar: CrossbarSpec = field(default_factory=_default_crossbar)
     training: AwareTrainConfig = field(default_factory=AwareTrainConfig)
