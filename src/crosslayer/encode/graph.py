@@ -1,12 +1,12 @@
 """A sequential network as a list of plain ops, extracted with ``torch.fx``, so a packed file can rebuild a
 runnable model without the Python class that defined it (structurally pruned shapes included).
 
-Supported: Conv2d, Linear (plain or quantized), ReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm2d (folded
-into the preceding conv; a quantized conv's fake-quantized weight is folded, so the packed file stores that
-layer as float weights and keeps its input quantization), Dropout and Identity (dropped), and their functional forms in ``forward``
-(``F.relu`` / ``torch.relu`` / ``x.relu()``, ``F.max_pool2d``, ``F.avg_pool2d``, ``torch.flatten(x, 1)`` /
-``x.flatten(1)``, ``x.view(x.size(0), -1)`` / ``x.reshape(...)``). Anything else, or a non-sequential graph
-(e.g. a residual addition or a concatenation), raises a ``StageError`` naming the node.
+Supported: Conv2d, Linear (plain or quantized), ReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm2d (folded into
+the preceding conv; a quantized conv's fake-quantized weight is folded, so the packed file stores that layer
+as float weights and keeps its input quantization), Dropout and Identity (dropped), and their functional forms
+in ``forward`` (``F.relu`` / ``torch.relu`` / ``x.relu()``, ``F.max_pool2d``, ``F.avg_pool2d``,
+``torch.flatten(x, 1)`` / ``x.flatten(1)``, ``x.view(x.size(0), -1)`` / ``x.reshape(...)``). Anything else, or
+a non-sequential graph (e.g. a residual addition or a concatenation), raises a ``StageError`` naming the node.
 """
 
 from __future__ import annotations
@@ -58,8 +58,11 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def _pool_op(kind: str, name: str, kernel: Any, stride: Any, padding: Any) -> Op:
-    k = _pair(kernel)
-    return Op(kind, params=(("kernel", k), ("stride", _pair(stride or k)), ("padding", _pair(padding))))
+    try:
+        k = _pair(kernel)
+        return Op(kind, params=(("kernel", k), ("stride", _pair(stride or k)), ("padding", _pair(padding))))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise StageError(f"pooling {name!r}: its kernel, stride and padding must be constant integers") from exc
 
 
 def _check_pool(name: str, *, dilation: Any = 1, ceil_mode: bool = False, count_include_pad: bool = True,
@@ -99,7 +102,8 @@ def _module_op(name: str, m: nn.Module) -> Op | None:
 
 def _function_op(node: fx.Node) -> Op | None:
     """The op of a functional call in ``forward`` (``call_function`` / ``call_method``)."""
-    target, args, kw = node.target, node.args, dict(node.kwargs)
+    target, args = node.target, node.args
+    kw: dict[str, Any] = dict(node.kwargs)
     if target in (torch.relu, nn.functional.relu) or target == "relu":
         return Op("relu")
     if target is nn.functional.max_pool2d or target is nn.functional.avg_pool2d:
@@ -132,11 +136,11 @@ class _Tracer(fx.Tracer):
 def _is_batch_size(node: fx.Node, of: fx.Node | None) -> bool:
     """``x.size(0)`` (or ``x.shape[0]``) of the current tensor: the batch size a ``view`` keeps."""
     if node.op == "call_method" and node.target == "size":
-        return node.args[:1] == (of,) and (node.args[1:] == (0,) or node.kwargs.get("dim") == 0)
+        return bool(node.args[:1] == (of,) and (node.args[1:] == (0,) or node.kwargs.get("dim") == 0))
     if node.op == "call_function" and node.target is operator.getitem and node.args[1:] == (0,):
         src = node.args[0]
-        return isinstance(src, fx.Node) and src.op == "call_function" and src.target is getattr and \
-            src.args == (of, "shape")
+        return bool(isinstance(src, fx.Node) and src.op == "call_function" and src.target is getattr
+                    and src.args == (of, "shape"))
     return False
 
 

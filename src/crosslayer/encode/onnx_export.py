@@ -69,10 +69,10 @@ def onnx_model(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), *, 
         elif op.kind in ("maxpool", "avgpool"):
             k, s, p = op.param("kernel"), op.param("stride"), op.param("padding")
             # PyTorch's average pooling counts the zero padding (count_include_pad), ONNX's does not by default
-            extra = {"count_include_pad": 1} if op.kind == "avgpool" and any(p) else {}
-            nodes.append(helper.make_node("MaxPool" if op.kind == "maxpool" else "AveragePool", [cur], [out],
-                                          kernel_shape=list(k), strides=list(s), pads=[p[0], p[1], p[0], p[1]],
-                                          **extra))
+            attrs: dict[str, Any] = {"kernel_shape": list(k), "strides": list(s), "pads": [p[0], p[1], p[0], p[1]]}
+            if op.kind == "avgpool" and any(p):
+                attrs["count_include_pad"] = 1
+            nodes.append(helper.make_node("MaxPool" if op.kind == "maxpool" else "AveragePool", [cur], [out], **attrs))
         elif op.kind == "flatten":
             nodes.append(helper.make_node("Flatten", [cur], [out], axis=1))
         else:
