@@ -63,14 +63,63 @@ _LAZY: dict[str, str] = {
     "QuantizeConfig": "crosslayer.quant.pipeline",
     "QuantizeResult": "crosslayer.quant.pipeline",
     "FixedPointSpec": "crosslayer.quant.fixed_point",
+    # storage accounting
+    "ModelStorage": "crosslayer.prune.storage",
+    "TensorStorage": "crosslayer.prune.storage",
+    "model_storage": "crosslayer.prune.storage",
+    # the packed file and ONNX
+    "pack": "crosslayer.encode.api",
+    "unpack": "crosslayer.encode.api",
+    "export_onnx": "crosslayer.encode.api",
+    "EncodeConfig": "crosslayer.encode.api",
+    "ExportConfig": "crosslayer.encode.api",
+    "PackResult": "crosslayer.encode.api",
+    "ExportResult": "crosslayer.encode.api",
+    # exploration
+    "pareto_sweep": "crosslayer.explore.api",
+    "ExploreConfig": "crosslayer.explore.api",
+    "ParetoResult": "crosslayer.explore.api",
+    # in-memory computing
+    "imc_simulate": "crosslayer.imc.api",
+    "imc_train": "crosslayer.imc.api",
+    "SimulateConfig": "crosslayer.imc.api",
+    "SimulateResult": "crosslayer.imc.api",
+    "ImcTrainConfig": "crosslayer.imc.api",
+    "ImcTrainResult": "crosslayer.imc.api",
+    "CrossbarSpec": "crosslayer.imc.spec",
+    "AwareTrainConfig": "crosslayer.imc.training",
+    # security
+    "attack": "crosslayer.security.api",
+    "defend": "crosslayer.security.api",
+    "backdoor": "crosslayer.security.api",
+    "DefenceConfig": "crosslayer.security.api",
+    "DefenceResult": "crosslayer.security.api",
+    "BackdoorConfig": "crosslayer.security.api",
+    "BackdoorResult": "crosslayer.security.experiments",
+    "AttackResult": "crosslayer.security.base",
+    "FGSMConfig": "crosslayer.security.fgsm",
+    "PGDConfig": "crosslayer.security.pgd",
+    "JSMAConfig": "crosslayer.security.jsma",
+    "CWConfig": "crosslayer.security.cw",
+    "HopSkipJumpConfig": "crosslayer.security.hopskipjump",
+    "REDAttackConfig": "crosslayer.security.red_attack",
+    "TrISecConfig": "crosslayer.security.trisec",
+    "BadNetsConfig": "crosslayer.security.backdoor",
+    "FinePruneConfig": "crosslayer.security.fine_pruning",
 }
 
-__all__ = ["ChannelPruneConfig", "CheckpointError", "ConfigError", "CrossLayerError", "DataError", "DataSplits",
-           "EvalResult", "FixedPointSpec", "FlowConfig", "MagnitudePruneConfig", "ModelError", "PruneResult",
-           "QuantizeConfig", "QuantizeResult", "Report", "RunDir", "RunDirError", "ScheduleConfig", "StageError",
-           "TrainConfig", "TrainResult", "__version__", "build_model", "evaluate", "fit", "load_dataset",
-           "load_flow_config", "load_run_model", "load_splits", "load_weights", "quantize", "run_flow",
-           "run_standalone", "sparsify"]
+__all__ = ["AttackResult", "AwareTrainConfig", "BackdoorConfig", "BackdoorResult", "BadNetsConfig", "CWConfig",
+           "ChannelPruneConfig", "CheckpointError", "ConfigError", "CrossLayerError", "CrossbarSpec", "DataError",
+           "DataSplits", "DefenceConfig", "DefenceResult", "EncodeConfig", "EvalResult", "ExploreConfig",
+           "ExportConfig", "ExportResult", "FGSMConfig", "FinePruneConfig", "FixedPointSpec", "FlowConfig",
+           "HopSkipJumpConfig", "ImcTrainConfig", "ImcTrainResult", "JSMAConfig", "MagnitudePruneConfig", "ModelError",
+           "ModelStorage", "PGDConfig", "PackResult", "ParetoResult", "PruneResult", "QuantizeConfig",
+           "QuantizeResult", "REDAttackConfig", "Report", "RunDir", "RunDirError", "ScheduleConfig", "SimulateConfig",
+           "SimulateResult", "StageError", "TensorStorage", "TrISecConfig", "TrainConfig", "TrainResult",
+           "__version__", "attack", "backdoor", "build_model", "defend", "evaluate", "export_onnx", "fit",
+           "imc_simulate", "imc_train", "load_dataset", "load_flow_config", "load_run_model", "load_splits",
+           "load_weights", "model_storage", "pack", "pareto_sweep", "quantize", "run_flow", "run_standalone",
+           "sparsify", "unpack"]
 
 
 def __getattr__(name: str) -> Any:
@@ -89,13 +138,53 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static names for type checkers and IDEs
     from crosslayer.checkpoint import CheckpointError
     from crosslayer.data import DataSplits, load_dataset, load_splits
+    from crosslayer.encode.api import (
+        EncodeConfig,
+        ExportConfig,
+        ExportResult,
+        PackResult,
+        export_onnx,
+        pack,
+        unpack,
+    )
+    from crosslayer.explore.api import ExploreConfig, ParetoResult, pareto_sweep
     from crosslayer.flow import load_flow_config, run_flow, run_standalone
+    from crosslayer.imc.api import (
+        ImcTrainConfig,
+        ImcTrainResult,
+        SimulateConfig,
+        SimulateResult,
+        imc_simulate,
+        imc_train,
+    )
+    from crosslayer.imc.spec import CrossbarSpec
+    from crosslayer.imc.training import AwareTrainConfig
     from crosslayer.models import build_model, load_weights
     from crosslayer.prune.api import ChannelPruneConfig, MagnitudePruneConfig, sparsify
     from crosslayer.prune.schedule import PruneResult, ScheduleConfig
+    from crosslayer.prune.storage import ModelStorage, TensorStorage, model_storage
     from crosslayer.quant.fixed_point import FixedPointSpec
     from crosslayer.quant.pipeline import QuantizeConfig, QuantizeResult, quantize
     from crosslayer.report import Report
     from crosslayer.rundir import RunDir, RunDirError, load_run_model
+    from crosslayer.security.api import (
+        BackdoorConfig,
+        DefenceConfig,
+        DefenceResult,
+        attack,
+        backdoor,
+        defend,
+    )
+    from crosslayer.security.backdoor import BadNetsConfig
+    from crosslayer.security.base import AttackResult
+    from crosslayer.security.cw import CWConfig
+    from crosslayer.security.experiments import BackdoorResult
+    from crosslayer.security.fgsm import FGSMConfig
+    from crosslayer.security.fine_pruning import FinePruneConfig
+    from crosslayer.security.hopskipjump import HopSkipJumpConfig
+    from crosslayer.security.jsma import JSMAConfig
+    from crosslayer.security.pgd import PGDConfig
+    from crosslayer.security.red_attack import REDAttackConfig
+    from crosslayer.security.trisec import TrISecConfig
     from crosslayer.stage import FlowConfig
     from crosslayer.train import EvalResult, TrainConfig, TrainResult, evaluate, fit

@@ -188,6 +188,9 @@ class StageResult:
     publish: dict[str, nn.Module] = field(default_factory=dict)
     artifacts: dict[Any, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:  # keyed by name from here on, whichever key the stage used
+        self.artifacts = {k.name if isinstance(k, Artifact) else k: v for k, v in self.artifacts.items()}
+
     def checked_artifacts(self) -> dict[str, Any]:
         """``{name: value}`` with every key a known artifact and every value of its kind."""
         out: dict[str, Any] = {}

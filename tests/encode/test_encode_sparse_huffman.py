@@ -51,12 +51,14 @@ def test_csr_csc_bitmask_roundtrip_and_bits():
     w[rng.random(w.shape) < 0.9] = 0
     for enc in (encode_csr(w, 5), encode_csc(w, 5)):
         np.testing.assert_array_equal(enc.to_dense(), w)
-        b = enc.bits(4)
-        assert b["values"] == 4 * b["entries"] and b["indices"] == 5 * b["entries"]
-        assert b["entries"] >= int((w != 0).sum())
+        b = enc.storage(4)
+        assert b.value_bits_total == 4 * b.entries and b.index_bits_total == 5 * b.entries
+        assert b.nonzeros == int((w != 0).sum()) and b.entries == b.nonzeros + b.fillers
+        assert b.pointer_bits == (enc.shape[0] + 1) * enc.pointer_bits()
+        assert b.bits == b.value_bits_total + b.index_bits_total + b.pointer_bits
     bm = encode_bitmask(w)
     np.testing.assert_array_equal(bm.to_dense(), w)
-    assert bm.bits(4)["indices"] == w.size
+    assert bm.storage(4).index_bits_total == w.size and bm.storage(4).bits == w.size + 4 * int((w != 0).sum())
 
 
 def test_bits_pack_roundtrip_and_overflow():

@@ -62,22 +62,44 @@ def test_stage_report(imc_run: Path) -> None:
 
 def test_cli_simulate_energy_and_errors(imc_run: Path, tmp_path: Path) -> None:
     runner = CliRunner()
-    r = runner.invoke(app, ["imc", "simulate", "--run", str(imc_run), "--stage", "baseline", "--sigma", "0.2",
+    r = runner.invoke(app, ["imc", "simulate", str(imc_run), "--stage", "baseline", "--sigma", "0.2",
                             "--chips", "2", "--test-limit", "100", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["chips"] == 2 and len(out["per_chip"]) == 2 and 0 <= out["crossbar_accuracy"] <= 1
+    assert out["images"] == 100
     r = runner.invoke(app, ["imc", "energy", "--json", "--adc-bits", "6"])
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)["layers"]) == 4
+    r2 = runner.invoke(app, ["imc", "energy", str(imc_run), "--json", "--adc-bits", "6"])
+    assert r2.exit_code == 0, r2.output
+    assert json.loads(r2.stdout)["energy_pj"] == pytest.approx(json.loads(r.stdout)["energy_pj"])  # same shapes
     spec = tmp_path / "bad.toml"
     spec.write_text("[crossbar]\ng_min = 30.0\ng_max = 25.0\n")
     r = runner.invoke(app, ["imc", "energy", "--spec", str(spec)])
     assert r.exit_code == 2 and "g_min" in r.output
-    r = runner.invoke(app, ["imc", "simulate", "--sigma", "-1", "--run", str(imc_run)])
+    r = runner.invoke(app, ["imc", "simulate", str(imc_run), "--sigma", "-1"])
     assert r.exit_code == 2 and "d2d_sigma" in r.output
     r = runner.invoke(app, ["imc", "simulate"])
-    assert r.exit_code == 2 and "--run" in r.output
+    assert r.exit_code == 2 and "RUN_DIR" in r.output and "--weights" in r.output
+
+
+def test_cli_train_writes_a_run_directory(imc_run: Path, tmp_path: Path) -> None:
+    """`imc train --out` leaves a run directory that the other commands accept (here `imc simulate` and `eval`)."""
+    runner = CliRunner()
+    out = tmp_path / "aware"
+    r = runner.invoke(app, ["imc", "train", str(imc_run), "--sigma", "0.5", "--epochs", "1", "--train-limit", "600",
+                            "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert 0.5 < m["test_accuracy"] <= 1 and m["d2d_sigma"] == 0.5 and m["epochs"] == 1
+    assert json.loads((out / "metrics.json").read_text())["imc_train"]["test_accuracy"] == m["test_accuracy"]
+    assert not list(out.glob("*.pt")), "a run directory, not a bare state dict"
+    r = runner.invoke(app, ["eval", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["test_accuracy"] == pytest.approx(m["test_accuracy"])
+    r = runner.invoke(app, ["imc", "simulate", str(out), "--chips", "1", "--test-limit", "50", "--json"])
+    assert r.exit_code == 0, r.output
 
 
 def test_stage_next_to_digital_accelerator(lenet5_trained, mnist_small, tmp_path: Path) -> None:

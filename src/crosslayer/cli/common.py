@@ -82,10 +82,17 @@ class ModelSource:
         return run_standalone(step, cfg, out, run_dir=self.run_dir, options=self.options, source_stage=self.stage,
                               force=force)
 
-    def context(self, step: str = "evaluate") -> Any:
-        """The model, data and device (a StageContext that writes nothing), for commands that are no stage."""
+    def context(self, step: str = "evaluate", *, untrained: bool = False) -> Any:
+        """The model, data and device (a StageContext that writes nothing), for commands that are no stage.
+        ``untrained``: without a RUN_DIR or --weights, the freshly built --model (for commands that need only
+        its architecture, or train it themselves)."""
         from crosslayer.flow import build_context, standalone_flow
 
+        if untrained and self.run_dir is None and not self.options.get("weights"):
+            from crosslayer.config import from_mapping
+            from crosslayer.stage import FlowConfig
+
+            return build_context(None, from_mapping(FlowConfig, {**self.options, "stages": [step]}, section="flow"))
         return build_context(None, standalone_flow(step, self.run_dir, self.options, self.stage))
 
 

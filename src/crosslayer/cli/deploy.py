@@ -1,13 +1,27 @@
-"""``crosslayer pack``, ``crosslayer unpack`` and ``crosslayer export``: the deployable artefacts."""
+"""``crosslayer pack``, ``crosslayer unpack`` and ``crosslayer export``: the deployable artefacts (thin shells over
+:func:`crosslayer.encode.pack`, :func:`~crosslayer.encode.unpack` and :func:`~crosslayer.encode.export_onnx`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
-from torch import nn
 
-from crosslayer.cli.common import JsonOpt, console, emit, handle_errors, setup_logging
+from crosslayer.cli.common import (
+    DataDirOpt,
+    DatasetOpt,
+    JsonOpt,
+    ModelOpt,
+    RunDirArg,
+    StageOpt,
+    WeightsOpt,
+    console,
+    emit,
+    handle_errors,
+    model_source,
+    setup_logging,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,54 +30,42 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export_cmd)
 
 
-def _model_from_run(run_dir: Path, stage: str | None) -> nn.Module:
-    from crosslayer.flow import load_run_model
-
-    return load_run_model(run_dir, stage)
-
-
 @handle_errors
-def pack_cmd(run_dir: Path = typer.Argument(..., help="Run directory of `crosslayer flow`."),
+def pack_cmd(run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = ModelOpt, weights: Path = WeightsOpt,
+             dataset: str = DatasetOpt,
              out: Path = typer.Option(..., "--out", "-o", help="Packed model file to write (.xlm)."),
-             stage: str = typer.Option(None, help="Stage whose model to pack (default: the last with one)."),
              conv_index_bits: int = typer.Option(8, help="Relative index width for conv layers."),
              fc_index_bits: int = typer.Option(5, help="Relative index width for fc layers."),
-             as_json: bool = JsonOpt) -> None:
-    """Pack a run's (pruned, quantized) model into one checksummed file; prints its exact storage."""
+             data_dir: str = DataDirOpt, as_json: bool = JsonOpt) -> None:
+    """Pack a (pruned, quantized) model into one checksummed file; prints its exact storage."""
     setup_logging(False)
     from crosslayer.config import from_mapping
-    from crosslayer.encode import write_packed
-    from crosslayer.encode.stage import EncodeConfig
+    from crosslayer.encode import EncodeConfig, pack
 
     cfg = from_mapping(EncodeConfig, {"conv_index_bits": conv_index_bits, "fc_index_bits": fc_index_bits},
                        section="pack")
-    acct = write_packed(out, _model_from_run(run_dir, stage), conv_index_bits=cfg.conv_index_bits,
-                        fc_index_bits=cfg.fc_index_bits)
-    emit({"bytes": acct["bytes"], **{f"{k}_bits": v for k, v in acct["total_bits"].items()}}, as_json,
+    ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
+                       device="cpu").context("pack")
+    res = pack(ctx.model, cfg, out)
+    emit({"bytes": res.file_bytes, **{f"{k}_bits": v for k, v in res.bits_by_part.items()},
+          "weight_bits": res.weight_bits, "compression_ratio": res.compression_ratio,
+          "file_compression_ratio": res.file_compression_ratio, "layer_formats": res.layer_formats}, as_json,
          title=f"packed {out}")
 
 
 @handle_errors
 def unpack_cmd(packed: Path = typer.Argument(..., help="A .xlm file."),
-               out: Path = typer.Option(None, "--out", "-o", help="Write the rebuilt model's state dict (.pt)."),
+               out: Path = typer.Option(None, "--out", "-o", help="Write the rebuilt model's state dict (.pt; a "
+                                                                  "state dict, never a pickled module)."),
                evaluate_on: str = typer.Option(None, "--eval", help="Evaluate on this dataset's test set."),
-               data_dir: str = typer.Option(None, "--data-dir"), as_json: bool = JsonOpt) -> None:
+               data_dir: str = DataDirOpt, as_json: bool = JsonOpt) -> None:
     """Rebuild a PyTorch model from a packed file (validated: truncated or corrupt files are refused)."""
     setup_logging(False)
-    from crosslayer.encode import unpack_model
-    from crosslayer.encode.packfile import MAX_FILE_BYTES
-    from crosslayer.errors import DataError
+    from crosslayer.encode import unpack
 
-    if not packed.is_file():
-        raise DataError(f"packed file {str(packed)!r} does not exist")
-    size = packed.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise DataError(f"packed file {str(packed)!r} is {size} bytes; no legal packed file exceeds "
-                        f"{MAX_FILE_BYTES} bytes")
-    with packed.open("rb") as fh:
-        model = unpack_model(fh.read(MAX_FILE_BYTES + 1))
-    metrics: dict[str, object] = {"layers": sum(1 for _ in model.children()),
-                                  "params": sum(p.numel() for p in model.parameters())}
+    model = unpack(packed)
+    metrics: dict[str, Any] = {"layers": sum(1 for _ in model.children()),
+                               "params": sum(p.numel() for p in model.parameters())}
     if out is not None:
         from crosslayer.fileio import save_torch
 
@@ -80,16 +82,30 @@ def unpack_cmd(packed: Path = typer.Argument(..., help="A .xlm file."),
 
 
 @handle_errors
-def export_cmd(run_dir: Path = typer.Argument(..., help="Run directory of `crosslayer flow`."),
+def export_cmd(run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = ModelOpt, weights: Path = WeightsOpt,
+               dataset: str = DatasetOpt,
                out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write."),
-               stage: str = typer.Option(None, help="Stage whose model to export (default: the last with one)."),
-               as_json: bool = JsonOpt) -> None:
-    """Export a run's model to ONNX: float, or int8 QDQ when it is quantized."""
+               check_images: int = typer.Option(1000, "--check-images", help="Test images classified by ONNX Runtime "
+                                                "and PyTorch to measure their top-1 agreement (0: none)."),
+               speed: bool = typer.Option(False, "--speed", help="Also time PyTorch and ONNX Runtime on them."),
+               repeats: int = typer.Option(3, "--repeats", help="Timing repeats (medians are reported)."),
+               data_dir: str = DataDirOpt, as_json: bool = JsonOpt) -> None:
+    """Export a model to ONNX (float, or int8 QDQ when it is quantized), checked in ONNX Runtime."""
     setup_logging(False)
-    from crosslayer.encode.onnx_export import export_onnx
-    from crosslayer.quant.layers import iter_quant_layers
+    from crosslayer.config import check_range, from_mapping
+    from crosslayer.encode import ExportConfig, export_onnx
 
-    model = _model_from_run(run_dir, stage)
-    export_onnx(model, out)
-    emit({"written": str(out), "int8": any(True for _ in iter_quant_layers(model)), "bytes": out.stat().st_size},
-         as_json, title="export")
+    check_range("--check-images", check_images, 0)
+    cfg = from_mapping(ExportConfig, {"speed": speed, "repeats": repeats}, section="export")
+    ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
+                       device="cpu").context("export")
+    test = ctx.data.test
+    res = export_onnx(ctx.model, cfg, out, test.images[:1], data=test.subset(check_images) if check_images else None)
+    metrics: dict[str, Any] = {"written": str(res.path), "int8": res.int8, "bytes": res.file_bytes,
+                               "max_abs_diff": res.max_abs_diff}
+    if res.agreement is not None:
+        metrics.update({"images": res.images, "top1_agreement": res.agreement, "onnx_accuracy": res.accuracy})
+    for runtime, t in res.timing.items():
+        key = runtime.lower().replace(" ", "_")
+        metrics.update({f"{key}_latency_ms_b1": t["latency_ms_b1"], f"{key}_throughput_b256": t["throughput_b256"]})
+    emit(metrics, as_json, title="export")

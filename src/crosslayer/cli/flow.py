@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from crosslayer.cli.common import DataDirOpt, ForceOpt, JsonOpt, console, emit, handle_errors, setup_logging
+from crosslayer.cli.common import DataDirOpt, ForceOpt, JsonOpt, console, handle_errors, setup_logging
 from crosslayer.report import Report
 
 
@@ -72,17 +76,74 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory written
         console.print(f"report: {path}")
 
 
-@handle_errors
-def stages_cmd(as_json: bool = JsonOpt) -> None:
-    """List the flow stages and their options."""
-    import dataclasses
+def _type_name(tp: Any) -> str:
+    """A type hint as a reader writes it: ``int``, ``tuple[float, ...]``, ``'pgd' | 'fgsm'``, ``int | None``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in args)
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{inner}]" if args else name
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
 
+
+def _options(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, Any]]:
+    """``(name, type, default)`` of every option of a config dataclass; a nested config's options are named
+    ``section.option`` (with the defaults of the parent's default section); a field without a default has
+    default ``"required"``."""
+    hints = typing.get_type_hints(cls)
+    rows: list[tuple[str, str, Any]] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        if defaults is not None:
+            default: Any = getattr(defaults, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "required"
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            rows += _options(tp, f"{prefix}{f.name}.", default if dataclasses.is_dataclass(default) else None)
+            continue
+        rows.append((f"{prefix}{f.name}", _type_name(tp), list(default) if isinstance(default, tuple) else default))
+    return rows
+
+
+@handle_errors
+def stages_cmd(name: str = typer.Argument(None, help="Show only this stage."), as_json: bool = JsonOpt) -> None:
+    """List the flow stages and their options (type and default of each; nested sections as section.option)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from crosslayer.errors import ConfigError
     from crosslayer.flow import available_stages
 
-    info = {name: {"description": s.description,
-                   "options": {f.name: repr(f.default) for f in dataclasses.fields(s.config_cls)}}
-            for name, s in sorted(available_stages().items())}
+    stages = available_stages()
+    if name is not None and name not in stages:
+        raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(sorted(stages))}")
+    chosen = {name: stages[name]} if name else dict(sorted(stages.items()))
+    options = {n: _options(s.config_cls) for n, s in chosen.items()}
     if as_json:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        info = {n: {"description": s.description,
+                    "options": {o: {"type": t, "default": d} for o, t, d in options[n]}} for n, s in chosen.items()}
+        sys.stdout.write(json.dumps(info, indent=2, default=str) + "\n")
         return
-    emit({k: v["description"] for k, v in info.items()}, False, title="stages")
+    out = Console()
+    for n, s in chosen.items():
+        table = Table(title=escape(f"[{n}]  {s.description}"), title_justify="left")
+        for col in ("option", "type", "default"):
+            table.add_column(col, overflow="fold")
+        for opt, tp, default in options[n]:
+            table.add_row(escape(opt), escape(tp), escape(json.dumps(default, default=str)))
+        if not options[n]:
+            table.add_row("(no options)", "", "")
+        out.print(table)

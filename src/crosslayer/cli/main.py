@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 import typer
+from rich.markup import escape
+from typer.models import ParameterInfo
 
 import crosslayer.cli as cli_pkg
 from crosslayer import __version__
@@ -37,7 +40,34 @@ def _register_all() -> None:
             register(app)
 
 
+def _plain_help(typer_app: typer.Typer, done: set[int]) -> None:
+    """Help texts are plain text, but rich reads ``[flow]`` or ``[crossbar]`` in them as markup and drops the
+    words: escape the square brackets of every command's, group's and option's help, once each (options are
+    shared between commands)."""
+    for cmd in typer_app.registered_commands:
+        if cmd.callback is None or id(cmd) in done:
+            continue
+        done.add(id(cmd))
+        doc = cmd.help if isinstance(cmd.help, str) else inspect.getdoc(cmd.callback)
+        if doc:
+            cmd.help = escape(inspect.cleandoc(doc))
+        for param in inspect.signature(cmd.callback).parameters.values():
+            info = param.default
+            if isinstance(info, ParameterInfo) and isinstance(info.help, str) and id(info) not in done:
+                done.add(id(info))
+                info.help = escape(info.help)
+    for group in typer_app.registered_groups:
+        sub = group.typer_instance
+        if sub is None or id(sub) in done:
+            continue
+        done.add(id(sub))
+        if isinstance(sub.info.help, str):
+            sub.info.help = escape(sub.info.help)
+        _plain_help(sub, done)
+
+
 _register_all()
+_plain_help(app, set())
 
 
 def main() -> None:

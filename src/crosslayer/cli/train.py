@@ -8,13 +8,19 @@ import typer
 
 from crosslayer.cli.common import (
     DataDirOpt,
+    DatasetOpt,
     DeviceOpt,
     ForceOpt,
     JsonOpt,
+    ModelOpt,
+    RunDirArg,
     SeedOpt,
+    StageOpt,
+    WeightsOpt,
     console,
     emit,
     handle_errors,
+    model_source,
     setup_logging,
 )
 
@@ -43,7 +49,8 @@ def train_cmd(
     seed: int = SeedOpt, device: str = DeviceOpt, data_dir: str = DataDirOpt, as_json: bool = JsonOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train a model; writes RUN_DIR/metrics.json, RUN_DIR/weights.pt and RUN_DIR/report.html."""
+    """Train a model; OUT becomes a run directory of one stage, baseline (metrics.json's baseline section: test
+    accuracy, parameters, training seconds; report.html), plus OUT/weights.pt, the state dict."""
     setup_logging(verbose)
     from crosslayer.config import from_mapping
     from crosslayer.core_stages import BaselineConfig
@@ -69,23 +76,16 @@ def train_cmd(
 
 @handle_errors
 def eval_cmd(
-    model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory."),
-    weights: Path = typer.Option(..., "--weights", help="State dict to evaluate (weights_only=True)."),
-    dataset: str = typer.Option("mnist", "--dataset", "-d"),
-    device: str = DeviceOpt, data_dir: str = DataDirOpt, as_json: bool = JsonOpt,
+    run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = ModelOpt, weights: Path = WeightsOpt,
+    dataset: str = DatasetOpt, device: str = DeviceOpt, data_dir: str = DataDirOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Evaluate a model's test accuracy."""
+    """Test accuracy of a model: a run directory's (RUN_DIR, --stage) or --model with --weights."""
     setup_logging(False)
-    from crosslayer.data import load_dataset
-    from crosslayer.device import resolve_device
-    from crosslayer.models import build_model, count_params, load_weights
+    from crosslayer.models import count_params
     from crosslayer.train import evaluate
 
-    test = load_dataset(dataset, "test", data_dir)
-    c, h, _ = test.input_shape
-    net = build_model(model, num_classes=test.num_classes, in_channels=c, image_size=h)
-    load_weights(net, weights)
-    net.to(resolve_device(device))
-    res = evaluate(net, test)
-    emit({"test_accuracy": res.accuracy, "test_loss": res.loss, "params": count_params(net), "n": res.n}, as_json,
-         title="eval")
+    ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
+                       device=device).context("eval")
+    res = evaluate(ctx.model, ctx.data.test)
+    emit({"test_accuracy": res.accuracy, "test_loss": res.loss, "params": count_params(ctx.model), "n": res.n},
+         as_json, title="eval")

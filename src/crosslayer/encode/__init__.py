@@ -1,5 +1,17 @@
-"""Sparse encodings (relative-index CSR / CSC, bitmask), Huffman coding and the packed model file."""
+"""Sparse encodings (relative-index CSR / CSC, bitmask), Huffman coding, the packed model file and ONNX export.
 
+The verbs: :func:`pack` / :func:`unpack` (the ``.xlm`` file) and :func:`export_onnx` (see :mod:`crosslayer.encode.api`).
+"""
+
+from crosslayer.encode.api import (
+                                      EncodeConfig,
+                                      ExportConfig,
+                                      ExportResult,
+                                      PackResult,
+                                      export_onnx,
+                                      pack,
+                                      unpack,
+)
 from crosslayer.encode.huffman import HuffmanCode, build_code
 from crosslayer.encode.packfile import PackFormatError, pack_model, read_packed, unpack_model, write_packed
 from crosslayer.encode.sparse import (
@@ -12,6 +24,7 @@ from crosslayer.encode.sparse import (
                                       encode_relative,
 )
 
-__all__ = ["BitmaskEncoding", "HuffmanCode", "PackFormatError", "RelativeCSR", "build_code", "decode_relative",
-           "encode_bitmask", "encode_csc", "encode_csr", "encode_relative", "pack_model", "read_packed",
-           "unpack_model", "write_packed"]
+__all__ = ["BitmaskEncoding", "EncodeConfig", "ExportConfig", "ExportResult", "HuffmanCode", "PackFormatError",
+           "PackResult", "RelativeCSR", "build_code", "decode_relative", "encode_bitmask", "encode_csc", "encode_csr",
+           "encode_relative", "export_onnx", "pack", "pack_model", "read_packed", "unpack", "unpack_model",
+           "write_packed"]

@@ -1,9 +1,12 @@
 """A sequential network as a list of plain ops, extracted with ``torch.fx``, so a packed file can rebuild a
 runnable model without the Python class that defined it (structurally pruned shapes included).
 
-Supported: Conv2d, Linear (plain or quantized), ReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm2d (folded
-into the preceding conv), Dropout and Identity (dropped). Anything else, or a non-sequential graph
-(e.g. a residual addition), raises a ``StageError`` naming the node.
+Supported: Conv2d, Linear (plain or quantized), ReLU, MaxPool2d, AvgPool2d, Flatten, BatchNorm2d (folded into
+the preceding conv; a quantized conv's fake-quantized weight is folded, so the packed file stores that layer
+as float weights and keeps its input quantization), Dropout and Identity (dropped), and their functional forms
+in ``forward`` (``F.relu`` / ``torch.relu`` / ``x.relu()``, ``F.max_pool2d``, ``F.avg_pool2d``,
+``torch.flatten(x, 1)`` / ``x.flatten(1)``, ``x.view(x.size(0), -1)`` / ``x.reshape(...)``). Anything else, or
+a non-sequential graph (e.g. a residual addition or a concatenation), raises a ``StageError`` naming the node.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import fx, nn
 
 from crosslayer.errors import StageError
+from crosslayer.quant.layers import QuantLayer
 
 __all__ = ["Op", "build_sequential", "extract_ops", "fold_batchnorm"]
 
@@ -53,6 +57,21 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _pool_op(kind: str, name: str, kernel: Any, stride: Any, padding: Any) -> Op:
+    try:
+        k = _pair(kernel)
+        return Op(kind, params=(("kernel", k), ("stride", _pair(stride or k)), ("padding", _pair(padding))))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise StageError(f"pooling {name!r}: its kernel, stride and padding must be constant integers") from exc
+
+
+def _check_pool(name: str, *, dilation: Any = 1, ceil_mode: bool = False, count_include_pad: bool = True,
+                divisor_override: Any = None, return_indices: bool = False) -> None:
+    if _pair(dilation) != (1, 1) or ceil_mode or not count_include_pad or divisor_override or return_indices:
+        raise StageError(f"pooling {name!r}: only plain pooling (no dilation, ceil_mode, divisor override or "
+                         "count_include_pad=False) can be packed or exported")
+
+
 def _module_op(name: str, m: nn.Module) -> Op | None:
     if isinstance(m, nn.Conv2d):
         if m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str):
@@ -64,12 +83,15 @@ def _module_op(name: str, m: nn.Module) -> Op | None:
     if isinstance(m, nn.ReLU):
         return Op("relu")
     if isinstance(m, nn.MaxPool2d):
-        return Op("maxpool", params=(("kernel", _pair(m.kernel_size)), ("stride", _pair(m.stride or m.kernel_size)),
-                                     ("padding", _pair(m.padding))))
+        _check_pool(name, dilation=m.dilation, ceil_mode=m.ceil_mode, return_indices=m.return_indices)
+        return _pool_op("maxpool", name, m.kernel_size, m.stride, m.padding)
     if isinstance(m, nn.AvgPool2d):
-        return Op("avgpool", params=(("kernel", _pair(m.kernel_size)), ("stride", _pair(m.stride or m.kernel_size)),
-                                     ("padding", _pair(m.padding))))
+        _check_pool(name, ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad,
+                    divisor_override=m.divisor_override)
+        return _pool_op("avgpool", name, m.kernel_size, m.stride, m.padding)
     if isinstance(m, nn.Flatten):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise StageError(f"layer {name!r}: only Flatten(start_dim=1) can be packed or exported")
         return Op("flatten")
     if isinstance(m, nn.BatchNorm2d):
         return Op("batchnorm", name)
@@ -78,9 +100,48 @@ def _module_op(name: str, m: nn.Module) -> Op | None:
     raise StageError(f"layer {name!r} of type {type(m).__name__} cannot be packed or exported")
 
 
+def _function_op(node: fx.Node) -> Op | None:
+    """The op of a functional call in ``forward`` (``call_function`` / ``call_method``)."""
+    target, args = node.target, node.args
+    kw: dict[str, Any] = dict(node.kwargs)
+    if target in (torch.relu, nn.functional.relu) or target == "relu":
+        return Op("relu")
+    if target is nn.functional.max_pool2d or target is nn.functional.avg_pool2d:
+        is_max = target is nn.functional.max_pool2d
+        names = ["kernel_size", "stride", "padding"] + (["dilation", "ceil_mode", "return_indices"] if is_max else
+                                                        ["ceil_mode", "count_include_pad", "divisor_override"])
+        kw.update(zip(names, args[1:], strict=False))
+        _check_pool(node.name, **{k: v for k, v in kw.items() if k not in ("kernel_size", "stride", "padding")})
+        return _pool_op("maxpool" if is_max else "avgpool", node.name, kw["kernel_size"], kw.get("stride"),
+                        kw.get("padding", 0))
+    if target is torch.flatten or target == "flatten":
+        start = args[1] if len(args) > 1 else kw.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kw.get("end_dim", -1)
+        if start != 1 or end != -1:
+            raise StageError(f"node {node.name!r}: only flattening from dimension 1 (keeping the batch) can be "
+                             "packed or exported")
+        return Op("flatten")
+    if target in ("view", "reshape"):
+        return Op("flatten")
+    if target in (operator.getitem,):
+        raise StageError(f"node {node.name!r}: indexing cannot be packed")
+    raise StageError(f"node {node.name!r} ({getattr(target, '__name__', target)}) cannot be packed or exported")
+
+
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, (nn.Conv2d, nn.Linear)) or super().is_leaf_module(m, qualname)
+
+
+def _is_batch_size(node: fx.Node, of: fx.Node | None) -> bool:
+    """``x.size(0)`` (or ``x.shape[0]``) of the current tensor: the batch size a ``view`` keeps."""
+    if node.op == "call_method" and node.target == "size":
+        return bool(node.args[:1] == (of,) and (node.args[1:] == (0,) or node.kwargs.get("dim") == 0))
+    if node.op == "call_function" and node.target is operator.getitem and node.args[1:] == (0,):
+        src = node.args[0]
+        return bool(isinstance(src, fx.Node) and src.op == "call_function" and src.target is getattr
+                    and src.args == (of, "shape"))
+    return False
 
 
 def extract_ops(model: nn.Module) -> list[Op]:
@@ -91,26 +152,23 @@ def extract_ops(model: nn.Module) -> list[Op]:
         raise StageError(f"cannot trace the model into a graph ({type(exc).__name__}: {exc})") from exc
     ops: list[Op] = []
     prev: fx.Node | None = None
+    batch: set[fx.Node] = set()  # x.size(0) / x.shape[0] nodes: read by a view, not part of the data path
     for node in graph.nodes:
         if node.op in ("placeholder", "output", "get_attr"):
             if node.op == "placeholder":
                 prev = node
             continue
-        inputs = [a for a in node.all_input_nodes if a.op != "get_attr"]
+        if _is_batch_size(node, prev) or (node.op == "call_function" and node.target is getattr
+                                          and node.args == (prev, "shape")):
+            batch.add(node)
+            continue
+        inputs = [a for a in node.all_input_nodes if a.op != "get_attr" and a not in batch]
         if len(inputs) != 1 or inputs[0] is not prev:
-            raise StageError(f"node {node.name!r} ({node.target}) makes the graph non-sequential; "
-                             "only sequential networks can be packed or exported this way")
+            raise StageError(f"node {node.name!r} ({getattr(node.target, '__name__', node.target)}) makes the graph "
+                             "non-sequential; only sequential networks can be packed or exported this way")
         prev = node
-        if node.op == "call_module":
-            op = _module_op(str(node.target), model.get_submodule(str(node.target)))
-        elif node.target in (torch.relu, nn.functional.relu) or node.target == "relu":
-            op = Op("relu")
-        elif node.target is torch.flatten or node.target in ("flatten", "view", "reshape"):
-            op = Op("flatten")
-        elif node.target in (operator.getitem,):
-            raise StageError(f"node {node.name!r}: indexing cannot be packed")
-        else:
-            raise StageError(f"node {node.name!r} ({node.target}) cannot be packed or exported")
+        op = _module_op(str(node.target), model.get_submodule(str(node.target))) if node.op == "call_module" \
+            else _function_op(node)
         if op is not None:
             ops.append(op)
     return ops
@@ -130,7 +188,9 @@ def fold_batchnorm(model: nn.Module, ops: list[Op]) -> tuple[list[Op], dict[str,
         conv = model.get_submodule(out[-1].name)
         bn = model.get_submodule(op.name)
         assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-        w, b = folded.get(out[-1].name, (conv.weight.detach(), conv.bias.detach() if conv.bias is not None
+        # a quantized conv computes with its fake-quantized weight: fold that one (stored as float afterwards)
+        weight = conv.quant_weight() if isinstance(conv, QuantLayer) else conv.weight
+        w, b = folded.get(out[-1].name, (weight.detach(), conv.bias.detach() if conv.bias is not None
                                          else torch.zeros(conv.out_channels)))
         var, mean = bn.get_buffer("running_var"), bn.get_buffer("running_mean")
         std = torch.sqrt(var + bn.eps)

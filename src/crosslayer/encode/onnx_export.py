@@ -27,7 +27,7 @@ from crosslayer.fileio import atomic_write_bytes
 from crosslayer.quant.fixed_point import quantize_tensor, scale_for
 from crosslayer.quant.layers import QuantLayer
 
-__all__ = ["export_onnx", "onnx_model"]
+__all__ = ["onnx_model", "write_onnx"]
 
 OPSET = 17
 
@@ -68,8 +68,11 @@ def onnx_model(model: nn.Module, input_shape: tuple[int, ...] = (1, 28, 28), *, 
             nodes.append(helper.make_node("Relu", [cur], [out]))
         elif op.kind in ("maxpool", "avgpool"):
             k, s, p = op.param("kernel"), op.param("stride"), op.param("padding")
-            nodes.append(helper.make_node("MaxPool" if op.kind == "maxpool" else "AveragePool", [cur], [out],
-                                          kernel_shape=list(k), strides=list(s), pads=[p[0], p[1], p[0], p[1]]))
+            # PyTorch's average pooling counts the zero padding (count_include_pad), ONNX's does not by default
+            attrs: dict[str, Any] = {"kernel_shape": list(k), "strides": list(s), "pads": [p[0], p[1], p[0], p[1]]}
+            if op.kind == "avgpool" and any(p):
+                attrs["count_include_pad"] = 1
+            nodes.append(helper.make_node("MaxPool" if op.kind == "maxpool" else "AveragePool", [cur], [out], **attrs))
         elif op.kind == "flatten":
             nodes.append(helper.make_node("Flatten", [cur], [out], axis=1))
         else:
@@ -128,8 +131,9 @@ def _weight_layer(op: Op, m: nn.Module, folded: tuple[torch.Tensor, torch.Tensor
     return out
 
 
-def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] = (1, 28, 28), *,
-                quantized: bool | None = None) -> Path:
-    """Write ``model`` as ONNX to ``path`` (atomically)."""
+def write_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] = (1, 28, 28), *,
+               quantized: bool | None = None) -> Path:
+    """Write ``model`` as ONNX to ``path`` (atomically); the checked verb is
+    :func:`crosslayer.encode.api.export_onnx`."""
     proto = onnx_model(model, input_shape, quantized=quantized)
     return atomic_write_bytes(path, proto.SerializeToString())

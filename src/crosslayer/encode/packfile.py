@@ -256,7 +256,8 @@ def _check_writable(lc: LayerCodes) -> None:
             raise StageError(f"layer {lc.name!r} has a non-finite {what} and cannot be packed")
 
 
-def _write_layer(w: _Writer, lc: LayerCodes, index_bits: int) -> None:
+def _write_layer(w: _Writer, lc: LayerCodes, index_bits: int) -> int:
+    """Append one layer record; returns the weight encoding it chose (``ENC_*``)."""
     name = lc.name.encode("utf-8")
     w.fmt("H", len(name))
     w.put(name, "header")
@@ -281,6 +282,7 @@ def _write_layer(w: _Writer, lc: LayerCodes, index_bits: int) -> None:
     w.buf += best.buf
     for tag, n in best.tags.items():
         w.tags[tag] += n
+    return int(best.buf[0])
 
 
 def _finite(arr: np.ndarray, where: str, what: str) -> None:
@@ -420,7 +422,8 @@ def _read_sparse(r: _Reader, where: str, enc: int, shape: tuple[int, ...], bits:
 
 # ---------------------------------------------------------------- whole files
 def pack_model(model: nn.Module, *, conv_index_bits: int = 8, fc_index_bits: int = 5) -> tuple[bytes, dict[str, Any]]:
-    """Serialise a sequential (possibly pruned and quantized) model; returns the bytes and the accounting."""
+    """Serialise a sequential (possibly pruned and quantized) model; returns the bytes and the accounting:
+    ``{"layers": {name: {part: bits}}, "total_bits": {part: bits}, "bytes": n, "formats": {name: encoding}}``."""
     ops, folded = fold_batchnorm(model, extract_ops(model))
     for op in ops:
         try:
@@ -434,6 +437,7 @@ def pack_model(model: nn.Module, *, conv_index_bits: int = 8, fc_index_bits: int
     w.fmt("HHII", FORMAT_VERSION, 0, len(layers), len(arch))
     w.put(arch, "header")
     per_layer: dict[str, dict[str, int]] = {}
+    formats: dict[str, str] = {}
     for op in layers:
         m = model.get_submodule(op.name)
         wt, bs = folded.get(op.name, (None, None))
@@ -442,13 +446,13 @@ def pack_model(model: nn.Module, *, conv_index_bits: int = 8, fc_index_bits: int
             lc.conv = {"stride": op.param("stride"), "padding": op.param("padding"), "dilation": op.param("dilation")}
         _check_writable(lc)
         before = dict(w.tags)
-        _write_layer(w, lc, conv_index_bits if op.kind == "conv" else fc_index_bits)
+        formats[op.name] = ENC_NAMES[_write_layer(w, lc, conv_index_bits if op.kind == "conv" else fc_index_bits)]
         per_layer[op.name] = {k: 8 * (w.tags[k] - before.get(k, 0)) for k in w.tags}
     body = bytes(w.buf)
     crc = struct.pack("<I", zlib.crc32(body))
     total = {k: 8 * v for k, v in w.tags.items()}
     total["header"] = total.get("header", 0) + 32
-    return body + crc, {"layers": per_layer, "total_bits": total, "bytes": len(body) + 4}
+    return body + crc, {"layers": per_layer, "total_bits": total, "bytes": len(body) + 4, "formats": formats}
 
 
 _OP_PARAMS = {"conv": ("stride", "padding", "dilation"), "linear": (), "relu": (), "flatten": (),

@@ -1,4 +1,4 @@
-"""Sparse weight encodings with exact storage: relative-index CSR / CSC and a bitmask format.
+"""Sparse weight encodings: relative-index CSR / CSC and a bitmask format, with their exact storage.
 
 Relative indexing follows Han et al., "Deep Compression", ICLR 2016 (Fig. 2): each stored entry keeps the
 number of zeros skipped before it in ``index_bits`` bits; a gap that does not fit is bridged by filler
@@ -6,7 +6,9 @@ entries (a zero value that skips the maximum run). Deep Compression uses 8-bit i
 5-bit for fc layers. CSR applies this inside each row (output channel) with a row-pointer array; CSC
 inside each column; the bitmask format stores one presence bit per weight.
 
-Values are integer codes (e.g. quantized weights); accounting is in bits, exact.
+Where the fillers go, and the storage result type, belong to :mod:`crosslayer.prune.storage` (the one
+owner of relative-index accounting); this module lays the entries out and decodes them. Values are integer
+codes (e.g. quantized weights); accounting is in bits, exact.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crosslayer.errors import CrossLayerError
+from crosslayer.prune.storage import TensorStorage, relative_index_layout
 
 __all__ = ["BitmaskEncoding", "RelativeCSR", "decode_relative", "encode_bitmask", "encode_csc", "encode_csr",
            "encode_relative", "relative_entries"]
@@ -33,9 +36,7 @@ def relative_entries(row: np.ndarray, index_bits: int, *, cover_tail: bool = Fal
     flat = np.asarray(row).ravel()
     pos = np.flatnonzero(flat)
     span = 1 << index_bits                                    # a filler skips span-1 zeros and is itself one
-    n_tail = (flat.size - 1 - (int(pos[-1]) if pos.size else -1)) // span if cover_tail else 0
-    runs = np.diff(np.concatenate(([-1], pos))) - 1          # zeros skipped before each non-zero
-    n_fill = runs // span
+    runs, n_fill, n_tail = relative_index_layout(pos, flat.size, index_bits, cover_tail=cover_tail)
     rem = runs - n_fill * span
     total = int(pos.size + n_fill.sum()) + n_tail
     values = np.zeros(total, dtype=flat.dtype)
@@ -80,12 +81,13 @@ class RelativeCSR:
         """Width of one row pointer: enough for the largest cumulative count."""
         return max(1, int(self.values.size).bit_length())
 
-    def bits(self, value_bits: int) -> dict[str, int]:
-        """Exact storage in bits: values, indices (relative gaps), row pointers."""
-        n = int(self.values.size)
-        return {"values": n * value_bits, "indices": n * self.index_bits,
-                "pointers": (self.shape[0] + 1) * self.pointer_bits(), "entries": n,
-                "fillers": int(((self.values == 0)).sum())}
+    def storage(self, value_bits: int, name: str = "") -> TensorStorage:
+        """Exact storage in bits: values and relative indices of every entry (fillers included), row pointers."""
+        fillers = int((self.values == 0).sum())
+        return TensorStorage(name=name, numel=self.shape[0] * self.shape[1], nonzeros=int(self.values.size) - fillers,
+                             value_bits=value_bits, format="csc" if self.transposed else "csr",
+                             index_bits=self.index_bits, fillers=fillers,
+                             pointer_bits=(self.shape[0] + 1) * self.pointer_bits())
 
     def to_dense(self) -> np.ndarray:
         rows, cols = self.shape
@@ -128,9 +130,10 @@ class BitmaskEncoding:
     mask: np.ndarray
     values: np.ndarray
 
-    def bits(self, value_bits: int) -> dict[str, int]:
-        return {"values": int(self.values.size) * value_bits, "indices": int(self.mask.size), "pointers": 0,
-                "entries": int(self.values.size), "fillers": 0}
+    def storage(self, value_bits: int, name: str = "") -> TensorStorage:
+        """Exact storage in bits: one presence bit per weight, the non-zero values."""
+        return TensorStorage(name=name, numel=int(self.mask.size), nonzeros=int(self.values.size),
+                             value_bits=value_bits, format="bitmask", index_bits=1)
 
     def to_dense(self) -> np.ndarray:
         out = np.zeros(self.mask.size, dtype=self.values.dtype)

@@ -31,6 +31,7 @@ class DesignPoint:
     compression_ratio: float  # dense fp32 bits / storage_bits
     macs: int
     nonzero_macs: int
+    val_accuracy: float | None = None  # what choices among the points are made on (the test split only measures)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +47,8 @@ def sweep(model: nn.Module, data: DataSplits, *, schemes: tuple[str, ...], spars
           bits: tuple[int, ...], finetune: TrainConfig, act_bits: int = 8, seed: int = 0,
           finetune_limit: int = 0) -> list[DesignPoint]:
     """Every (scheme, sparsity) pruned one-shot from ``model`` and fine-tuned with masks, then quantized
-    (PTQ) at each width in ``bits``; plus the float pruned point (``weight_bits = 32``)."""
+    (PTQ) at each width in ``bits``; plus the float pruned point (``weight_bits = 32``). Each point is measured
+    on the test split and on the validation split (for choices among the points)."""
     example = data.train.images[:1]
     macs = count_macs(model, example)
     train = data.train.subset(finetune_limit) if finetune_limit else data.train
@@ -63,13 +65,13 @@ def sweep(model: nn.Module, data: DataSplits, *, schemes: tuple[str, ...], spars
                 st = model_storage(pruned)
                 nz = count_macs(pruned, example, nonzero=True)
                 points.append(DesignPoint(scheme, mask_sparsity(masks), 32, evaluate(pruned, data.test).accuracy,
-                                          st.bits, st.compression_ratio, macs, nz))
+                                          st.bits, st.compression_ratio, macs, nz, evaluate(pruned, data.val).accuracy))
                 bar.advance(task)
                 for b in bits:
                     q = quantize(pruned, QuantizeConfig(mode="ptq", weight_bits=b, act_bits=act_bits), data,
                                           seed=seed, masks=masks).model
                     qs = quantized_storage(q)
                     points.append(DesignPoint(scheme, mask_sparsity(masks), b, evaluate(q, data.test).accuracy,
-                                              qs.bits, qs.compression_ratio, macs, nz))
+                                              qs.bits, qs.compression_ratio, macs, nz, evaluate(q, data.val).accuracy))
                     bar.update(task, advance=1, info=f"{scheme} s={s:.2f} {b}b")
     return points

@@ -24,7 +24,7 @@ from crosslayer.imc.devices import Conductances, program
 from crosslayer.imc.spec import CrossbarSpec
 
 __all__ = ["CrossbarLayer", "adc_quantize", "calibrating_adc", "crossbar_layers", "crossbar_mvm", "dac_encode",
-           "dac_quantize", "to_crossbar"]
+           "dac_quantize", "mappable_layers", "to_crossbar"]
 
 
 def dac_quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -185,6 +185,15 @@ class calibrating_adc:
             m.calibrating = False
 
 
+def mappable_layers(model: nn.Module) -> list[str]:
+    """Names of the Linear / Conv2d layers a crossbar can take, in module order. The output projection of an
+    ``nn.MultiheadAttention`` is left digital: attention reads its weight directly instead of calling it."""
+    inside_attention = {f"{n}.{c}" if n else c for n, m in model.named_modules()
+                        if isinstance(m, nn.MultiheadAttention) for c, _ in m.named_children()}
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and n not in inside_attention]
+
+
 def to_crossbar(model: nn.Module, spec: CrossbarSpec, *, seed: int = 0, cycle: int = 0,
                 calibration: torch.Tensor | None = None, layers: list[str] | None = None) -> nn.Module:
     """A copy of ``model`` with its Linear / Conv2d layers (all, or ``layers``) programmed onto crossbars.
@@ -194,7 +203,7 @@ def to_crossbar(model: nn.Module, spec: CrossbarSpec, *, seed: int = 0, cycle: i
     (and ``spec.adc_full_scale == 0``), the ADC ranges are set from one pass over them.
     """
     net = copy.deepcopy(model).eval()
-    names = [n for n, m in net.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    names = mappable_layers(net)
     if not names:
         raise StageError("the model has no Linear or Conv2d layer to map onto a crossbar")
     chosen = names if layers is None else layers

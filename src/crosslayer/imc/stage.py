@@ -1,6 +1,8 @@
-"""Flow stage ``imc``: the model on simulated ReRAM crossbars, with and without variation-aware
-training (Long et al., DATE 2019), accuracy versus variation strength and ADC bits, and the
-crossbar's energy / area next to the digital accelerator's (ISAAC / PRIME unit figures)."""
+"""Flow stages ``imc`` (the model on simulated ReRAM crossbars, with and without variation-aware training
+(Long et al., DATE 2019), accuracy versus variation strength and ADC bits, and the crossbar's energy / area
+next to the digital accelerator's, ISAAC / PRIME unit figures) and ``imc_train`` (the variation-aware
+fine-tuning alone, leaving the fine-tuned model as the current one); thin callers of
+:func:`~crosslayer.imc.api.imc_simulate` and :func:`~crosslayer.imc.api.imc_train`."""
 
 from __future__ import annotations
 
@@ -12,15 +14,22 @@ from torch import nn
 
 from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
+from crosslayer.imc.api import ImcTrainConfig, SimulateConfig, SimulateResult, imc_simulate, imc_train
 from crosslayer.imc.cost import CostParams, layer_shapes, network_cost
-from crosslayer.imc.evaluation import SweepPoint, crossbar_accuracy, sweep
+from crosslayer.imc.plots import energy_figure, sweep_figure
 from crosslayer.imc.spec import CrossbarSpec
-from crosslayer.imc.training import AwareTrainConfig, train_variation_aware
+from crosslayer.imc.training import AwareTrainConfig
 from crosslayer.report import Report
-from crosslayer.stage import StageContext, StageResult, register_stage
+from crosslayer.stage import (
+    HW_ENERGY_PER_INFERENCE,
+    IMC_ENERGY_PER_INFERENCE_PJ,
+    StageContext,
+    StageResult,
+    register_stage,
+)
 from crosslayer.train import evaluate
 
-__all__ = ["ImcConfig"]
+__all__ = ["ImcConfig", "ImcTrainConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -77,38 +86,7 @@ class ImcConfig(Config):
                                 augment_scale=self.aware_augment_scale)
 
 
-def _sweep_plot(std: list[SweepPoint], aware: list[SweepPoint], *, title: str, xlabel: str, caption: str) -> Any:
-    from crosslayer.viz import new_figure, to_figure
-
-    fig, ax = new_figure()
-    for name, pts in (("conventional training", std), ("variation-aware training", aware)):
-        ax.errorbar([p.value for p in pts], [p.mean for p in pts], yerr=[p.std for p in pts], marker="o",
-                    capsize=3, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    return to_figure(fig, title, caption)
-
-
-def _energy_plot(names: list[str], parts: dict[str, list[float]]) -> Any:
-    from crosslayer.viz import new_figure, to_figure
-
-    fig, ax = new_figure()
-    bottom = [0.0] * len(names)
-    for label, vals in parts.items():
-        ax.bar(names, [v / 1e3 for v in vals], bottom=[b / 1e3 for b in bottom], label=label)
-        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_ylabel("energy per inference (nJ)")
-    ax.set_title("Crossbar energy per layer")
-    ax.legend()
-    return to_figure(fig, "Crossbar energy per layer", "array reads, DAC and ADC conversions (ISAAC unit figures)")
-
-
-@register_stage("imc", ImcConfig, "ReRAM crossbar inference, variation-aware training, energy and area")
-def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
-    rep = Report("imc")
+def _source_model(ctx: StageContext, cfg: ImcConfig, rep: Report) -> nn.Module:
     model: nn.Module = ctx.model
     if cfg.source == "baseline":
         if "baseline" in ctx.models:
@@ -118,48 +96,38 @@ def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
     if any(hasattr(m, "weight_spec") for m in model.modules()):
         rep.notes.append("quantized model: crossbar weights are its fixed-point weights; its activation "
                          "quantization is replaced by the crossbar DAC")
+    return model
+
+
+def _accuracy_report(rep: Report, cfg: ImcConfig, std: SimulateResult, aw: SimulateResult, no_var: float,
+                     train_seconds: float, chips: int) -> None:
     spec = cfg.crossbar
-    test = ctx.data.test.subset(cfg.eval_limit) if cfg.eval_limit else ctx.data.test
-    cal = ctx.data.train.images[:cfg.calibration_images] if cfg.calibration_images else None
-    seeds = [ctx.seed * 1000 + i for i in range(cfg.seeds)]
-
-    aware, tres = train_variation_aware(model, ctx.data.train, ctx.data.val, spec, cfg.aware_config(), seed=ctx.seed)
-    ideal = spec.replace(d2d_sigma=0.0, c2c_sigma=0.0, stuck_on_rate=0.0, stuck_off_rate=0.0)
-    digital = {"conventional": evaluate(model, test).accuracy, "aware": evaluate(aware, test).accuracy}
-    op: dict[str, tuple[float, ...]] = {}
-    for name, net in (("conventional", model), ("aware", aware)):
-        op[name] = crossbar_accuracy(net, spec, test, seeds=seeds, calibration=cal)
-    no_var = crossbar_accuracy(model, ideal, test, seeds=seeds[:1], calibration=cal)[0]
-    sig = {name: sweep(net, spec, "d2d_sigma", cfg.sigmas, test, seeds=seeds, calibration=cal)
-           for name, net in (("conventional", model), ("aware", aware))}
-    adc = {name: sweep(net, spec, "adc_bits", cfg.adc_bits_sweep, test, seeds=seeds, calibration=cal)
-           for name, net in (("conventional", model), ("aware", aware))}
-
-    std_pt, aw_pt = SweepPoint(spec.d2d_sigma, op["conventional"]), SweepPoint(spec.d2d_sigma, op["aware"])
     rep.metrics.update({
-        "test_accuracy": aw_pt.mean, "test_accuracy_std": aw_pt.std,
-        "clean_accuracy": digital["conventional"], "aware_clean_accuracy": digital["aware"],
+        "test_accuracy": aw.accuracy, "test_accuracy_std": aw.accuracy_std,
+        "clean_accuracy": std.digital_accuracy, "aware_clean_accuracy": aw.digital_accuracy,
         "crossbar_no_variation_accuracy": no_var,
-        "noisy_accuracy_standard": std_pt.mean, "noisy_accuracy_standard_std": std_pt.std,
-        "noisy_accuracy_aware": aw_pt.mean, "noisy_accuracy_aware_std": aw_pt.std,
-        "recovered_pp": 100 * (aw_pt.mean - std_pt.mean), "sigma": spec.sigma, "variation": spec.variation,
-        "aware_train_seconds": tres.train_seconds, "eval_images": len(test), "chips": len(seeds),
+        "noisy_accuracy_standard": std.accuracy, "noisy_accuracy_standard_std": std.accuracy_std,
+        "noisy_accuracy_aware": aw.accuracy, "noisy_accuracy_aware_std": aw.accuracy_std,
+        "recovered_pp": 100 * (aw.accuracy - std.accuracy), "sigma": spec.sigma, "variation": spec.variation,
+        "aware_train_seconds": train_seconds, "eval_images": std.images, "chips": chips,
     })
-    rep.figures.append(_sweep_plot(
-        sig["conventional"], sig["aware"], title="Accuracy vs device variation",
+    sig, adc = (std.sweeps["d2d_sigma"], aw.sweeps["d2d_sigma"]), (std.sweeps["adc_bits"], aw.sweeps["adc_bits"])
+    rep.figures.append(sweep_figure(
+        *sig, title="Accuracy vs device variation",
         xlabel=f"device-to-device sigma ({spec.variation}; c2c sigma {spec.c2c_sigma:g})",
-        caption=f"mean and std over {len(seeds)} chips, {len(test)} test images; variation-aware model "
+        caption=f"mean and std over {chips} chips, {std.images} test images; variation-aware model "
                 f"fine-tuned {cfg.aware_epochs} epoch(s) at d2d sigma {spec.d2d_sigma:g}"))
-    rep.figures.append(_sweep_plot(
-        adc["conventional"], adc["aware"], title="Accuracy vs ADC resolution", xlabel="ADC bits (0 = ideal)",
+    rep.figures.append(sweep_figure(
+        *adc, title="Accuracy vs ADC resolution", xlabel="ADC bits (0 = ideal)",
         caption=f"per-tile partial sums digitised; variation as at the operating point (sigma {spec.sigma:.2f})"))
     rep.add_table("Accuracy vs variation", ["d2d sigma", "conventional mean", "conventional std", "aware mean",
                                             "aware std"],
-                  [[a.value, a.mean, a.std, b.mean, b.std] for a, b in zip(sig["conventional"], sig["aware"],
-                                                                           strict=True)])
+                  [[a.value, a.mean, a.std, b.mean, b.std] for a, b in zip(*sig, strict=True)])
     rep.add_table("Accuracy vs ADC bits", ["ADC bits", "conventional mean", "aware mean"],
-                  [[a.value, a.mean, b.mean] for a, b in zip(adc["conventional"], adc["aware"], strict=True)])
+                  [[a.value, a.mean, b.mean] for a, b in zip(*adc, strict=True)])
 
+
+def _cost_report(ctx: StageContext, rep: Report, model: nn.Module, spec: CrossbarSpec) -> float:
     params = CostParams()
     costs, totals = network_cost(layer_shapes(model, ctx.data.input_shape), spec, params)
     rep.add_table("Crossbar cost per layer (per inference)",
@@ -167,13 +135,13 @@ def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
                    "area mm2", "latency us"],
                   [[c.name, c.tiles, c.mvms, c.array_pj, c.dac_pj, c.adc_pj, c.adc_conversions, c.area_mm2,
                     c.latency_s * 1e6] for c in costs])
-    rep.figures.append(_energy_plot([c.name for c in costs], {"array": [c.array_pj for c in costs],
-                                                              "DAC": [c.dac_pj for c in costs],
-                                                              "ADC": [c.adc_pj for c in costs]}))
+    rep.figures.append(energy_figure([c.name for c in costs], {"array": [c.array_pj for c in costs],
+                                                               "DAC": [c.dac_pj for c in costs],
+                                                               "ADC": [c.adc_pj for c in costs]}))
     rep.metrics.update({"imc_energy_pj": totals["energy_pj"], "imc_energy_mac_units": totals["energy_mac_units"],
                         "imc_area_mm2": totals["area_mm2"], "imc_latency_us": totals["latency_s"] * 1e6,
                         "imc_tiles": int(totals["tiles"]), "imc_adc_energy_share": totals["adc_share"]})
-    hw = ctx.artifacts.get("hw_energy_per_inference")
+    hw = ctx.get(HW_ENERGY_PER_INFERENCE)
     rows: list[list[Any]] = [["crossbar (this stage)", totals["energy_mac_units"], totals["energy_pj"]]]
     if isinstance(hw, (int, float)) and hw > 0:
         rows.append(["digital accelerator (hardware stage)", float(hw), float(hw) * params.digital_mac_pj])
@@ -186,5 +154,47 @@ def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
                   ["design", "MAC-normalised units", f"pJ (MAC = {params.digital_mac_pj} pJ)"], rows)
     rep.notes.append(f"ADC energy is {100 * totals['adc_share']:.0f} % of the crossbar energy "
                      "(ISAAC reports the ADCs as the dominant cost too)")
-    return StageResult(report=rep, publish={"imc_aware": aware},
-                       artifacts={"imc_energy_per_inference_pj": totals["energy_pj"]})
+    return float(totals["energy_pj"])
+
+
+@register_stage("imc", ImcConfig, "ReRAM crossbar inference, variation-aware training, energy and area")
+def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
+    rep = Report("imc")
+    model = _source_model(ctx, cfg, rep)
+    spec = cfg.crossbar
+    seeds = [ctx.seed * 1000 + i for i in range(cfg.seeds)]
+    trained = imc_train(model, ImcTrainConfig(crossbar=spec, training=cfg.aware_config()), ctx.data, seed=ctx.seed)
+    sim = SimulateConfig(crossbar=spec, sigmas=cfg.sigmas, adc_bits_sweep=cfg.adc_bits_sweep,
+                         eval_limit=cfg.eval_limit, calibration_images=cfg.calibration_images)
+    std = imc_simulate(model, sim, ctx.data, seeds=seeds)
+    aw = imc_simulate(trained.model, sim, ctx.data, seeds=seeds)
+    ideal = spec.replace(d2d_sigma=0.0, c2c_sigma=0.0, stuck_on_rate=0.0, stuck_off_rate=0.0)
+    no_var = imc_simulate(model, SimulateConfig(crossbar=ideal, eval_limit=cfg.eval_limit,
+                                                calibration_images=cfg.calibration_images),
+                          ctx.data, seeds=seeds[:1]).point.accuracies[0]
+    _accuracy_report(rep, cfg, std, aw, no_var, trained.training.train_seconds, len(seeds))
+    energy = _cost_report(ctx, rep, model, spec)
+    return StageResult(report=rep, publish={"imc_aware": trained.model},
+                       artifacts={IMC_ENERGY_PER_INFERENCE_PJ: energy})
+
+
+@register_stage("imc_train", ImcTrainConfig, "variation-aware fine-tuning for a ReRAM crossbar (Long et al., 2019)")
+def imc_train_stage(ctx: StageContext, cfg: ImcTrainConfig) -> StageResult:
+    rep = Report("imc_train")
+    before = evaluate(ctx.model, ctx.data.test).accuracy
+    out = imc_train(ctx.model, cfg, ctx.data, seed=ctx.seed)
+    after = evaluate(out.model, ctx.data.test).accuracy
+    spec = cfg.crossbar
+    history = out.training.history
+    rep.metrics.update({"test_accuracy": after, "input_test_accuracy": before,
+                        "clean_accuracy_change_pp": 100 * (after - before),
+                        "val_accuracy": history[-1]["val_accuracy"] if history else None,
+                        "train_seconds": out.training.train_seconds, "epochs": cfg.training.epochs,
+                        "sigma": spec.sigma, "d2d_sigma": spec.d2d_sigma, "c2c_sigma": spec.c2c_sigma,
+                        "variation": spec.variation})
+    if history:
+        rep.add_table("Variation-aware fine-tuning", ["epoch", "train loss", "val accuracy (clean)"],
+                      [[h["epoch"], h["train_loss"], h["val_accuracy"]] for h in history])
+    rep.notes.append("the model is fine-tuned under one random programming of the crossbar per step; its accuracy "
+                     "on simulated chips is measured by the imc stage or `crosslayer imc simulate`")
+    return StageResult(report=rep, model=out.model, publish={"imc_aware": out.model})

@@ -19,6 +19,7 @@ from torch.func import functional_call
 
 from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range
 from crosslayer.data.datasets import ImageDataset
+from crosslayer.imc.crossbar import mappable_layers
 from crosslayer.imc.devices import weight_noise
 from crosslayer.imc.spec import CrossbarSpec
 from crosslayer.train import LossFn, TrainConfig, TrainResult, fit
@@ -61,8 +62,7 @@ class AwareTrainConfig(Config):
 
 
 def _crossbar_weights(model: nn.Module) -> list[str]:
-    return [f"{n}.weight" if n else "weight" for n, m in model.named_modules()
-            if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return [f"{n}.weight" if n else "weight" for n in mappable_layers(model)]
 
 
 def noisy_loss(spec: CrossbarSpec, *, seed: int) -> LossFn:

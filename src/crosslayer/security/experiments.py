@@ -22,7 +22,7 @@ from crosslayer.security.learned_quant import learn_thresholds
 from crosslayer.security.transforms import InputQuantization, InputTransform, LowPassFilter, MedianFilter
 from crosslayer.train import TrainConfig, evaluate, fit
 
-__all__ = ["DEFENCES", "BackdoorOutcome", "backdoor_experiment", "make_defence"]
+__all__ = ["DEFENCES", "BackdoorOutcome", "BackdoorResult", "backdoor_experiment", "make_defence"]
 
 DEFENCES = ("quantize", "learned-quantize", "random-quantize", "median", "lowpass")
 
@@ -48,7 +48,10 @@ def make_defence(name: str, *, levels: int = 2, size: int = 3, sigma: float = 1.
 
 
 @dataclass
-class BackdoorOutcome:
+class BackdoorResult:
+    """The backdoored (then fine-pruned) model and its clean accuracy / attack success rate before and after
+    fine-pruning (fractions), the channels pruned and the images poisoned."""
+
     clean_accuracy_before: float
     asr_before: float
     clean_accuracy_after: float
@@ -66,9 +69,13 @@ class BackdoorOutcome:
                 "badnets_poisoned_images": self.poisoned_images}
 
 
+BackdoorOutcome = BackdoorResult
+"""The earlier name of :class:`BackdoorResult`."""
+
+
 def backdoor_experiment(model: nn.Module, data: DataSplits, badnets: BadNetsConfig, train: TrainConfig,
                         prune: FinePruneConfig, *, seed: int = 0, init_state: dict[str, torch.Tensor] | None = None,
-                        ) -> BackdoorOutcome:
+                        ) -> BackdoorResult:
     """Train a copy of ``model`` (re-initialised, or from ``init_state``) on poisoned data, then fine-prune it.
 
     Fine-pruning uses the clean training images (the defender's trusted data); the poisoned set is the
@@ -90,5 +97,5 @@ def backdoor_experiment(model: nn.Module, data: DataSplits, badnets: BadNetsConf
     before_acc = evaluate(net, data.test).accuracy
     before_asr = attack_success_rate(net, data.test, badnets)
     res = fine_prune(net, data.train, data.val, prune, seed=seed)
-    return BackdoorOutcome(before_acc, before_asr, evaluate(net, data.test).accuracy,
+    return BackdoorResult(before_acc, before_asr, evaluate(net, data.test).accuracy,
                            attack_success_rate(net, data.test, badnets), len(res.pruned), res.channels, len(idx), net)

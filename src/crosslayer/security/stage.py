@@ -1,6 +1,6 @@
 """Flow stage ``security``: robust accuracy vs epsilon of every model the flow published, input
 defences under non-adaptive and adaptive attack, a small table of every attack, and an optional
-BadNets + fine-pruning demo."""
+BadNets + fine-pruning demo; a thin caller of the verbs of :mod:`crosslayer.security.api`."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import torch
 from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
 from crosslayer.report import Report
+from crosslayer.security.api import BackdoorConfig, DefenceConfig, attack, backdoor, defend
 from crosslayer.security.backdoor import BadNetsConfig
 from crosslayer.security.base import check_eps
-from crosslayer.security.defence_eval import evaluate_defence
-from crosslayer.security.experiments import DEFENCES, backdoor_experiment, make_defence
+from crosslayer.security.experiments import DEFENCES
 from crosslayer.security.fine_pruning import FinePruneConfig
 from crosslayer.security.pgd import PGDConfig
-from crosslayer.security.registry import ATTACKS, attack_config, run_attack
+from crosslayer.security.plots import robustness_figure
+from crosslayer.security.registry import ATTACKS, attack_config
 from crosslayer.security.robustness import robustness_curves
 from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import TrainConfig, evaluate
@@ -83,8 +84,6 @@ def _flow_models(ctx: StageContext, rep: Report) -> dict[str, torch.nn.Module]:
 
 
 def _curves(ctx: StageContext, cfg: SecurityConfig, rep: Report, models: dict[str, torch.nn.Module]) -> None:
-    from crosslayer.viz import line_plot
-
     x, y = ctx.data.test.images[:cfg.images], ctx.data.test.labels[:cfg.images]
     curves = robustness_curves(models, x, y, cfg.eps, attack=cfg.attack, steps=cfg.steps, seed=ctx.seed)
     name = "FGSM" if cfg.attack == "fgsm" else f"PGD-{cfg.steps}"
@@ -97,25 +96,21 @@ def _curves(ctx: StageContext, cfg: SecurityConfig, rep: Report, models: dict[st
     rep.add_table(f"Robust accuracy under {name} (L-inf), {len(x)} test images",
                   ["model", *[f"eps {e:g}" for e in curves.eps]],
                   [[m, *accs] for m, accs in curves.accuracy.items()])
-    rep.figures.append(line_plot({m: (curves.eps, a) for m, a in curves.accuracy.items()},
-                                 title=f"Robust accuracy vs epsilon ({name})", xlabel="epsilon (L-inf)",
-                                 ylabel="accuracy", caption="Does compression make the model more or less robust? "
-                                 "Same images and attack for every model of the flow."))
+    rep.figures.append(robustness_figure(curves, name))
 
 
 def _defences(ctx: StageContext, cfg: SecurityConfig, rep: Report) -> None:
     n = cfg.defence_images
     x, y = ctx.data.test.images[:n], ctx.data.test.labels[:n]
-    attack = PGDConfig(eps=cfg.defence_eps, steps=cfg.steps)
     rows = []
     for d in cfg.defences:
-        t = make_defence(d, model=ctx.model, calib=ctx.data.val, eps=cfg.defence_eps, seed=ctx.seed)
-        r = evaluate_defence(ctx.model, t, x, y, attack, seed=ctx.seed)
-        rows.append([d, r["defended_clean_accuracy"], r["undefended_robust_accuracy"],
-                     r["nonadaptive_robust_accuracy"], r["adaptive_robust_accuracy"]])
+        r = defend(ctx.model, DefenceConfig(defence=d, attack=PGDConfig(eps=cfg.defence_eps, steps=cfg.steps)), x, y,
+                   data=ctx.data, seed=ctx.seed)
+        rows.append([d, r.defended_clean_accuracy, r.undefended_robust_accuracy, r.nonadaptive_robust_accuracy,
+                     r.adaptive_robust_accuracy])
         key = d.replace("-", "_")
-        rep.metrics[f"defence_{key}_nonadaptive_robust_accuracy"] = r["nonadaptive_robust_accuracy"]
-        rep.metrics[f"defence_{key}_adaptive_robust_accuracy"] = r["adaptive_robust_accuracy"]
+        rep.metrics[f"defence_{key}_nonadaptive_robust_accuracy"] = r.nonadaptive_robust_accuracy
+        rep.metrics[f"defence_{key}_adaptive_robust_accuracy"] = r.adaptive_robust_accuracy
     rep.add_table(f"Input defences of the current model, PGD-{cfg.steps} eps {cfg.defence_eps:g}, {n} images "
                   "(adaptive = BPDA / EOT, Athalye et al. 2018)",
                   ["defence", "clean acc", "no defence", "non-adaptive", "adaptive"], rows)
@@ -126,13 +121,23 @@ def _attack_table(ctx: StageContext, cfg: SecurityConfig, rep: Report) -> None:
     x, y = ctx.data.test.images[:n], ctx.data.test.labels[:n]
     rows = []
     for a in cfg.table_attacks:
-        r = run_attack(ctx.model, x, y, attack_config(a, **LIGHT_ATTACKS.get(a, {})), seed=ctx.seed)
-        m = r.metrics
+        m = attack(ctx.model, attack_config(a, **LIGHT_ATTACKS.get(a, {})), x, y, seed=ctx.seed).metrics
         rows.append([a, m["success_rate"], m["mean_l0"], m["mean_l2"], m["mean_linf"], m["mean_ssim"],
                      m.get("mean_queries", "")])
         rep.metrics[f"attack_{a}_success_rate"] = m["success_rate"]
     rep.add_table(f"Attacks on the current model ({n} test images; light settings; JSMA and TrISec targeted at "
                   "class y+1)", ["attack", "success", "L0", "L2", "Linf", "SSIM", "queries"], rows)
+
+
+def _backdoor(ctx: StageContext, cfg: SecurityConfig, rep: Report) -> None:
+    out = backdoor(ctx.models.get("baseline", ctx.model), BackdoorConfig(
+        badnets=BadNetsConfig(rate=cfg.backdoor_rate),
+        train=TrainConfig(epochs=cfg.backdoor_epochs, batch_size=64, lr=0.002, optimizer="adam", weight_decay=0.0),
+        fine_prune=FinePruneConfig(epochs=cfg.fine_prune_epochs)), ctx.data, seed=ctx.seed)
+    rep.metrics.update(out.metrics())
+    rep.add_table("BadNets backdoor and fine-pruning (Liu et al., 2018)", ["", "clean accuracy", "attack success rate"],
+                  [["poisoned model", out.clean_accuracy_before, out.asr_before],
+                   ["after fine-pruning", out.clean_accuracy_after, out.asr_after]])
 
 
 @register_stage("security", SecurityConfig, "attacks, defences (non-adaptive and adaptive), backdoors, robustness")
@@ -145,16 +150,7 @@ def security_stage(ctx: StageContext, cfg: SecurityConfig) -> StageResult:
     if cfg.table_attacks and cfg.table_images:
         _attack_table(ctx, cfg, rep)
     if cfg.backdoor:
-        out = backdoor_experiment(ctx.models.get("baseline", ctx.model), ctx.data,
-                                  BadNetsConfig(rate=cfg.backdoor_rate),
-                                  TrainConfig(epochs=cfg.backdoor_epochs, batch_size=64, lr=0.002, optimizer="adam",
-                                              weight_decay=0.0),
-                                  FinePruneConfig(epochs=cfg.fine_prune_epochs), seed=ctx.seed)
-        rep.metrics.update(out.metrics())
-        rep.add_table("BadNets backdoor and fine-pruning (Liu et al., 2018)",
-                      ["", "clean accuracy", "attack success rate"],
-                      [["poisoned model", out.clean_accuracy_before, out.asr_before],
-                       ["after fine-pruning", out.clean_accuracy_after, out.asr_after]])
+        _backdoor(ctx, cfg, rep)
     else:
         rep.notes.append("BadNets demo skipped (set backdoor = true in [security] to run it)")
     return StageResult(report=rep)
