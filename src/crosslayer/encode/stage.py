@@ -34,7 +34,7 @@ def encode_stage(ctx: StageContext, cfg: EncodeConfig) -> StageResult:
     rep.notes.append(f"packed file: {path} ({size} bytes, equal to the accounting: {size == res.file_bytes}); "
                      "compression ratio counts weight values, indices, pointers and codebooks against dense fp32 "
                      "weights")
-    return StageResult(report=rep, artifacts={PACKED_PATH: str(path)})
+    return StageResult(report=rep, artifacts={PACKED_PATH.name: str(path)})
 
 
 @register_stage("export", ExportConfig, "export ONNX (float and int8), verify in ONNX Runtime, time it")

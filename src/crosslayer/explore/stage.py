@@ -39,4 +39,5 @@ def explore_stage(ctx: StageContext, cfg: ExploreConfig) -> StageResult:
     rep.notes.append(f"best point ({how}; chosen on the validation split, measured on test): {best.scheme}, "
                      f"sparsity {best.sparsity:.3f}, {best.weight_bits}-bit weights, {best.compression_ratio:.1f}x "
                      "(storage counts values, relative indices with fillers and scales)")
-    return StageResult(report=rep, artifacts={PARETO_POINTS: [p.to_json() for p in points], PARETO_FRONT: front})
+    return StageResult(report=rep, artifacts={PARETO_POINTS.name: [p.to_json() for p in points],
+                                              PARETO_FRONT.name: front})

@@ -175,7 +175,7 @@ def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
     _accuracy_report(rep, cfg, std, aw, no_var, trained.training.train_seconds, len(seeds))
     energy = _cost_report(ctx, rep, model, spec)
     return StageResult(report=rep, publish={"imc_aware": trained.model},
-                       artifacts={IMC_ENERGY_PER_INFERENCE_PJ: energy})
+                       artifacts={IMC_ENERGY_PER_INFERENCE_PJ.name: energy})
 
 
 @register_stage("imc_train", ImcTrainConfig, "variation-aware fine-tuning for a ReRAM crossbar (Long et al., 2019)")

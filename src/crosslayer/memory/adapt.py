@@ -20,6 +20,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from crosslayer.config import Config, check_range
 from crosslayer.data.datasets import ImageDataset
@@ -93,7 +94,7 @@ def chip_correct(model: nn.Module, data: ImageDataset, chip: ChipMap | None, vol
                  code_spec: FixedPointSpec | None = None, batch_size: int = 1000) -> torch.Tensor:
     """Per-image correctness of ``model`` on ``data`` with its weights read through ``chip`` at ``voltage``
     (``chip=None``: the stored words without faults)."""
-    with chip_weights(model, chip, voltage, code_spec):
+    with chip_weights(model, chip, voltage, code_spec), parametrize.cached():  # weights fixed: read them once
         return predict(model, data.images, batch_size).argmax(1).cpu() == data.labels
 
 
