@@ -61,7 +61,7 @@ def weight_targets(model: nn.Module, code_spec: FixedPointSpec | None = None) ->
     spec0 = code_spec or DEFAULT_CODE_SPEC
     out: list[WeightTarget] = []
     for name, m in model.named_modules():
-        if type(m).__name__ == "ApproxLayer":
+        if type(m).__name__ in ("ApproxLayer", "CuredLayer", "IntegerReference"):
             raise StageError("the model holds approximate-multiplier layers; give the quantized model (weight "
                              "memory faults act on the stored codes before the multiplier)")
         if isinstance(m, (nn.Conv2d, nn.Linear)):
