@@ -8,8 +8,9 @@ Speed. Three kinds of model compute the same int8 LeNet-5 on the same test image
   convolution / linear kernels with int32 accumulation), calibrated on the same training images;
 - "emulation <name>": ``crosslayer.approx.approximate_model`` with multiplier <name> in every layer.
 Each measurement runs in its own process with ``--threads`` torch threads, the variants are interleaved
-(rotated order) over ``--rounds`` rounds, and the process reports the wall time of ``predict`` over the timed
-images, its peak resident memory and the rise of its resident memory during the timed work. Ratios are
+(rotated order) over ``--rounds`` rounds, and the process reports the median wall time of ``--repeats``
+``predict`` passes over the timed images (after a warm-up batch), its peak resident memory and the rise of
+its resident memory over the loaded model and images. Ratios are
 medians of the per-round ratios to the fake-quant model of the same round; every raw round is kept.
 
 The LeNet-5 is the project's baseline (BASELINE_RECIPES["lenet5"]), reused from the training cache
@@ -17,7 +18,7 @@ The LeNet-5 is the project's baseline (BASELINE_RECIPES["lenet5"]), reused from 
 confidence-margin acceptance rule of ``crosslayer.approx.select``, then the chosen assignment is verified
 on the test images; the selection never sees a test image.
 
-    .venv/bin/python benchmarks/approx.py [--rounds 5] [--timing-images 5000] [--threads 2] [--skip-selection]
+    .venv/bin/python benchmarks/approx.py [--rounds 5] [--repeats 3] [--timing-images 3000] [--threads 2]
 """
 
 from __future__ import annotations
@@ -126,12 +127,14 @@ def worker(spec_path: str) -> None:
         t0 = time.perf_counter()
         predict(run, images[:1000])  # warm-up, one full batch: kernels, tables, caches are built here
         first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        predict(run, images)
-        seconds = time.perf_counter() - t0
+        reps = []
+        for _ in range(spec["repeats"]):  # the process's figure: the median of a few passes (transient load)
+            t0 = time.perf_counter()
+            predict(run, images)
+            reps.append(time.perf_counter() - t0)
     peak = window_peak_rss_mb()
-    print("RESULT " + json.dumps({"seconds": seconds, "first_batch_seconds": first, "peak_rss_mb": peak,
-                                  "working_mb": peak - rss0}), flush=True)
+    print("RESULT " + json.dumps({"seconds": statistics.median(reps), "repeats": reps, "first_batch_seconds": first,
+                                  "peak_rss_mb": peak, "working_mb": peak - rss0}), flush=True)
 
 
 def timing(model_name: str, variants: list[str], layers: list[str], args: argparse.Namespace,
@@ -146,7 +149,7 @@ def timing(model_name: str, variants: list[str], layers: list[str], args: argpar
         for v in order:
             spec = DIR / "spec.json"
             spec.write_text(json.dumps({"model": model_name, "variant": v, "layers": layers, "images": str(img_path),
-                                        "threads": args.threads}))
+                                        "threads": args.threads, "repeats": args.repeats}))
             proc = subprocess.run([sys.executable, __file__, "--worker", str(spec)], capture_output=True, text=True,
                                   env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -174,8 +177,9 @@ def timing(model_name: str, variants: list[str], layers: list[str], args: argpar
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--timing-images", type=int, default=5000, help="test images timed per measurement")
+    ap.add_argument("--timing-images", type=int, default=3000, help="test images timed per measurement")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (medians)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per process (its median is the round's)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of every timed process")
     ap.add_argument("--sweep-limit", type=int, default=10000, help="test images for the accuracy-vs-MED sweep")
     ap.add_argument("--select-limit", type=int, default=0, help="validation images used by the selection (0 = all)")
