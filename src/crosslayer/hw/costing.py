@@ -25,7 +25,7 @@ from crosslayer.hw.dataflows import OptionTable, option_table
 from crosslayer.hw.errors import HardwareConfigError, MappingError
 from crosslayer.hw.shapes import LayerShape
 from crosslayer.hw.sparsity import SparsityConfig, compressed_bits, skip_fraction, weight_imbalance
-from crosslayer.hw.tiling import tiling_bits
+from crosslayer.hw.tiling import tilings_bits
 
 __all__ = ["LEVELS", "Scored", "clear_caches", "score_workload"]
 
@@ -42,8 +42,7 @@ class _Plan:
     starts: np.ndarray                    # (L * D + 1,) first option of each segment
     layer_of: np.ndarray                  # (K,) layer index of each option
     seg_of: np.ndarray                    # (K,) segment of each option
-    counts: np.ndarray                    # (3, 3, K)
-    cols: dict[str, np.ndarray]           # _COLUMNS -> (K,)
+    matrix: np.ndarray                    # (9 + len(_COLUMNS), K): counts (level-major), then _COLUMNS
     is_rs: np.ndarray                     # (K,) an RS option (its RF fit depends on bit widths)
     kernel_w: np.ndarray                  # (K,)
 
@@ -83,8 +82,9 @@ def _plan(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[str, ...]
         return np.asarray(getattr(t, f))
 
     plan = _Plan(tables=tables, starts=np.concatenate([[0], np.cumsum(sizes)]), layer_of=seg_of // d, seg_of=seg_of,
-                 counts=np.concatenate([t.counts for t in tables], axis=2),
-                 cols={f: np.concatenate([column(t, f) for t in tables]) for f in _COLUMNS},
+                 matrix=np.concatenate([np.concatenate([t.counts.reshape(9, -1) for t in tables], axis=1),
+                                        np.stack([np.concatenate([column(t, f) for t in tables])
+                                                  for f in _COLUMNS])]),
                  is_rs=np.repeat(np.array(rs, dtype=bool), sizes),
                  kernel_w=np.repeat(np.array(kw, dtype=np.int64), sizes))
     if len(_PLANS) >= _PLANS_MAX:
@@ -172,36 +172,37 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
     wdens = np.empty(n)
     adens = np.empty(n)
     tilings = []
+    requests = []
     for j, layer in enumerate(workload):
         pb = max(acc.psum_bits, layer.act_bits)
         wr, ir = _storage_ratios(layer.weight_count, layer.weight_density, layer.weight_bits, layer.input_count,
                                  layer.act_density, layer.act_bits, sp.index_bits, sp.pointer_bits,
                                  layer.out_channels, layer.in_channels * layer.batch, sp.skips_weights,
                                  sp.skips_activations)
-        order, mt, pt, ct, wbits, ibits, obits, first, last = tiling_bits(layer, acc, weight_ratio=wr,
-                                                                           input_ratio=ir, psum_bits=pb)
-        tilings.append((order, mt, pt, ct))
-        exposed[j] = (first + last) / acc.word_bits / acc.dram_bandwidth
+        requests.append((layer, wr, ir, pb))
         wl_bits[j], act_bits[j], psum[j], w_ratio[j], i_ratio[j] = layer.weight_bits, layer.act_bits, pb, wr, ir
         frac[j] = skip_fraction(sp, layer.weight_density, layer.act_density) if layer.kind != "pool" else 1.0
-        dram_words[j] = (wbits + ibits + obits) / acc.word_bits
         e_mac[j] = mac_energy(acc, layer.weight_bits, layer.act_bits, rp.get(layer.name, 1.0))
         macs[j] = layer.macs
         wdens[j], adens[j] = layer.weight_density, layer.act_density
+    for j, (order, mt, pt, ct, wbits, ibits, obits, first, last) in enumerate(tilings_bits(requests, acc)):
+        tilings.append((order, mt, pt, ct))
+        exposed[j] = (first + last) / acc.word_bits / acc.dram_bandwidth
+        dram_words[j] = (wbits + ibits + obits) / acc.word_bits
 
     lo = plan.layer_of
-    c = plan.counts
-    col = plan.cols
+    mat = plan.matrix
     seg = plan.seg_of
     options = np.arange(seg.shape[0])
     nseg = len(plan.tables)
     if plan.is_rs.any():
         # RS options whose working set does not fit the RF at these bit widths are dropped before scoring
-        rs_p, rs_q, kw = col["rs_p"], col["rs_q"], plan.kernel_w
+        rs_p, rs_q, kw = mat[9 + _COLUMNS.index("rs_p")], mat[9 + _COLUMNS.index("rs_q")], plan.kernel_w
         fits = (rs_p * rs_q * kw * wl_bits[lo] + rs_q * kw * act_bits[lo] + rs_p * psum[lo] <= acc.rf_bytes * 8)
         options = np.flatnonzero(~plan.is_rs | fits)
-        lo, seg, c = lo[options], seg[options], c[:, :, options]
-        col = {k: v[options] for k, v in col.items()}
+        lo, seg, mat = lo[options], seg[options], mat[:, options]
+    c = mat[:9].reshape(3, 3, -1)
+    col = {f: mat[9 + i] for i, f in enumerate(_COLUMNS)}
     ok = np.zeros(nseg, dtype=bool)
     ok[seg] = True
     if not ok.all():
