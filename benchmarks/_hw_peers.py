@@ -164,7 +164,8 @@ def _memory(name: str, size_bits: int, cost: float, operands: list[str], ports: 
 def zigzag_accelerator(acc: Accelerator, bits: int) -> str:
     """Our accelerator as a ZigZag hardware description: per-PE weight, input and psum registers (our RF),
     the global buffer (our GLB, all operands) and DRAM, each access costing our per-word energy scaled to the
-    port width (ZigZag charges ``r_cost`` per access of ``bandwidth_max`` bits); MAC energy at ``bits``."""
+    port width (ZigZag charges ``r_cost`` per access of ``bandwidth_max`` bits); MAC energy at ``bits``; a
+    systolic array declares both array dimensions systolic, as ZigZag's own TPU-like example does."""
     e, w = acc.energy, acc.word_bits
     psum = max(acc.psum_bits, bits)
     rf_w = _memory("rf_w", bits, e.rf * bits / w, ["I2"], [
@@ -182,9 +183,10 @@ def zigzag_accelerator(acc: Accelerator, bits: int) -> str:
     dram = _memory("dram", acc.dram_bytes * 8, e.dram * acc.dram_bandwidth, ["I1", "I2", "O"], [
         _port("rw_port_1", "read_write", w, dbw,
               ["I1, fh", "I1, tl", "I2, fh", "I2, tl", "O, fh", "O, tl", "O, fl", "O, th"])], "[D1, D2]")
+    systolic = "  systolic_dimensions: [D1, D2]\n" if acc.kind == "systolic" else ""
     return (f"name: crosslayer_{acc.name}\nmemories:\n{rf_w}{rf_i}{rf_o}{glb}{dram}operational_array:\n"
             f"  unit_energy: {mac_energy(acc, bits, bits)}\n  unit_area: 1\n  dimensions: [D1, D2]\n"
-            f"  sizes: [{acc.cols}, {acc.rows}]\n")
+            f"  sizes: [{acc.cols}, {acc.rows}]\n{systolic}")
 
 
 def zigzag_mapping(acc: Accelerator) -> str:

@@ -90,73 +90,88 @@ ALEXNET = [conv("conv1", 3, 96, 227, 11, stride=4, batch=4),
            conv("conv5", 384, 256, 13, 3, padding=1, groups=2, batch=4)]
 
 
+def _load() -> float:
+    import os
+
+    return os.getloadavg()[0]
+
+
 # --- 1. speed ---------------------------------------------------------------------------------------------
 def speed_section(rounds: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    layers = compare_layers() + ALEXNET
+    workloads = {"mnist_models": compare_layers(), "alexnet_batch4": list(ALEXNET)}
     rng = random.Random(0)
     sp = SparsityConfig(skip="both")
+    calls = 20
 
-    def variant() -> list[LayerShape]:
+    def variant(layers: list[LayerShape]) -> list[LayerShape]:
         return [dataclasses.replace(s, weight_bits=rng.choice([2, 3, 4, 5, 6, 8]), act_bits=rng.choice([4, 6, 8]),
                                     weight_density=rng.uniform(0.05, 1.0), act_density=rng.uniform(0.3, 1.0))
                 for s in layers]
 
-    raw: dict[str, dict[str, list[float]]] = {}
-    for preset in ("eyeriss", "tpu"):
-        raw[preset] = {"cold": [], "search": [], "warm": [], "evaluate_layer_pairs_cold": []}
-    calls_per_search_round = 20
+    situations = ("cold", "search", "warm", "evaluate_layer_pairs_cold")
+    raw = {w: {p: {k: [] for k in situations} for p in ("eyeriss", "tpu")} for w in workloads}
+    cpu = {w: {p: {k: [] for k in situations} for p in ("eyeriss", "tpu")} for w in workloads}
+    load_before = _load()
+
+    def timed(w: str, preset: str, key: str, count: int, fn: Any) -> None:
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        raw[w][preset][key].append(count / (time.perf_counter() - w0))
+        cpu[w][preset][key].append(count / max(time.process_time() - c0, 1e-9))
+
     for _ in range(rounds):
-        for preset in ("eyeriss", "tpu"):                 # the situations interleave within each round
-            acc = load_accelerator(preset)
-            r = raw[preset]
-            clear_caches()
-            t0 = time.perf_counter()
-            cost_workload(layers, acc, sparsity=sp)
-            r["cold"].append(len(layers) / (time.perf_counter() - t0))
-            variants = [variant() for _ in range(calls_per_search_round)]
-            t0 = time.perf_counter()
-            for v in variants:
-                cost_workload(v, acc, sparsity=sp)
-            r["search"].append(len(layers) * len(variants) / (time.perf_counter() - t0))
-            t0 = time.perf_counter()
-            for _ in range(calls_per_search_round):
-                cost_workload(layers, acc, sparsity=sp)
-            r["warm"].append(len(layers) * calls_per_search_round / (time.perf_counter() - t0))
-            clear_caches()
-            t0 = time.perf_counter()
-            for s in layers:
-                for df in acc.dataflows:
-                    evaluate_layer(s, acc, df, sparsity=sp)
-            r["evaluate_layer_pairs_cold"].append(len(layers) * len(acc.dataflows) / (time.perf_counter() - t0))
+        for w, layers in workloads.items():               # workloads, presets and situations interleave
+            for preset in ("eyeriss", "tpu"):
+                acc = load_accelerator(preset)
+                clear_caches()
+                timed(w, preset, "cold", len(layers), lambda a=acc, ls=layers: cost_workload(ls, a, sparsity=sp))
+                variants = [variant(layers) for _ in range(calls)]
+                timed(w, preset, "search", len(layers) * calls,
+                      lambda a=acc, vs=variants: [cost_workload(v, a, sparsity=sp) for v in vs])
+                timed(w, preset, "warm", len(layers) * calls,
+                      lambda a=acc, ls=layers: [cost_workload(ls, a, sparsity=sp) for _ in range(calls)])
+                clear_caches()
+                timed(w, preset, "evaluate_layer_pairs_cold", len(layers) * len(acc.dataflows),
+                      lambda a=acc, ls=layers: [evaluate_layer(s, a, df, sparsity=sp) for s in ls
+                                                for df in a.dataflows])
     peak = {}
-    for preset in ("eyeriss", "tpu"):
-        clear_caches()
-        tracemalloc.start()
-        cost_workload(layers, load_accelerator(preset), sparsity=sp)
-        peak[preset] = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-    med = {p: {k: statistics.median(v) for k, v in r.items()} for p, r in raw.items()}
+    for w, layers in workloads.items():
+        for preset in ("eyeriss", "tpu"):
+            clear_caches()
+            tracemalloc.start()
+            cost_workload(layers, load_accelerator(preset), sparsity=sp)
+            peak[f"{w}_{preset}"] = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+    med = {w: {p: {k: statistics.median(v) for k, v in r.items()} for p, r in d.items()} for w, d in raw.items()}
+    med_cpu = {w: {p: {k: statistics.median(v) for k, v in r.items()} for p, r in d.items()}
+               for w, d in cpu.items()}
+    head = med["mnist_models"]
     return {
-        "speed_layers": len(layers), "speed_rounds": rounds,
+        "speed_workloads": {w: [s.name for s in ls] for w, ls in workloads.items()}, "speed_rounds": rounds,
         "speed_full_layer_costs_per_second": med,
-        "full_layer_costs_per_second_search": min(m["search"] for m in med.values()),
-        "full_layer_costs_per_second_cold": min(m["cold"] for m in med.values()),
-        "full_layer_costs_per_second_warm": min(m["warm"] for m in med.values()),
-        "speed_raw_rounds": raw, "speed_peak_traced_mib_cold_call": peak,
+        "full_layer_costs_per_second_search": min(m["search"] for m in head.values()),
+        "full_layer_costs_per_second_cold": min(m["cold"] for m in head.values()),
+        "full_layer_costs_per_second_warm": min(m["warm"] for m in head.values()),
+        "full_layer_costs_per_second_search_alexnet": min(m["search"] for m in med["alexnet_batch4"].values()),
+        "speed_full_layer_costs_per_cpu_second": med_cpu,
+        "speed_raw_rounds": raw, "speed_raw_rounds_cpu": cpu, "speed_peak_traced_mib_cold_call": peak,
+        "speed_load_average_1min_before": load_before,
         "speed_note": (
             "One full layer cost = one layer on one accelerator under every dataflow it supports (Eyeriss-like: "
             "RS, WS, OS; TPU-like: WS, OS, IS), the best mapping of each (DRAM tiling, RS register-file mapping), "
-            "energy per level and latency, and the best dataflow: crosslayer.hw.cost_workload on "
-            f"{len(layers)} layers (LeNet-5, SmallVGG, varied shapes, AlexNet convs at batch 4), zero-skipping "
-            "of both operands. cold: every cache emptied before the call; search: the same layer shapes with "
-            f"new random bit widths and densities per layer at each of {calls_per_search_round} calls (the "
-            "co-design search's pattern); warm: the same configuration again. Headline figures take the slower "
-            "preset. evaluate_layer_pairs_cold: one (layer, dataflow) per call with LayerCost objects, caches "
-            "emptied first (the unit of the old 484/s figure). Medians of the rounds, one thread, raw rounds "
-            "kept; peak traced memory of one cold call (tracemalloc)."),
+            "energy per level and latency, and the best dataflow: crosslayer.hw.cost_workload, zero-skipping of "
+            "both operands. Workloads: mnist_models = the 18 conv / fc layers of LeNet-5, SmallVGG and varied "
+            "shapes (the scale of the models this project trains); alexnet_batch4 = AlexNet's 5 convolutions at "
+            "batch 4 (large tiling grids), reported beside it. cold: every cache emptied before the call; search: "
+            f"the same layer shapes with new random bit widths and densities per layer at each of {calls} calls "
+            "(the co-design search's pattern: every tiling is searched anew); warm: the same configuration again. "
+            "full_layer_costs_per_second_* take mnist_models on the slower preset. evaluate_layer_pairs_cold: one "
+            "(layer, dataflow) per call with LayerCost objects, caches emptied (the unit of the old 484/s "
+            "figure). Medians of the rounds, one thread, raw rounds kept; per wall-clock second and per CPU "
+            "second of this process; peak traced memory of one cold call (tracemalloc)."),
     }
 
 

@@ -8,6 +8,14 @@ zero-skipping and load imbalance (:mod:`crosslayer.hw.sparsity`), energy per lev
 the first tile's load and the last output tile's write-back (which double buffering cannot hide) plus
 max(compute, the rest of the DRAM time, the GLB time). Each (layer, dataflow) keeps its best option under the
 objective (the other breaks ties; equal keys keep the first option).
+
+What a call computes is kept small without changing a result. Options whose access counts are equal (many RS
+mappings differ only in their timing) form one *class* in the plan, and energy is computed once per class.
+The RF-fit test (it depends on the bit widths) runs over every option; the primary key over the options that
+fit; the secondary key, the load imbalance and the latency only over the options that tie on the primary
+key (with the energy objective, a handful per layer); the reported numbers only for the chosen option of each
+(layer, dataflow). Every number is computed by the same expression in the same order as the scalar
+definition in ``tests/hw/test_hw_costing.py``.
 :func:`crosslayer.hw.mapping.layer_cost` turns a chosen option into a
 :class:`~crosslayer.hw.mapping.LayerCost`; :func:`crosslayer.hw.network.cost_workload` keeps the numbers.
 """
@@ -23,15 +31,15 @@ import numpy as np
 from crosslayer.hw.accelerator import Accelerator, mac_energy
 from crosslayer.hw.dataflows import OptionTable, option_table
 from crosslayer.hw.errors import HardwareConfigError, MappingError
-from crosslayer.hw.shapes import LayerShape
-from crosslayer.hw.sparsity import SparsityConfig, compressed_bits, skip_fraction, weight_imbalance
-from crosslayer.hw.tiling import tiling_bits
+from crosslayer.hw.shapes import LayerShape, distinct_ceils
+from crosslayer.hw.sparsity import SparsityConfig, stored_bits, weight_imbalance
+from crosslayer.hw.tiling import CASE_ORDER, MAX_TILING_CANDIDATES, TilingArrays, search_tilings, shape_key
+from crosslayer.hw.tiling_grid import ShapeKey
 
 __all__ = ["LEVELS", "Scored", "clear_caches", "score_workload"]
 
 LEVELS = ("dram", "glb", "noc", "rf", "mac")
 _DEFAULT_SPARSITY = SparsityConfig()
-_COLUMNS = ("stream_cycles", "overhead_cycles", "filter_lanes", "parallel_pes", "temporal_length", "rs_p", "rs_q")
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,12 +48,27 @@ class _Plan:
 
     tables: tuple[OptionTable, ...]       # layer-major: tables[layer * D + d]
     starts: np.ndarray                    # (L * D + 1,) first option of each segment
+    filled: np.ndarray                    # (L * D,) segments with at least one option
     layer_of: np.ndarray                  # (K,) layer index of each option
     seg_of: np.ndarray                    # (K,) segment of each option
-    counts: np.ndarray                    # (3, 3, K)
-    cols: dict[str, np.ndarray]           # _COLUMNS -> (K,)
-    is_rs: np.ndarray                     # (K,) an RS option (its RF fit depends on bit widths)
-    kernel_w: np.ndarray                  # (K,)
+    class_of: np.ndarray                  # (K,) class (equal counts within a segment) of each option
+    class_counts: np.ndarray              # (3, 3, U) accesses per level and operand of each class
+    class_layer: np.ndarray               # (U,)
+    rs_pqk: np.ndarray                    # (K,) p * q * kernel_w of RS options (0 elsewhere): the RF-fit test
+    rs_qk: np.ndarray                     # (K,) q * kernel_w
+    rs_p: np.ndarray                      # (K,) p
+    stream: np.ndarray                    # (K,) the option tables' columns, side by side
+    overhead: np.ndarray
+    lanes: np.ndarray
+    parallel: np.ndarray                  # max(parallel PEs, 1)
+    temporal: np.ndarray
+    keys: tuple[ShapeKey, ...]            # tiling shape keys per layer
+    oversized: str | None                 # the first layer whose tiling grid is too large (its message)
+    weight_count: np.ndarray              # (L,) per-layer geometry
+    input_count: np.ndarray
+    macs: np.ndarray
+    pool: np.ndarray                      # (L,) bool
+    groups: np.ndarray
 
 
 _PLANS: dict[tuple[object, ...], _Plan] = {}
@@ -60,8 +83,18 @@ def clear_caches() -> None:
     shapes.distinct_ceils.cache_clear()
     dataflows.clear_caches()
     tiling.clear_caches()
-    _storage_ratios.cache_clear()
     _weight_imbalance.cache_clear()
+
+
+def _oversized(workload: Sequence[LayerShape]) -> str | None:
+    for layer in workload:
+        key = shape_key(layer)
+        size = len(distinct_ceils(key[0])) * len(distinct_ceils(key[1])) * len(distinct_ceils(key[2]))
+        if size > MAX_TILING_CANDIDATES:
+            return (f"layer {layer.name!r} has {size} DRAM tiling candidates (tile sizes of {key[0]} filters x "
+                    f"{key[2]} output rows x {key[1]} channels); at most {MAX_TILING_CANDIDATES} are searched: "
+                    "split the batch or the layer")
+    return None
 
 
 def _plan(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[str, ...]) -> _Plan:
@@ -74,36 +107,44 @@ def _plan(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[str, ...]
     d = len(dfs)
     sizes = np.array([t.size for t in tables], dtype=np.int64)
     seg_of = np.repeat(np.arange(len(tables)), sizes)
-    rs = [t.dataflow == "RS" and workload[i // d].kind != "pool" for i, t in enumerate(tables)]
-    kw = [workload[i // d].kernel_w for i in range(len(tables))]
+    rs = np.repeat(np.array([t.dataflow == "RS" and workload[i // d].kind != "pool" for i, t in enumerate(tables)]),
+                   sizes)
+    kw = np.repeat(np.array([workload[i // d].kernel_w for i in range(len(tables))], dtype=np.int64), sizes)
 
-    def column(t: OptionTable, f: str) -> np.ndarray:
-        if f in ("rs_p", "rs_q") and not getattr(t, f).size:
-            return np.zeros(t.size, np.int64)
-        return np.asarray(getattr(t, f))
+    def column(f: str) -> np.ndarray:
+        parts = [np.asarray(getattr(t, f)) if getattr(t, f).size else np.zeros(t.size, np.int64) for t in tables]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
-    plan = _Plan(tables=tables, starts=np.concatenate([[0], np.cumsum(sizes)]), layer_of=seg_of // d, seg_of=seg_of,
-                 counts=np.concatenate([t.counts for t in tables], axis=2),
-                 cols={f: np.concatenate([column(t, f) for t in tables]) for f in _COLUMNS},
-                 is_rs=np.repeat(np.array(rs, dtype=bool), sizes),
-                 kernel_w=np.repeat(np.array(kw, dtype=np.int64), sizes))
+    # classes: equal counts within a segment (RS mappings that differ only in timing)
+    n_cls = np.array([t.n_classes for t in tables], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n_cls)[:-1]])
+    reps = []
+    for t in tables:
+        rep = np.zeros(t.n_classes, dtype=np.int64)
+        rep[t.classes] = np.arange(t.size)
+        reps.append(t.counts.reshape(9, -1)[:, rep])
+    class_of = np.concatenate([t.classes + o for t, o in zip(tables, offsets.tolist(), strict=True)])
+    class_counts = np.concatenate(reps, axis=1).reshape(3, 3, -1)
+    p, q = column("rs_p") * rs, column("rs_q") * rs
+    plan = _Plan(tables=tables, starts=np.concatenate([[0], np.cumsum(sizes)]), filled=sizes > 0,
+                 layer_of=seg_of // d, seg_of=seg_of,
+                 class_of=class_of, class_counts=class_counts,
+                 class_layer=np.repeat(np.arange(len(tables)) // d, n_cls), rs_pqk=p * q * kw, rs_qk=q * kw, rs_p=p,
+                 stream=column("stream_cycles"), overhead=column("overhead_cycles"), lanes=column("filter_lanes"),
+                 parallel=np.maximum(column("parallel_pes"), 1), temporal=column("temporal_length"),
+                 keys=tuple(shape_key(layer) for layer in workload), oversized=_oversized(workload),
+                 weight_count=np.array([s.weight_count for s in workload], dtype=np.int64),
+                 input_count=np.array([s.input_count for s in workload], dtype=np.int64),
+                 macs=np.array([s.macs for s in workload], dtype=np.int64),
+                 pool=np.array([s.kind == "pool" for s in workload], dtype=bool),
+                 groups=np.array([s.groups for s in workload], dtype=np.int64))
+    for a in plan.__dict__.values():
+        if isinstance(a, np.ndarray):
+            a.setflags(write=False)
     if len(_PLANS) >= _PLANS_MAX:
         _PLANS.clear()
     _PLANS[key] = plan
     return plan
-
-
-@lru_cache(maxsize=16384)
-def _storage_ratios(count_w: int, wd: float, wb: int, count_i: int, ad: float, ab: int, index_bits: int,
-                    pointer_bits: int, w_cols: int, i_cols: int, skip_w: bool, skip_a: bool) -> tuple[float, float]:
-    w_ratio = i_ratio = 1.0
-    if skip_w and count_w:
-        bits, _ = compressed_bits(count_w, wd, wb, index_bits, pointer_bits, w_cols)
-        w_ratio = bits / (count_w * wb)
-    if skip_a:
-        bits, _ = compressed_bits(count_i, ad, ab, index_bits, pointer_bits, i_cols)
-        i_ratio = bits / (count_i * ab)
-    return w_ratio, i_ratio
 
 
 @lru_cache(maxsize=16384)
@@ -113,22 +154,39 @@ def _weight_imbalance(filter_nnz: tuple[int, ...], lanes: int) -> float:
 
 def _act_imbalance(length: np.ndarray, density: np.ndarray, lanes: np.ndarray) -> np.ndarray:
     """:func:`crosslayer.hw.sparsity.activation_imbalance` element-wise (all lengths and lanes positive)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = length * density
-        std = np.sqrt(length * density * (1.0 - density))
-        worst = np.minimum(length.astype(np.float64), mean + std * np.sqrt(2.0 * np.log(lanes)))
-        return np.where((mean <= 0) | (density >= 1.0) | (lanes == 1), 1.0, worst / mean)
+    mean = length * density
+    std = np.sqrt(length * density * (1.0 - density))
+    worst = np.minimum(length.astype(np.float64), mean + std * np.sqrt(2.0 * np.log(lanes)))
+    empty = mean <= 0
+    return np.where(empty | (density >= 1.0) | (lanes == 1), 1.0, worst / np.where(empty, 1.0, mean))
+
+
+@dataclass(frozen=True, eq=False)
+class _Layers:
+    """Per-layer numbers of one call (arrays of length L)."""
+
+    wl_bits: np.ndarray
+    act_bits: np.ndarray
+    psum: np.ndarray
+    w_ratio: np.ndarray
+    i_ratio: np.ndarray
+    frac: np.ndarray
+    wdens: np.ndarray
+    adens: np.ndarray
+    dram_words: np.ndarray
+    exposed: np.ndarray
+    filter_nnz: tuple[tuple[int, ...], ...]
 
 
 @dataclass(frozen=True, eq=False)
 class Scored:
-    """Scored options of a workload: per-level accesses and energies ``(5, K)`` in ``LEVELS`` order, cycles,
-    and ``best[layer, dataflow]``, the option each (layer, dataflow) keeps."""
+    """The chosen option of each (layer, dataflow) of a workload: per-level accesses and energies ``(5, R)`` in
+    ``LEVELS`` order, cycles, ..., one column per chosen option, and ``best[layer, dataflow]``, its column."""
 
     workload: tuple[LayerShape, ...]
     dataflows: tuple[str, ...]
     plan: _Plan
-    options: np.ndarray                 # (K,) the plan's option behind each scored row
+    options: np.ndarray                 # (R,) the plan's option behind each row
     accesses: np.ndarray
     energy: np.ndarray
     total_energy: np.ndarray
@@ -139,111 +197,95 @@ class Scored:
     exposed_cycles: np.ndarray          # per layer: first tile's load + last output tile's write-back
     imbalance: np.ndarray
     best: np.ndarray                    # (L, D) row of the best option
-    tilings: tuple[tuple[str, int, int, int], ...]
+    tiling: TilingArrays
     weight_ratio: np.ndarray            # per layer
     input_ratio: np.ndarray
     frac: np.ndarray
 
     def table_column(self, row: int) -> tuple[OptionTable, int]:
-        """The option table of scored row ``row`` and its column there."""
+        """The option table of row ``row`` and its column there."""
         k = int(self.options[row])
         seg = int(self.plan.seg_of[k])
         return self.plan.tables[seg], k - int(self.plan.starts[seg])
 
+    def tiling_of(self, j: int) -> tuple[str, int, int, int]:
+        """``(order, m_tile, p_tile, c_tile)`` of layer ``j``'s DRAM tiling."""
+        t = self.tiling
+        return CASE_ORDER[int(t.case[j])], int(t.m_tile[j]), int(t.p_tile[j]), int(t.c_tile[j])
 
-def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[str, ...], *,
-                   objective: str = "energy", sparsity: SparsityConfig | None = None,
-                   relative_power: Mapping[str, float] | None = None) -> Scored:
-    """Score every option of every layer of ``workload`` under each of ``dfs`` (checked by the caller)."""
-    sp = sparsity or _DEFAULT_SPARSITY
-    rp = relative_power or {}
+
+def _layers(workload: Sequence[LayerShape], plan: _Plan, acc: Accelerator, sp: SparsityConfig) -> tuple[
+        _Layers, TilingArrays]:
+    wl = np.array([s.weight_bits for s in workload], dtype=np.float64)
+    ab = np.array([s.act_bits for s in workload], dtype=np.float64)
+    wd = np.array([s.weight_density for s in workload], dtype=np.float64)
+    ad = np.array([s.act_density for s in workload], dtype=np.float64)
+    psum = np.maximum(ab, float(acc.psum_bits))
     n = len(workload)
-    plan = _plan(workload, acc, dfs)
-    wl_bits = np.empty(n)
-    act_bits = np.empty(n)
-    psum = np.empty(n)
-    w_ratio = np.empty(n)
-    i_ratio = np.empty(n)
-    frac = np.empty(n)
-    dram_words = np.empty(n)
-    exposed = np.empty(n)
-    e_mac = np.empty(n)
-    macs = np.empty(n)
-    wdens = np.empty(n)
-    adens = np.empty(n)
-    tilings = []
-    for j, layer in enumerate(workload):
-        pb = max(acc.psum_bits, layer.act_bits)
-        wr, ir = _storage_ratios(layer.weight_count, layer.weight_density, layer.weight_bits, layer.input_count,
-                                 layer.act_density, layer.act_bits, sp.index_bits, sp.pointer_bits,
-                                 layer.out_channels, layer.in_channels * layer.batch, sp.skips_weights,
-                                 sp.skips_activations)
-        order, mt, pt, ct, wbits, ibits, obits, first, last = tiling_bits(layer, acc, weight_ratio=wr,
-                                                                           input_ratio=ir, psum_bits=pb)
-        tilings.append((order, mt, pt, ct))
-        exposed[j] = (first + last) / acc.word_bits / acc.dram_bandwidth
-        wl_bits[j], act_bits[j], psum[j], w_ratio[j], i_ratio[j] = layer.weight_bits, layer.act_bits, pb, wr, ir
-        frac[j] = skip_fraction(sp, layer.weight_density, layer.act_density) if layer.kind != "pool" else 1.0
-        dram_words[j] = (wbits + ibits + obits) / acc.word_bits
-        e_mac[j] = mac_energy(acc, layer.weight_bits, layer.act_bits, rp.get(layer.name, 1.0))
-        macs[j] = layer.macs
-        wdens[j], adens[j] = layer.weight_density, layer.act_density
+    ones = np.ones(n)
+    w_ratio, i_ratio = ones, ones
+    if sp.skips_weights:
+        w_ratio = np.array([stored_bits(c, s.weight_density, s.weight_bits, sp.index_bits, sp.pointer_bits,
+                                        s.out_channels) / (c * s.weight_bits) if c else 1.0
+                            for s, c in zip(workload, plan.weight_count.tolist(), strict=True)])
+    if sp.skips_activations:
+        i_ratio = np.array([stored_bits(c, s.act_density, s.act_bits, sp.index_bits, sp.pointer_bits,
+                                        s.in_channels * s.batch) / (c * s.act_bits)
+                            for s, c in zip(workload, plan.input_count.tolist(), strict=True)])
+    frac = ones
+    if sp.skips_weights or sp.skips_activations:
+        frac = (wd if sp.skips_weights else ones) * (ad if sp.skips_activations else ones)
+        frac = np.where(plan.pool, 1.0, frac)
+    tiling = search_tilings(plan.keys, plan.groups, wl * w_ratio, ab * i_ratio, ab, psum, acc.glb_bytes * 8,
+                            [s.name for s in workload], acc.glb_bytes)
+    dram_words = (tiling.weight_bits + tiling.input_bits + tiling.output_bits) / acc.word_bits
+    exposed = (tiling.first_bits + tiling.last_bits) / acc.word_bits / acc.dram_bandwidth
+    nnz = tuple(s.filter_nnz for s in workload)
+    return _Layers(wl_bits=wl, act_bits=ab, psum=psum, w_ratio=w_ratio, i_ratio=i_ratio, frac=frac, wdens=wd,
+                   adens=ad, dram_words=dram_words, exposed=exposed, filter_nnz=nnz), tiling
 
-    lo = plan.layer_of
-    c = plan.counts
-    col = plan.cols
-    seg = plan.seg_of
-    options = np.arange(seg.shape[0])
-    nseg = len(plan.tables)
-    if plan.is_rs.any():
-        # RS options whose working set does not fit the RF at these bit widths are dropped before scoring
-        rs_p, rs_q, kw = col["rs_p"], col["rs_q"], plan.kernel_w
-        fits = (rs_p * rs_q * kw * wl_bits[lo] + rs_q * kw * act_bits[lo] + rs_p * psum[lo] <= acc.rf_bytes * 8)
-        options = np.flatnonzero(~plan.is_rs | fits)
-        lo, seg, c = lo[options], seg[options], c[:, :, options]
-        col = {k: v[options] for k, v in col.items()}
-    ok = np.zeros(nseg, dtype=bool)
-    ok[seg] = True
-    if not ok.all():
-        layer = workload[int(np.flatnonzero(~ok)[0]) // len(dfs)]
-        raise MappingError(f"layer {layer.name!r} fits no RS mapping: one filter row of kernel_w = "
-                           f"{layer.kernel_w} with its inputs and psum exceeds rf_bytes = {acc.rf_bytes}")
-    starts = np.searchsorted(seg, np.arange(nseg))
-    wb_o, ab_o, pb_o = wl_bits[lo], act_bits[lo], psum[lo]
-    # energy per level (the per-option sums written out scalar by scalar in tests/hw/test_hw_costing.py)
+
+def _class_energy(plan: _Plan, ly: _Layers, macs_frac: np.ndarray, e_mac: np.ndarray, acc: Accelerator,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accesses and energy per level ``(5, U)`` and total energy of every class (the per-option sums written
+    out scalar by scalar in tests/hw/test_hw_costing.py)."""
+    lo = plan.class_layer
+    c = plan.class_counts
     wb = acc.word_bits
-    wst, ist, fr = w_ratio[lo], i_ratio[lo], frac[lo]       # stored fraction of weights / inputs
-    dw = dram_words[lo]
+    wb_o, ab_o, pb_o = ly.wl_bits[lo], ly.act_bits[lo], ly.psum[lo]
+    wst, ist, fr = ly.w_ratio[lo], ly.i_ratio[lo], ly.frac[lo]       # stored fraction of weights / inputs
+    dw = ly.dram_words[lo]
     glb = dw + c[0, 0] * wb_o * wst / wb + c[0, 1] * ab_o * ist / wb + c[0, 2] * pb_o / wb
     noc = (c[1, 0] * wb_o * wst / wb + c[1, 1] * ab_o * ist / wb + c[1, 2] * pb_o / wb) * fr
     rf = (c[2, 0] * wb_o / wb + c[2, 1] * ab_o / wb + c[2, 2] * pb_o / wb) * fr
-    mac = (macs * frac)[lo]
     en = acc.energy
-    accesses = np.stack([dw, glb, noc, rf, mac])
+    accesses = np.stack([dw, glb, noc, rf, macs_frac[lo]])
     energy = accesses * np.array([[en.dram], [en.glb], [en.noc], [en.rf], [1.0]])
     energy[4] *= e_mac[lo]
-    total = energy[0] + energy[1] + energy[2] + energy[3] + energy[4]
-    if not np.isfinite(total).all():
-        j = int(lo[np.flatnonzero(~np.isfinite(total))[0]])
-        raise HardwareConfigError(f"layer {workload[j].name!r}: its energy on accelerator {acc.name!r} is not a "
-                                  "finite number; the per-access energies or the layer size are too large")
+    return accesses, energy, energy[0] + energy[1] + energy[2] + energy[3] + energy[4]
 
-    # latency: compute (scaled by skipped MACs and load imbalance) against the memory bounds
-    stream, overhead = col["stream_cycles"], col["overhead_cycles"]
-    imb = np.ones(total.shape[0])
+
+def _timing(plan: _Plan, ly: _Layers, sp: SparsityConfig, glb: np.ndarray, idx: np.ndarray, acc: Accelerator,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Compute cycles, cycles, GLB cycles and load imbalance of the options ``idx`` (``glb``: their GLB
+    accesses): compute scaled by skipped MACs and load imbalance, against the memory bounds."""
+    lo = plan.layer_of[idx]
+    fr = ly.frac[lo]
+    stream, overhead = plan.stream[idx], plan.overhead[idx]
+    imb = np.ones(idx.shape[0])
     skipping = fr < 1.0
     if skipping.any():
-        lanes, temporal, par = col["filter_lanes"], col["temporal_length"], np.maximum(col["parallel_pes"], 1)
+        lanes, temporal, par = plan.lanes[idx], plan.temporal[idx], plan.parallel[idx]
         if sp.skips_weights:
-            w_imb = _act_imbalance(temporal, wdens[lo], par)
-            for j, layer in enumerate(workload):
-                if layer.filter_nnz and frac[j] < 1.0:
+            w_imb = _act_imbalance(temporal, ly.wdens[lo], par)
+            for j, nnz in enumerate(ly.filter_nnz):
+                if nnz and ly.frac[j] < 1.0:
                     sel = np.flatnonzero((lo == j) & (lanes > 0))
                     for v in np.unique(lanes[sel]).tolist():
-                        w_imb[sel[lanes[sel] == v]] = _weight_imbalance(layer.filter_nnz, v)
+                        w_imb[sel[lanes[sel] == v]] = _weight_imbalance(nnz, v)
             imb = imb * w_imb
         if sp.skips_activations:
-            imb = imb * _act_imbalance(temporal, adens[lo], par)
+            imb = imb * _act_imbalance(temporal, ly.adens[lo], par)
         imb = np.where(skipping, imb, 1.0)
         scale = np.where(skipping, np.minimum(1.0, fr * imb), 1.0)
         compute = np.ceil(stream * scale - 1e-9).astype(np.int64) + overhead
@@ -252,18 +294,78 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
     # double buffering hides DRAM transfers behind compute except the first tile's load and the last output
     # tile's write-back: latency = exposed + max(compute, rest of the DRAM time, GLB time)
     glb_cycles = glb / acc.glb_bandwidth
-    ex = exposed[lo]
-    dram_rest = np.maximum(dw / acc.dram_bandwidth - ex, 0.0)
+    ex = ly.exposed[lo]
+    dram_rest = np.maximum(ly.dram_words[lo] / acc.dram_bandwidth - ex, 0.0)
     cycles = np.ceil(ex + np.maximum(np.maximum(compute, dram_rest), glb_cycles) - 1e-9)
+    return compute, cycles, glb_cycles, imb
+
+
+def _first_least(values: np.ndarray, seg: np.ndarray, nseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` grouped by ``seg`` (sorted, every segment present): whether each is its segment's least, and
+    the position of the first least of each segment."""
+    starts = np.searchsorted(seg, np.arange(nseg))
+    least = np.minimum.reduceat(values, starts)
+    is_min = values == least[seg]
+    first = np.minimum.reduceat(np.where(is_min, np.arange(values.shape[0]), values.shape[0]), starts)
+    return is_min, first
+
+
+def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[str, ...], *,
+                   objective: str = "energy", sparsity: SparsityConfig | None = None,
+                   relative_power: Mapping[str, float] | None = None) -> Scored:
+    """Score every option of every layer of ``workload`` under each of ``dfs`` (checked by the caller)."""
+    sp = sparsity or _DEFAULT_SPARSITY
+    rp = relative_power or {}
+    plan = _plan(workload, acc, dfs)
+    power = np.ones(len(workload))
+    for j, s in enumerate(workload):
+        if s.name in rp:
+            mac_energy(acc, s.weight_bits, s.act_bits, rp[s.name])       # validates the relative power
+            power[j] = rp[s.name]
+    if plan.oversized:
+        raise MappingError(plan.oversized)
+    ly, tiling = _layers(workload, plan, acc, sp)
+    e_mac = acc.energy.mac * (ly.wl_bits * ly.act_bits) / acc.reference_bits ** 2 * power
+    macs_frac = plan.macs * ly.frac
+
+    # RS options whose working set does not fit the RF at these bit widths are dropped before scoring
+    lo = plan.layer_of
+    fits = plan.rs_pqk * ly.wl_bits[lo] + plan.rs_qk * ly.act_bits[lo] + plan.rs_p * ly.psum[lo] <= acc.rf_bytes * 8
+    nseg = len(plan.tables)
+    ok = plan.filled.copy()
+    if fits.size:
+        ok[ok] = np.logical_or.reduceat(fits, plan.starts[:-1][ok])
+    if not ok.all():
+        layer = workload[int(np.flatnonzero(~ok)[0]) // len(dfs)]
+        raise MappingError(f"layer {layer.name!r} fits no RS mapping: one filter row of kernel_w = "
+                           f"{layer.kernel_w} with its inputs and psum exceeds rf_bytes = {acc.rf_bytes}")
+    accesses, energy, total = _class_energy(plan, ly, macs_frac, e_mac, acc)
+    fit_idx = np.flatnonzero(fits)
+    opt_total = total[plan.class_of[fit_idx]]
+    if not np.isfinite(opt_total).all():
+        j = int(lo[fit_idx[np.flatnonzero(~np.isfinite(opt_total))[0]]])
+        raise HardwareConfigError(f"layer {workload[j].name!r}: its energy on accelerator {acc.name!r} is not a "
+                                  "finite number; the per-access energies or the layer size are too large")
 
     # best option of each (layer, dataflow): least primary key, then least secondary, then first
-    prim, sec = (total, cycles) if objective == "energy" else (cycles, total)
-    is_min = prim == np.minimum.reduceat(prim, starts)[seg]
-    sec_m = np.where(is_min, sec, np.inf)
-    cand = is_min & (sec_m == np.minimum.reduceat(sec_m, starts)[seg])
-    best = np.minimum.reduceat(np.where(cand, np.arange(prim.shape[0]), prim.shape[0]), starts)
-    return Scored(workload=tuple(workload), dataflows=dfs, plan=plan, options=options, accesses=accesses,
-                  energy=energy, total_energy=total, compute_cycles=compute, cycles=cycles, glb_cycles=glb_cycles,
-                  dram_cycles=dram_words / acc.dram_bandwidth, exposed_cycles=exposed, imbalance=imb,
-                  best=best.reshape(n, len(dfs)), tilings=tuple(tilings), weight_ratio=w_ratio,
-                  input_ratio=i_ratio, frac=frac)
+    seg = plan.seg_of[fit_idx]
+    if objective == "energy":
+        is_min, _ = _first_least(opt_total, seg, nseg)
+        tied = fit_idx[is_min]
+        timing = _timing(plan, ly, sp, accesses[1][plan.class_of[tied]], tied, acc)
+        _, first = _first_least(timing[1], plan.seg_of[tied], nseg)
+        compute, cycles, glb_cycles, imb = (a[first] for a in timing)
+    else:
+        timing = _timing(plan, ly, sp, accesses[1][plan.class_of[fit_idx]], fit_idx, acc)
+        is_min, _ = _first_least(timing[1], seg, nseg)
+        tied = fit_idx[is_min]
+        _, first = _first_least(opt_total[is_min], plan.seg_of[tied], nseg)
+        compute, cycles, glb_cycles, imb = (a[is_min][first] for a in timing)
+    best = tied[first]
+    cls = plan.class_of[best]
+    n = len(workload)
+    return Scored(workload=tuple(workload), dataflows=dfs, plan=plan, options=best, accesses=accesses[:, cls],
+                  energy=energy[:, cls], total_energy=total[cls], compute_cycles=compute, cycles=cycles,
+                  glb_cycles=glb_cycles, dram_cycles=ly.dram_words / acc.dram_bandwidth, exposed_cycles=ly.exposed,
+                  imbalance=imb, best=np.arange(nseg).reshape(n, len(dfs)), tiling=tiling, weight_ratio=ly.w_ratio,
+                  input_ratio=ly.i_ratio, frac=ly.frac)

@@ -58,7 +58,8 @@ class OptionTable:
     """Every mapping option of one layer under one dataflow, one column per option (read-only arrays).
 
     ``counts[level, operand]`` are values accessed at ``LEVELS_BELOW_DRAM`` x ``OPERANDS``; ``rs_p`` /
-    ``rs_q`` the RS register-file mapping of each column (empty for the other dataflows).
+    ``rs_q`` the RS register-file mapping of each column (empty for the other dataflows); ``classes`` numbers
+    the distinct count columns (columns with equal counts share a class and so an energy).
     """
 
     dataflow: str
@@ -71,6 +72,8 @@ class OptionTable:
     mapping: dict[str, np.ndarray]
     rs_p: np.ndarray
     rs_q: np.ndarray
+    classes: np.ndarray
+    n_classes: int
 
     @property
     def size(self) -> int:
@@ -98,11 +101,29 @@ def _table(dataflow: str, counts: dict[tuple[str, str], np.ndarray | int], size:
     for (lvl, op), v in counts.items():
         cnt[LEVELS_BELOW_DRAM.index(lvl), OPERANDS.index(op)] = v
     cnt.setflags(write=False)
+    classes = _count_classes(cnt.reshape(9, size))
     empty = np.zeros(0, dtype=np.int64)
     return OptionTable(dataflow=dataflow, counts=cnt, stream_cycles=col(stream), overhead_cycles=col(overhead),
                        filter_lanes=col(lanes), parallel_pes=col(pes), temporal_length=col(temporal),
                        mapping={k: col(v) for k, v in mapping.items()},
-                       rs_p=empty if rs_p is None else col(rs_p), rs_q=empty if rs_q is None else col(rs_q))
+                       rs_p=empty if rs_p is None else col(rs_p), rs_q=empty if rs_q is None else col(rs_q),
+                       classes=classes, n_classes=int(classes.max()) + 1 if size else 0)
+
+
+def _count_classes(counts: np.ndarray) -> np.ndarray:
+    """Class of each column of ``counts`` (9, K): equal columns share a class, numbered in sorted order."""
+    size = counts.shape[1]
+    if size <= 1:
+        out = np.zeros(size, dtype=np.int64)
+    else:
+        order = np.lexsort(counts[::-1])
+        ordered = counts[:, order]
+        new = np.ones(size, dtype=bool)
+        new[1:] = (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)
+        out = np.empty(size, dtype=np.int64)
+        out[order] = np.cumsum(new) - 1
+    out.setflags(write=False)
+    return out
 
 
 def _gemm_table(layer: LayerShape, dataflow: str, acc: Accelerator) -> OptionTable:

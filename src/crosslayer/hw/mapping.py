@@ -78,7 +78,7 @@ def layer_cost(scored: Scored, acc: Accelerator, j: int, i: int) -> LayerCost:
     bound = "compute" if compute >= max(dram_cycles, glb_cycles) else ("dram" if dram_cycles >= glb_cycles else "glb")
     frac = float(scored.frac[j])
     eff = layer.macs * frac
-    order, mt, pt, ct = scored.tilings[j]
+    order, mt, pt, ct = scored.tiling_of(j)
     tiling: dict[str, Any] = {"m_tile": mt, "p_tile": pt, "c_tile": ct, "order": order}
     tiling.update({name: int(v[col]) for name, v in table.mapping.items()})
     tiling.update({"bound": bound, "exposed_dram_cycles": round(float(scored.exposed_cycles[j]), 2),

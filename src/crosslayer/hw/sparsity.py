@@ -26,7 +26,7 @@ from crosslayer.config import check_range
 from crosslayer.hw.errors import HardwareConfigError
 
 __all__ = ["SkipMode", "SparsityConfig", "activation_imbalance", "activation_imbalance_array", "compressed_bits",
-           "skip_fraction", "weight_imbalance"]
+           "skip_fraction", "stored_bits", "weight_imbalance"]
 
 SkipMode = Literal["none", "weights", "activations", "both"]
 _MODES = ("none", "weights", "activations", "both")
@@ -70,16 +70,24 @@ def compressed_bits(count: int, density: float, value_bits: int, index_bits: int
     if count < 0 or columns < 0:
         raise HardwareConfigError(f"count = {count} and columns = {columns} must be non-negative")
     check_range("density", density, 0.0, 1.0)
+    bits = stored_bits(count, density, value_bits, index_bits, pointer_bits, columns)
+    return bits, bits < float(count * value_bits)
+
+
+def stored_bits(count: int, density: float, value_bits: int, index_bits: int, pointer_bits: int,
+                columns: int) -> float:
+    """The bits of :func:`compressed_bits` without its argument checks (the cost model's inner loop, on
+    validated layer shapes)."""
     dense = float(count * value_bits)
     if count == 0:
-        return 0.0, False
+        return 0.0
     q = 1.0 - density
     run = 2 ** index_bits
     qL = q ** run
     pad_per_nz = qL / (1.0 - qL) if qL < 1.0 else 0.0
     entries = count * density * (1.0 + pad_per_nz)
     sparse = entries * (value_bits + index_bits) + columns * pointer_bits
-    return (sparse, True) if sparse < dense else (dense, False)
+    return sparse if sparse < dense else dense
 
 
 def skip_fraction(cfg: SparsityConfig, weight_density: float, act_density: float) -> float:
