@@ -7,7 +7,16 @@ from hypothesis import strategies as st
 
 from crosslayer.detect.boxes import nms, pairwise_overlap
 from crosslayer.detect.detections import Detections
-from crosslayer.detect.tiling import axis_starts, core_regions, merge_tile_detections, owner_tile, tile_grid
+from crosslayer.detect.tiling import (
+    PAD_VALUE,
+    axis_starts,
+    core_regions,
+    letterbox_frame,
+    merge_tile_detections,
+    owner_tile,
+    pad_frame,
+    tile_grid,
+)
 from crosslayer.errors import ConfigError
 
 
@@ -85,3 +94,16 @@ def test_merge_shifts_and_removes_cross_tile_duplicates() -> None:
     assert len(merged) == 2
     assert merged.boxes[0].tolist() == [85, 10, 95, 20]
     assert merged.boxes[1].tolist() == [130, 50, 140, 60]
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_padding_keeps_the_frame() -> None:
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    frame[500:600, 1000:1100] = 255
+    box, back = letterbox_frame(frame, 384, 384)
+    assert box.shape == (384, 384, 3) and back == pytest.approx(5.0)
+    assert (box[216:] == PAD_VALUE).all()  # 1920x1080 -> 384x216, grey below
+    ys, xs = np.nonzero(box[..., 0] > 128)
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (200, 100, 220, 120)  # the square, scaled by 0.2
+    padded = pad_frame(frame, 16)
+    assert padded.shape == (1088, 1920, 3) and np.array_equal(padded[:1080], frame)
+    assert (padded[1080:] == PAD_VALUE).all() and pad_frame(frame, 8) is frame
