@@ -107,3 +107,17 @@ def test_letterbox_keeps_the_aspect_ratio_and_padding_keeps_the_frame() -> None:
     padded = pad_frame(frame, 16)
     assert padded.shape == (1088, 1920, 3) and np.array_equal(padded[:1080], frame)
     assert (padded[1080:] == PAD_VALUE).all() and pad_frame(frame, 8) is frame
+
+
+def test_a_tile_keeps_only_the_objects_centred_in_its_core() -> None:
+    tiles = np.array([[0, 0, 100, 100], [60, 0, 160, 100]], np.int32)  # 40 px overlap
+    cores = core_regions(tiles, 160, 100)
+    assert cores[:, 2].tolist() == [80, 160]
+    # one 30 px object at frame x 45..75 (centre 60, core 0): whole in tile 0, clipped to 60..75 in tile 1,
+    # where the clipped box scores higher
+    whole = Detections(np.array([[45, 40, 75, 70]], np.float32), np.array([0.6], np.float32), np.zeros(1, np.int64))
+    part = Detections(np.array([[0, 40, 15, 70]], np.float32), np.array([0.9], np.float32), np.zeros(1, np.int64))
+    plain = merge_tile_detections([whole, part], tiles, np.array([0, 1]))
+    assert plain.boxes.tolist() == [[60, 40, 75, 70]]  # NMS alone keeps the clipped box
+    owned = merge_tile_detections([whole, part], tiles, np.array([0, 1]), cores=cores)
+    assert owned.boxes.tolist() == [[45, 40, 75, 70]]

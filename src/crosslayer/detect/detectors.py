@@ -79,7 +79,9 @@ def run_detector(detector: Detector, tiles: NDArray[np.uint8]) -> list[Detection
 
 
 def _fold_batchnorm(model: TinyGridDetector) -> torch.nn.Module:
-    """An inference copy with every conv + BatchNorm pair folded into one conv (same outputs, fewer passes)."""
+    """An inference copy with every conv + BatchNorm pair folded into one conv (same outputs, fewer passes), in
+    channels-last memory format: frames arrive as (N, H, W, C) bytes, and oneDNN's convolutions run faster on
+    that layout (measured here: 19 vs 26 ms for a 1920x1088 frame, 15 vs 16 ms for 8 tiles of 384 px)."""
     import copy
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -93,7 +95,7 @@ def _fold_batchnorm(model: TinyGridDetector) -> torch.nn.Module:
             if isinstance(bn, torch.nn.BatchNorm2d) and isinstance(conv, torch.nn.Conv2d):
                 block[i - 1] = fuse_conv_bn_eval(conv, bn)
                 block[i] = torch.nn.Identity()
-    return fused
+    return fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 @dataclass

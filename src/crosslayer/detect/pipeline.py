@@ -51,7 +51,9 @@ MODES: tuple[Mode, ...] = ("resize", "full_frame", "tiles", "stp")
 class STPConfig:
     """Tiling (``min_overlap`` px), the STP ``budget`` (fraction of tiles in (0, 1) or a count >= 1),
     ``max_age`` (frames before a tile is forced in; 0 = never), memory matching IoU and tolerated misses,
-    cross-tile merge threshold (intersection over the smaller box), and the attention terms."""
+    cross-tile merge threshold (intersection over the smaller box), whether a tile keeps only the detections
+    centred in its core (``own_core``: right when the overlap is at least the object size), and the attention
+    terms."""
 
     min_overlap: int = 64
     budget: float = 0.25
@@ -59,6 +61,7 @@ class STPConfig:
     match_iou: float = 0.3
     max_misses: int = 1
     merge_threshold: float = 0.5
+    own_core: bool = True
     use_motion: bool = True
     use_velocity: bool = True
     motion_threshold: float = 20.0
@@ -165,12 +168,14 @@ class FrameProcessor:
             sel = np.arange(len(self.tiles), dtype=np.int64)
             macs = len(sel) * self.detector.macs_per_tile
             per_tile = run_detector(self.detector, crop_tiles(frame, self.tiles, sel))
-            dets = merge_tile_detections(per_tile, self.tiles, sel, nms_threshold=self.cfg.merge_threshold)
+            dets = merge_tile_detections(per_tile, self.tiles, sel, nms_threshold=self.cfg.merge_threshold,
+                                         cores=self.cores if self.cfg.own_core else None)
         else:
             sel = self.attention.select(frame, self.memory.counts(f))
             macs = len(sel) * self.detector.macs_per_tile
             per_tile = run_detector(self.detector, crop_tiles(frame, self.tiles, sel))
-            merged = merge_tile_detections(per_tile, self.tiles, sel, nms_threshold=self.cfg.merge_threshold)
+            merged = merge_tile_detections(per_tile, self.tiles, sel, nms_threshold=self.cfg.merge_threshold,
+                                           cores=self.cores if self.cfg.own_core else None)
             stats: UpdateStats = self.memory.update(f, sel, merged)
             self.attention.update(sel, stats)
             new = sum(stats.new.values())

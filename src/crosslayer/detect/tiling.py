@@ -126,13 +126,24 @@ def pad_frame(frame: NDArray[np.uint8], multiple: int) -> NDArray[np.uint8]:
 
 
 def merge_tile_detections(per_tile: list[Detections], tiles: NDArray[np.int32], indices: NDArray[np.int64], *,
-                          nms_threshold: float = 0.5, kind: Overlap = "ios") -> Detections:
+                          nms_threshold: float = 0.5, kind: Overlap = "ios", cores: NDArray[np.floating] | None = None,
+                          core_margin: float = 8.0) -> Detections:
     """Shift each tile's detections to frame coordinates and drop cross-tile duplicates (class-aware NMS).
 
     ``kind='ios'`` (intersection over the smaller box) also removes the clipped part-of-an-object box a
-    tile sees at its border when the neighbouring tile sees the whole object.
+    tile sees at its border when the neighbouring tile sees the whole object. With ``cores`` a tile keeps
+    only the detections whose centre lies in its own core (grown by ``core_margin`` px): when the overlap is
+    at least the object size, the tile owning an object's centre sees all of it, and a neighbour's clipped
+    box of it (whose centre falls in the owner's core) is dropped even when it scores higher.
     """
     shifted = [d.shifted(float(tiles[i, 0]), float(tiles[i, 1])) for d, i in zip(per_tile, indices, strict=True)]
+    if cores is not None:
+        kept = []
+        for d, i in zip(shifted, indices, strict=True):
+            c = np.asarray(cores[i], np.float64) + np.array([-core_margin, -core_margin, core_margin, core_margin])
+            cx, cy = (d.boxes[:, 0] + d.boxes[:, 2]) / 2, (d.boxes[:, 1] + d.boxes[:, 3]) / 2
+            kept.append(d.take((cx >= c[0]) & (cx < c[2]) & (cy >= c[1]) & (cy < c[3])))
+        shifted = kept
     allx = concat(shifted)
     if len(allx) == 0:
         return allx
