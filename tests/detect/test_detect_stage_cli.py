@@ -99,13 +99,17 @@ def test_cli_detect_on_synthetic_and_errors(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert m["frames"] == 3 and m["tiles_total"] == 28 and "recall" in m and m["macs_per_frame"] > 0
+    json.loads((tmp_path / "o" / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))  # strict
     det = json.loads((tmp_path / "o" / "detections.json").read_text())
     assert len(det["frames"]) == 3 and len(det["frames"][0]["tiles"]) == 28
     assert (tmp_path / "o" / "a.avi").stat().st_size > 0
     assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]
-    res = runner.invoke(app, ["detect", "synthetic", "--mode", "full_frame", "--detector", spec, "--max-frames", "2",
-                              "--out", str(tmp_path / "f")])
+    res = runner.invoke(app, ["detect", "synthetic", "--mode", "full_frame", "--detector",
+                              _user_detector(tmp_path, "return BlobDetector(size=384, min_side=2000)"),
+                              "--max-frames", "2", "--out", str(tmp_path / "f")])
     assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    assert m["precision"] is None and m["recall"] == 0.0  # no detections: precision undefined, written as null
     bad = runner.invoke(app, ["detect", str(tmp_path / "missing.avi"), "--out", str(tmp_path / "p"),
                               "--detector", spec])
     assert bad.exit_code == 2 and "does not exist" in bad.output

@@ -146,7 +146,8 @@ def detect_cmd(
         metrics.update({"recall": sc.recall, "precision": sc.precision, "ap50": sc.ap50})
     atomic_write_json(out_dir / "detections.json", {"mode": mode, "tiles": run.tiles.tolist(), "frames": [
         {"index": f.index, "tiles": f.processed.tolist(), "detections": f.detections.to_json()} for f in run.frames]})
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+    atomic_write_json(out_dir / "metrics.json", metrics)  # NaN (no detections: precision undefined) as null
     emit(metrics, as_json, title=f"detect {mode}")
     if run.error:
         raise DataError(f"{run.error}; the results of the {len(run.frames)} frames read are in {out_dir}")
