@@ -24,6 +24,10 @@ class BlobDetector:
         self.calls = 0
         self.tiles_seen = 0
 
+    def macs_at(self, width: int, height: int) -> int:
+        """Any input size (so it can take whole frames): cost proportional to the area."""
+        return self.macs_per_tile * width * height // (self.input_size[0] * self.input_size[1])
+
     def detect(self, tiles: NDArray[np.uint8]) -> list[Detections]:
         self.calls += 1
         self.tiles_seen += len(tiles)
@@ -53,3 +57,9 @@ def square_frames(n: int, size: tuple[int, int] = (640, 360), objects: int = 4, 
             boxes.append([x, y, x + side, y + side])
         yield img, (np.asarray(boxes, np.float32), np.zeros(objects, np.int64))
         pos = np.clip(pos + vel, side, [w - 2 * side, h - 2 * side])
+
+
+class FixedInputDetector(BlobDetector):
+    """A detector that only takes its own input size (no ``macs_at``)."""
+
+    macs_at = None  # type: ignore[assignment]

@@ -5,10 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from detect_helpers import BlobDetector, square_frames
+from detect_helpers import BlobDetector, FixedInputDetector, square_frames
 
-from crosslayer.detect.detections import Detections, MalformedDetectionsError, validate_detections
-from crosslayer.detect.detectors import HOGPeopleDetector, TinyCNNDetector, load_detector, run_detector
+from crosslayer.detect.detections import MAX_DETECTIONS, Detections, MalformedDetectionsError, validate_detections
+from crosslayer.detect.detectors import (
+    HOGPeopleDetector,
+    ScoreFilter,
+    TinyCNNDetector,
+    at_threshold,
+    full_frame_macs,
+    load_detector,
+    run_detector,
+)
 from crosslayer.detect.metrics import evaluate_detections, relative_energy
 from crosslayer.detect.tinynet import GridSpec, TinyGridDetector, count_macs, decode_grid, encode_targets
 from crosslayer.errors import ConfigError, ModelError
@@ -30,6 +38,8 @@ def test_validation_rejects_malformed_boxes() -> None:
         validate_detections([[0, 0, 5, 5]], [0.5], [3], num_classes=3)
     with pytest.raises(MalformedDetectionsError, match="scores of shape"):
         validate_detections([[0, 0, 5, 5]], [0.5, 0.4], [0])
+    with pytest.raises(MalformedDetectionsError, match="at most"):
+        validate_detections(np.zeros((MAX_DETECTIONS + 1, 4)), np.zeros(MAX_DETECTIONS + 1), [0])
 
 
 class _Bad(BlobDetector):
@@ -57,6 +67,48 @@ def test_user_detector_from_file(tmp_path: Path) -> None:
         load_detector(f"{f}:other")
     with pytest.raises(ConfigError, match="tiny"):
         load_detector("yolo")
+
+
+def test_user_detector_code_that_fails_gives_one_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "bad.py"
+    f.write_text("import numpy as np\n"
+                 "def raises():\n    raise RuntimeError('no GPU found')\n"
+                 "def wrong():\n    return 42\n"
+                 "class Crashes:\n    input_size = (64, 64)\n    class_names = ('a',)\n    macs_per_tile = 1\n"
+                 "    def detect(self, tiles):\n        raise ValueError('bad tile layout')\n"
+                 "def crashes():\n    return Crashes()\n")
+    with pytest.raises(ModelError, match="factory .*raises.* raised RuntimeError: no GPU found"):
+        load_detector(f"{f}:raises")
+    with pytest.raises(ModelError, match="not a detector"):
+        load_detector(f"{f}:wrong")
+    det = load_detector(f"{f}:crashes")
+    with pytest.raises(ModelError, match="failed on 2 tiles of 64x64 px: ValueError: bad tile layout"):
+        run_detector(det, np.zeros((2, 64, 64, 3), np.uint8))
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_module_anywhere\n")
+    with pytest.raises(ModelError, match="ModuleNotFoundError"):
+        load_detector(f"{broken}:make")
+
+
+def test_operating_threshold_equals_filtering_and_full_frames_need_any_size() -> None:
+    torch.manual_seed(0)
+    spec = GridSpec(num_classes=3)
+    raw = torch.randn(3, 8, 16, 16) * 2  # grid outputs with spread scores and overlapping boxes
+    base = decode_grid(raw, spec, conf_threshold=0.05)
+    scores = np.concatenate([b.scores for b in base])
+    assert len(scores) > 50 and scores.std() > 0.05
+    for t in np.quantile(scores, [0.25, 0.5, 0.75]):  # decoding at t == decoding at 0.05, then keeping >= t
+        for d, b in zip(decode_grid(raw, spec, conf_threshold=float(t)), base, strict=True):
+            keep = b.take(b.scores >= t)
+            assert np.array_equal(d.boxes, keep.boxes) and np.array_equal(d.scores, keep.scores)
+    low = TinyCNNDetector(TinyGridDetector(spec), ("a", "b", "c"), (128, 128), conf_threshold=0.05)
+    high = at_threshold(low, 0.4)
+    assert isinstance(high, TinyCNNDetector) and high.conf_threshold == 0.4 and low.conf_threshold == 0.05
+    assert isinstance(at_threshold(BlobDetector(), 0.5), ScoreFilter)
+    assert full_frame_macs(low, 256, 128) == 2 * low.macs_per_tile
+    assert full_frame_macs(at_threshold(BlobDetector(), 0.5), 256, 128) == 2000
+    with pytest.raises(ConfigError, match="fixed input size"):
+        full_frame_macs(FixedInputDetector(), 640, 360)
 
 
 def test_grid_encode_decode_round_trip_and_macs() -> None:
@@ -94,7 +146,15 @@ def test_hog_detector_finds_vtest_pedestrians() -> None:
     tile = frame[150:406, 180:436][None]
     dets = run_detector(hog, tile)[0]
     assert len(dets) >= 1 and hog.macs_per_tile > 0
-    assert (dets.boxes[:, 3] - dets.boxes[:, 1] >= 100).all()  # HOG window is 128 px tall (with padding)
+    # the 64x128 window shrunk by Dalal & Triggs' 16-px margin: boxes of at least 32x96
+    sides = dets.boxes[:, 2:] - dets.boxes[:, :2]
+    assert (sides[:, 1] >= 95).all() and np.allclose(sides[:, 0] / sides[:, 1], 1 / 3, atol=0.02)
+    windows = HOGPeopleDetector(input_size=(256, 256), person_box=False)
+    w = run_detector(windows, tile)[0].boxes
+    assert np.allclose((w[:, 2:] - w[:, :2])[:, 1] / (w[:, 2:] - w[:, :2])[:, 0], 2.0, atol=0.02)
+    assert hog.macs_at(768, 576) > 3 * hog.macs_per_tile  # the pyramid grows with the area
+    with pytest.raises(ConfigError, match="upscale"):
+        HOGPeopleDetector(upscale=float("nan"))
 
 
 def test_pycocotools_metrics_and_energy() -> None:

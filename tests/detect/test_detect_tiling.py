@@ -7,7 +7,16 @@ from hypothesis import strategies as st
 
 from crosslayer.detect.boxes import nms, pairwise_overlap
 from crosslayer.detect.detections import Detections
-from crosslayer.detect.tiling import axis_starts, core_regions, merge_tile_detections, owner_tile, tile_grid
+from crosslayer.detect.tiling import (
+    PAD_VALUE,
+    axis_starts,
+    core_regions,
+    letterbox_frame,
+    merge_tile_detections,
+    owner_tile,
+    pad_frame,
+    tile_grid,
+)
 from crosslayer.errors import ConfigError
 
 
@@ -85,3 +94,30 @@ def test_merge_shifts_and_removes_cross_tile_duplicates() -> None:
     assert len(merged) == 2
     assert merged.boxes[0].tolist() == [85, 10, 95, 20]
     assert merged.boxes[1].tolist() == [130, 50, 140, 60]
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_padding_keeps_the_frame() -> None:
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    frame[500:600, 1000:1100] = 255
+    box, back = letterbox_frame(frame, 384, 384)
+    assert box.shape == (384, 384, 3) and back == pytest.approx(5.0)
+    assert (box[216:] == PAD_VALUE).all()  # 1920x1080 -> 384x216, grey below
+    ys, xs = np.nonzero(box[..., 0] > 128)
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (200, 100, 220, 120)  # the square, scaled by 0.2
+    padded = pad_frame(frame, 16)
+    assert padded.shape == (1088, 1920, 3) and np.array_equal(padded[:1080], frame)
+    assert (padded[1080:] == PAD_VALUE).all() and pad_frame(frame, 8) is frame
+
+
+def test_a_tile_keeps_only_the_objects_centred_in_its_core() -> None:
+    tiles = np.array([[0, 0, 100, 100], [60, 0, 160, 100]], np.int32)  # 40 px overlap
+    cores = core_regions(tiles, 160, 100)
+    assert cores[:, 2].tolist() == [80, 160]
+    # one 30 px object at frame x 45..75 (centre 60, core 0): whole in tile 0, clipped to 60..75 in tile 1,
+    # where the clipped box scores higher
+    whole = Detections(np.array([[45, 40, 75, 70]], np.float32), np.array([0.6], np.float32), np.zeros(1, np.int64))
+    part = Detections(np.array([[0, 40, 15, 70]], np.float32), np.array([0.9], np.float32), np.zeros(1, np.int64))
+    plain = merge_tile_detections([whole, part], tiles, np.array([0, 1]))
+    assert plain.boxes.tolist() == [[60, 40, 75, 70]]  # NMS alone keeps the clipped box
+    owned = merge_tile_detections([whole, part], tiles, np.array([0, 1]), cores=cores)
+    assert owned.boxes.tolist() == [[45, 40, 75, 70]]

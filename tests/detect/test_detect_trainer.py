@@ -11,7 +11,7 @@ from crosslayer.detect.detectors import TinyCNNDetector, run_detector
 from crosslayer.detect.trainer import DetectorTrainConfig, torch_threads, train_tiny_detector
 from crosslayer.errors import ConfigError
 
-TINY = DetectorTrainConfig(crops=32, crop_size=96, epochs=1, batch_size=16)
+TINY = DetectorTrainConfig(crops=32, crop_size=96, epochs=1, batch_size=16, min_size=8, max_size=40)
 
 
 def test_training_is_seeded_and_cached(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_training_is_seeded_and_cached(tmp_path: Path) -> None:
     # the trained network runs on full-size tiles through the detector interface
     det = TinyCNNDetector(a.model, CLASS_NAMES, (192, 192), conf_threshold=0.05)
     frame = next(iter(render_sequence(SceneConfig(width=384, height=192, num_frames=1, num_objects=3,
-                                                  cluster_radius=40), seed=1))).image
+                                                  cluster_radius=40, max_size=40), seed=1))).image
     out = run_detector(det, np.stack([frame[:, :192], frame[:, 192:]]))
     assert len(out) == 2 and all(d.boxes.shape[1] == 4 for d in out)
     assert torch.get_num_threads() >= 1
@@ -48,3 +48,8 @@ def test_train_config_validation() -> None:
         DetectorTrainConfig(crop_size=100).validate()
     with pytest.raises(ConfigError, match="lr"):
         DetectorTrainConfig(lr=0).validate()
+    with pytest.raises(ConfigError, match="bytes of training images"):  # 100,000 crops of 1,024 px: 315 GB
+        DetectorTrainConfig(crops=100_000, crop_size=1024).validate()
+    with pytest.raises(ConfigError, match="crop_size"):  # a resized-scale detector's crop covers crop / scale px
+        DetectorTrainConfig(scale=0.2, crop_size=256).validate()
+    DetectorTrainConfig(scale=0.2, crop_size=128).validate()

@@ -50,7 +50,7 @@ class AttentionWeights:
 
 def budget_tiles(n_tiles: int, budget: float) -> int:
     """Tiles per frame for a budget: ``budget`` >= 1 is a count, 0 < ``budget`` < 1 a fraction (rounded up)."""
-    if not budget > 0:
+    if not 0 < budget < math.inf:
         raise ConfigError(f"budget = {budget!r} is not allowed; use a fraction in (0, 1) or a tile count >= 1")
     if budget >= 1:
         if budget != int(budget):

@@ -9,7 +9,9 @@ from numpy.typing import NDArray
 
 from crosslayer.errors import CrossLayerError
 
-__all__ = ["Detections", "MalformedDetectionsError", "concat", "validate_detections"]
+__all__ = ["MAX_DETECTIONS", "Detections", "MalformedDetectionsError", "concat", "validate_detections"]
+
+MAX_DETECTIONS = 100_000  # per tile: more is a broken detector, refused before NMS would take O(n^2) memory
 
 
 class MalformedDetectionsError(CrossLayerError):
@@ -58,6 +60,11 @@ def concat(parts: list[Detections]) -> Detections:
 def validate_detections(boxes: object, scores: object, classes: object, *, source: str = "detector",
                         num_classes: int | None = None) -> Detections:
     """Check and convert one tile's raw detector output, raising ``MalformedDetectionsError`` on bad data."""
+    for name, v in (("boxes", boxes), ("scores", scores), ("classes", classes)):
+        n = len(v) if hasattr(v, "__len__") else 0
+        if n > MAX_DETECTIONS:
+            raise MalformedDetectionsError(f"{source} returned {n} {name} for one tile; at most {MAX_DETECTIONS} "
+                                           "are allowed")
     try:
         b = np.asarray(boxes, dtype=np.float32)
         s = np.asarray(scores, dtype=np.float32)

@@ -2,7 +2,8 @@
 COCOeval's own greedy matching), and the relative energy of a run (tiles x per-tile cost).
 
 COCO-style evaluation (Lin et al., ECCV 2014): 101-point interpolated AP per class, averaged over the
-classes present in the ground truth; one area range ('all') and no detection cap in practice.
+classes present in the ground truth; no detection cap in practice. Recall is also given per COCO size
+(small: box area < 32^2 px, medium: < 96^2, large: the rest), which shows where a mode loses objects.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,11 @@ from numpy.typing import NDArray
 from crosslayer.detect.detections import Detections
 from crosslayer.errors import ConfigError
 
-__all__ = ["DetectionScores", "evaluate_detections", "relative_energy"]
+__all__ = ["SIZE_RANGES", "DetectionScores", "evaluate_detections", "f1_score", "relative_energy"]
 
 GroundTruth = tuple[NDArray[np.float32], NDArray[np.int64]]
+SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),
+                                               "large": (96.0 ** 2, 1e12)}
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,24 @@ class DetectionScores:
     recall: float
     n_gt: int
     n_det: int
+    recall_by_size: dict[str, float] = field(default_factory=dict)
+    n_gt_by_size: dict[str, int] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"ap50": self.ap50, "precision": self.precision, "recall": self.recall, "n_gt": self.n_gt,
-                "n_det": self.n_det}
+    @property
+    def f1(self) -> float:
+        return f1_score(self.precision, self.recall)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ap50": self.ap50, "precision": self.precision, "recall": self.recall, "f1": self.f1,
+                "n_gt": self.n_gt, "n_det": self.n_det, "recall_by_size": dict(self.recall_by_size),
+                "n_gt_by_size": dict(self.n_gt_by_size)}
+
+
+def f1_score(precision: float, recall: float) -> float:
+    """Harmonic mean of precision and recall (0 when either is 0 or undefined)."""
+    if not (precision > 0 and recall > 0):
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
 
 
 def evaluate_detections(gt: Sequence[GroundTruth], dets: Sequence[Detections], *, num_classes: int,
@@ -69,7 +86,9 @@ def evaluate_detections(gt: Sequence[GroundTruth], dets: Sequence[Detections], *
     if n_gt == 0:
         return DetectionScores(float("nan"), 0.0 if n_det else float("nan"), float("nan"), 0, n_det)
     if not results:
-        return DetectionScores(0.0, float("nan"), 0.0, n_gt, 0)
+        counts = {k: sum(1 for a in anns if lo <= a["area"] <= hi) for k, (lo, hi) in SIZE_RANGES.items()}
+        return DetectionScores(0.0, float("nan"), 0.0, n_gt, 0, {k: 0.0 if c else float("nan") for k, c in
+                                                                   counts.items()}, counts)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = {"images": images, "annotations": anns,
@@ -78,8 +97,8 @@ def evaluate_detections(gt: Sequence[GroundTruth], dets: Sequence[Detections], *
         res = coco.loadRes(results)
         ev = COCOeval(coco, res, "bbox")
         ev.params.iouThrs = np.array([0.5])
-        ev.params.areaRng = [[0.0, 1e12]]
-        ev.params.areaRngLbl = ["all"]
+        ev.params.areaRng = [[0.0, 1e12], *[list(r) for r in SIZE_RANGES.values()]]
+        ev.params.areaRngLbl = ["all", *SIZE_RANGES]
         ev.params.maxDets = [max(100, max((len(d) for d in dets), default=0))]
         ev.evaluate()
         ev.accumulate()
@@ -87,8 +106,18 @@ def evaluate_detections(gt: Sequence[GroundTruth], dets: Sequence[Detections], *
     present = sorted({a["category_id"] - 1 for a in anns})
     ap = float(np.mean([prec[:, k][prec[:, k] > -1].mean() if (prec[:, k] > -1).any() else 0.0 for k in present]))
     tp = fp = 0
+    score_of = {r["id"]: r["score"] for r in res.dataset["annotations"]}
+    found = {k: 0 for k in SIZE_RANGES}
+    total = {k: 0 for k in SIZE_RANGES}
     for e in ev.evalImgs:
         if e is None:
+            continue
+        if e["aRng"] != [0.0, 1e12]:  # a size range: recall of its ground truth at the operating score
+            name = next(k for k, r in SIZE_RANGES.items() if list(r) == e["aRng"])
+            keep = ~np.asarray(e["gtIgnore"]).astype(bool)
+            hit = [m > 0 and score_of[int(m)] >= score_threshold for m in np.asarray(e["gtMatches"])[0]]
+            found[name] += int((np.asarray(hit, bool) & keep).sum()) if len(hit) else 0
+            total[name] += int(keep.sum())
             continue
         scores = np.asarray(e["dtScores"])
         matched = np.asarray(e["dtMatches"])[0] > 0
@@ -97,7 +126,8 @@ def evaluate_detections(gt: Sequence[GroundTruth], dets: Sequence[Detections], *
         tp += int((on & matched).sum())
         fp += int((on & ~matched).sum())
     precision = tp / (tp + fp) if tp + fp else float("nan")
-    return DetectionScores(ap, precision, tp / n_gt, n_gt, n_det)
+    by_size = {k: found[k] / total[k] if total[k] else float("nan") for k in SIZE_RANGES}
+    return DetectionScores(ap, precision, tp / n_gt, n_gt, n_det, by_size, total)
 
 
 def relative_energy(tiles_per_frame: float, macs_per_tile: int, energy_per_mac: float | None = None) -> float:

@@ -1,5 +1,5 @@
-"""Report figures: a bar chart like the survey's Fig. 6 (accuracy, FPS and energy of resize / all tiles /
-STP) and an annotated frame strip with the processed tiles highlighted. Frames are drawn with OpenCV;
+"""Report figures: a bar chart like the survey's Fig. 6 (accuracy, FPS and compute of resize / full frame /
+all tiles / STP) and an annotated frame strip with the processed tiles highlighted. Frames are drawn with OpenCV;
 the figures go through ``crosslayer.viz`` (the only matplotlib importer)."""
 
 from __future__ import annotations
@@ -70,13 +70,13 @@ def frame_strip_figure(images: Sequence[NDArray[np.uint8]], titles: Sequence[str
 
 def fig6_figure(metrics: dict[str, dict[str, Any]], *, title: str, caption: str = "",
                 quality_key: str = "recall") -> Figure:
-    """Three panels over the modes: quality (``quality_key`` and AP@0.5), frames per second, relative energy."""
+    """Three panels over the modes: quality (``quality_key`` and AP@0.5), frames per second, GMACs per frame."""
     from crosslayer import viz
 
     modes = list(metrics)
-    labels = {"resize": "resize", "tiles": "all tiles", "stp": "STP"}
+    labels = {"resize": "resize", "full_frame": "full frame", "tiles": "all tiles", "stp": "STP"}
     names = [labels.get(m, m) for m in modes]
-    fig, ax = viz.new_figure(10.0, 3.4)
+    fig, ax = viz.new_figure(11.0, 3.4)
     ax.remove()
     a1, a2, a3 = fig.subplots(1, 3)
     x = np.arange(len(modes))
@@ -88,8 +88,8 @@ def fig6_figure(metrics: dict[str, dict[str, Any]], *, title: str, caption: str 
     a1.set_title("accuracy")
     a2.bar(x, [metrics[m]["fps"] for m in modes], color="tab:green")
     a2.set_title("frames per second")
-    a3.bar(x, [metrics[m].get("relative_energy", float("nan")) for m in modes], color="tab:red")
-    a3.set_title("relative energy (all tiles = 1)")
+    a3.bar(x, [metrics[m].get("macs_per_frame", float("nan")) / 1e9 for m in modes], color="tab:red")
+    a3.set_title("detector GMACs per frame")
     for a in (a1, a2, a3):
         a.set_xticks(x, names)
         a.grid(True, axis="y", alpha=0.3)

@@ -20,8 +20,10 @@ from crosslayer.detect.boxes import Overlap, nms
 from crosslayer.detect.detections import Detections, concat
 from crosslayer.errors import ConfigError
 
-__all__ = ["axis_starts", "core_regions", "crop_tiles", "merge_tile_detections", "owner_tile", "resize_frame",
-           "tile_grid"]
+__all__ = ["PAD_VALUE", "axis_starts", "core_regions", "crop_tiles", "letterbox_frame", "merge_tile_detections",
+           "owner_tile", "pad_frame", "resize_frame", "tile_grid"]
+
+PAD_VALUE = 114  # grey fill of letterbox and padding borders (as YOLO's letterbox)
 
 
 def axis_starts(length: int, tile: int, min_overlap: int) -> list[int]:
@@ -103,14 +105,45 @@ def resize_frame(frame: NDArray[np.uint8], width: int, height: int) -> tuple[NDA
     return np.asarray(small, np.uint8), w / width, h / height
 
 
+def letterbox_frame(frame: NDArray[np.uint8], width: int, height: int) -> tuple[NDArray[np.uint8], float]:
+    """The whole frame scaled by ``s = min(width / W, height / H)`` (aspect ratio kept, area interpolation)
+    into the top-left corner of a ``width`` x ``height`` grey canvas, and ``1 / s`` (back to the frame)."""
+    h, w = frame.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = max(1, min(width, round(w * s))), max(1, min(height, round(h * s)))
+    canvas = np.full((height, width, frame.shape[2]), PAD_VALUE, np.uint8)
+    canvas[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+    return canvas, 1.0 / s
+
+
+def pad_frame(frame: NDArray[np.uint8], multiple: int) -> NDArray[np.uint8]:
+    """``frame`` padded at the bottom and right (grey) to multiples of ``multiple`` px."""
+    h, w = frame.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return frame
+    return np.asarray(cv2.copyMakeBorder(frame, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3), np.uint8)
+
+
 def merge_tile_detections(per_tile: list[Detections], tiles: NDArray[np.int32], indices: NDArray[np.int64], *,
-                          nms_threshold: float = 0.5, kind: Overlap = "ios") -> Detections:
+                          nms_threshold: float = 0.5, kind: Overlap = "ios", cores: NDArray[np.floating] | None = None,
+                          core_margin: float = 8.0) -> Detections:
     """Shift each tile's detections to frame coordinates and drop cross-tile duplicates (class-aware NMS).
 
     ``kind='ios'`` (intersection over the smaller box) also removes the clipped part-of-an-object box a
-    tile sees at its border when the neighbouring tile sees the whole object.
+    tile sees at its border when the neighbouring tile sees the whole object. With ``cores`` a tile keeps
+    only the detections whose centre lies in its own core (grown by ``core_margin`` px): when the overlap is
+    at least the object size, the tile owning an object's centre sees all of it, and a neighbour's clipped
+    box of it (whose centre falls in the owner's core) is dropped even when it scores higher.
     """
     shifted = [d.shifted(float(tiles[i, 0]), float(tiles[i, 1])) for d, i in zip(per_tile, indices, strict=True)]
+    if cores is not None:
+        kept = []
+        for d, i in zip(shifted, indices, strict=True):
+            c = np.asarray(cores[i], np.float64) + np.array([-core_margin, -core_margin, core_margin, core_margin])
+            cx, cy = (d.boxes[:, 0] + d.boxes[:, 2]) / 2, (d.boxes[:, 1] + d.boxes[:, 3]) / 2
+            kept.append(d.take((cx >= c[0]) & (cx < c[2]) & (cy >= c[1]) & (cy < c[3])))
+        shifted = kept
     allx = concat(shifted)
     if len(allx) == 0:
         return allx

@@ -1,7 +1,10 @@
 """A tiny single-shot grid detector in the style of DroNet (Kyrkou et al., DATE 2018) and Tiny-YOLO
-(Redmon & Farhadi, 2017): a strided stem and a few 3x3 convolutions down to a stride-16 grid; each cell predicts
-an objectness logit, the box centre offset inside the cell, the log of the box size relative to an
-anchor, and class logits. Fully convolutional, so it trains on small crops and runs on larger tiles.
+(Redmon & Farhadi, 2017): a strided stem and a few 3x3 convolutions down to a stride-16 grid, then a few
+dilated depthwise-separable 3x3 blocks (MobileNet's separable convolution, Howard et al., 2017, with the
+dilations of Yu & Koltun, ICLR 2016) that widen the receptive field to about 250 px for large objects at
+little cost; each cell predicts an objectness logit, the box centre offset inside the cell, the log of the
+box size relative to an anchor, and class logits. Fully convolutional, so it trains on small crops and runs
+on tiles or whole frames of any size that is a multiple of its stride.
 """
 
 from __future__ import annotations
@@ -22,17 +25,21 @@ __all__ = ["GridSpec", "TinyGridDetector", "count_macs", "decode_grid", "encode_
 
 @dataclass(frozen=True, kw_only=True)
 class GridSpec:
-    """Output layout: grid ``stride`` (px), ``anchor`` size (px), number of classes, channel widths."""
+    """Output layout: grid ``stride`` (px), ``anchor`` size (px), number of classes, channel widths, and the
+    dilations of the context blocks after the last stride (one block each)."""
 
     num_classes: int = 3
     stride: int = 16
     anchor: float = 32.0
     widths: tuple[int, ...] = (16, 24, 32, 64)
+    context: tuple[int, ...] = (2, 4)
 
     def validate(self) -> None:
         check_range("num_classes", self.num_classes, 1)
         check_range("anchor", self.anchor, 0.0, lo_open=True)
         check_range("len(widths)", len(self.widths), 3)
+        for d in self.context:
+            check_range("context dilation", d, 1, 16)
         expected = 4 * 2 ** (len(self.widths) - 2)
         check_range("stride (4 x 2^(len(widths) - 2))", self.stride, expected, expected)
 
@@ -40,6 +47,12 @@ class GridSpec:
 def _block(cin: int, cout: int, kernel: int, stride: int, pad: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, pad, bias=False), nn.BatchNorm2d(cout),
                          nn.LeakyReLU(0.1, inplace=True))
+
+
+def _context_block(ch: int, dilation: int) -> nn.Sequential:
+    """Dilated depthwise 3x3 + pointwise 1x1 (one BatchNorm + LeakyReLU after the pair)."""
+    return nn.Sequential(nn.Conv2d(ch, ch, 3, 1, dilation, dilation=dilation, groups=ch, bias=False),
+                         nn.Conv2d(ch, ch, 1, bias=False), nn.BatchNorm2d(ch), nn.LeakyReLU(0.1, inplace=True))
 
 
 class TinyGridDetector(nn.Module):
@@ -56,6 +69,7 @@ class TinyGridDetector(nn.Module):
         for i in range(1, len(w) - 1):
             layers.append(_block(w[i - 1], w[i], 3, 2, 1))
         layers.append(_block(w[-2], w[-1], 3, 1, 1))
+        layers.extend(_context_block(w[-1], d) for d in self.spec.context)
         self.features = nn.Sequential(*layers)
         self.head = nn.Conv2d(w[-1], 5 + self.spec.num_classes, 1)
         assert self.head.bias is not None

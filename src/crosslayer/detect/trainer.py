@@ -33,24 +33,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class DetectorTrainConfig:
-    """Training set size (crops of ``crop_size`` px), epochs, batch size, learning rate, object sizes (px)."""
+    """Training set size (crops of ``crop_size`` px), epochs, batch size, learning rate, object sizes (px, at
+    frame scale) and ``scale``: the factor the detector's mode applies to the frame (1 for tiles and whole
+    frames; detector input / frame width for a resized frame), so it is trained on the sizes it will see."""
 
     crops: int = 4000
-    crop_size: int = 128
+    crop_size: int = 256
     epochs: int = 14
     batch_size: int = 32
     lr: float = 3e-3
-    min_size: int = 18
-    max_size: int = 44
+    min_size: int = 12
+    max_size: int = 128
+    scale: float = 1.0
 
     def validate(self) -> None:
-        check_range("detector.crops", self.crops, 8)
-        check_range("detector.epochs", self.epochs, 1)
-        check_range("detector.batch_size", self.batch_size, 1)
-        check_range("detector.lr", self.lr, 0.0, lo_open=True)
-        check_range("detector.min_size", self.min_size, 6)
-        check_range("detector.max_size", self.max_size, self.min_size)
-        check_range("detector.crop_size", self.crop_size, 2 * self.max_size)
+        check_range("detector.crops", self.crops, 8, 100_000)
+        check_range("detector.epochs", self.epochs, 1, 1000)
+        check_range("detector.batch_size", self.batch_size, 1, 4096)
+        check_range("detector.lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_range("detector.scale", self.scale, 0.0, 1.0, lo_open=True)
+        check_range("detector.min_size", self.min_size, 3)
+        check_range("detector.max_size", self.max_size, self.min_size, 540)
+        check_range("detector.crop_size", self.crop_size, 2 * self.max_size * self.scale, 1080 * self.scale)
+        check_range("detector.crops x crop_size^2 x 3 (bytes of training images)",
+                    self.crops * self.crop_size ** 2 * 3, 1, 2 * 1024 ** 3)
         if self.crop_size % 16:
             check_range("detector.crop_size (a multiple of 16)", self.crop_size, 16 * math.ceil(self.crop_size / 16))
 
@@ -79,7 +85,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 def _key(cfg: DetectorTrainConfig, spec: GridSpec, seed: int) -> str:
     payload = json.dumps({"cfg": to_mapping(cfg), "spec": to_mapping(spec), "seed": seed, "torch": torch.__version__,
-                          "v": 4}, sort_keys=True)
+                          "v": 5}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -103,8 +109,8 @@ def train_tiny_detector(cfg: DetectorTrainConfig | None = None, *, seed: int = 0
         except Exception as exc:  # a stale or corrupt entry is retrained, never trusted
             log.warning("ignoring unreadable detector cache %s (%s)", path, exc)
     images, targets = training_crops(cfg.crops, cfg.crop_size, seed=seed, min_size=cfg.min_size,
-                                     max_size=cfg.max_size)
-    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+                                     max_size=cfg.max_size, scale=cfg.scale)
+    x_all = torch.from_numpy(images)  # (N, H, W, 3) uint8, permuted per batch: no second copy of the set
     g = cfg.crop_size // spec.stride
     obj, box, cls = encode_targets(targets, g, g, spec)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -120,7 +126,7 @@ def train_tiny_detector(cfg: DetectorTrainConfig | None = None, *, seed: int = 0
             run, n = 0.0, 0
             for i in range(0, cfg.crops, cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
-                x = x_all[idx].float() / 255.0
+                x = x_all[idx].permute(0, 3, 1, 2).float() / 255.0
                 o, b, c = obj[idx], box[idx].clone(), cls[idx]
                 if bool(torch.rand(1, generator=gen) < 0.5):  # horizontal flip: mirror grid and x offsets
                     x, o, b, c = x.flip(3), o.flip(2), b.flip(3), c.flip(2)
