@@ -63,6 +63,10 @@ _LAZY: dict[str, str] = {
     "QuantizeConfig": "crosslayer.quant.pipeline",
     "QuantizeResult": "crosslayer.quant.pipeline",
     "FixedPointSpec": "crosslayer.quant.fixed_point",
+    # the co-design search
+    "search": "crosslayer.explore.search",
+    "SearchConfig": "crosslayer.explore.search",
+    "SearchResult": "crosslayer.explore.search",
 }
 
 __all__ = ["ChannelPruneConfig", "CheckpointError", "ConfigError", "CrossLayerError", "DataError", "DataSplits",
@@ -71,6 +75,7 @@ __all__ = ["ChannelPruneConfig", "CheckpointError", "ConfigError", "CrossLayerEr
            "TrainConfig", "TrainResult", "__version__", "build_model", "evaluate", "fit", "load_dataset",
            "load_flow_config", "load_run_model", "load_splits", "load_weights", "quantize", "run_flow",
            "run_standalone", "sparsify"]
+__all__ += ["SearchConfig", "SearchResult", "search"]
 
 
 def __getattr__(name: str) -> Any:
@@ -89,6 +94,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static names for type checkers and IDEs
     from crosslayer.checkpoint import CheckpointError
     from crosslayer.data import DataSplits, load_dataset, load_splits
+    from crosslayer.explore.search import SearchConfig, SearchResult, search
     from crosslayer.flow import load_flow_config, run_flow, run_standalone
     from crosslayer.models import build_model, load_weights
     from crosslayer.prune.api import ChannelPruneConfig, MagnitudePruneConfig, sparsify

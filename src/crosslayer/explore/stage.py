@@ -117,3 +117,4 @@ def explore_stage(ctx: StageContext, cfg: ExploreConfig) -> StageResult:
                      "(storage counts values, relative indices with fillers and scales)")
     return StageResult(report=rep, artifacts={"pareto_points": [p.to_json() for p in points],
                                               "pareto_front": front})
+from crosslayer.explore import search_stage as _search_stage  # noqa: E402,F401  (registers the search stage)
