@@ -1,8 +1,8 @@
 """Design-space exploration: joint pruning + quantization, sweeps and Pareto fronts, and the hardware-aware
 co-design search (docs/search.md)."""
 
-from crosslayer.explore.joint import JointResult, one_loop, sequential
 from crosslayer.explore.hypervolume import hypervolume_2d
+from crosslayer.explore.joint import JointResult, one_loop, sequential
 from crosslayer.explore.pareto import dominates, pareto_front
 from crosslayer.explore.search import FinalPoint, SearchConfig, SearchResult, TrialRecord, search
 from crosslayer.explore.search_space import Design, LayerChoice, SearchSpace

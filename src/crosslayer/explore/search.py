@@ -103,7 +103,7 @@ def build_space(model: nn.Module, cfg: SearchConfig, supported_dataflows: tuple[
     notes = notes if notes is not None else []
     if cfg.sampler == "grid":
         return SearchSpace.grid(model, cfg.grid_schemes, cfg.grid_sparsities, cfg.grid_bits, cfg.grid_act_bits)
-    space = SearchSpace.for_model(model, max_sparsity=cfg.max_sparsity, sparsity_step=cfg.sparsity_step,
+    space = SearchSpace.for_model(model, max_sparsity=cfg.max_sparsity,
                                   weight_bits=tuple(cfg.weight_bits), act_bits=tuple(cfg.act_bits),
                                   multipliers=tuple(cfg.multipliers), dataflows=_dataflows(cfg, supported_dataflows))
     for n, why in space.exact_only.items():

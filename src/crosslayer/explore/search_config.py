@@ -27,7 +27,8 @@ class SearchConfig(Config):
     ``threads`` (torch threads of a single worker; 0 = unchanged), ``heartbeat_s`` (a killed trial is failed
     after three missed beats).
 
-    Space, per layer: ``max_sparsity`` / ``sparsity_step``, ``weight_bits``, ``act_bits``, ``multipliers``;
+    Space, per layer: ``max_sparsity`` (the kept fraction is searched on a log scale down to
+    ``1 - max_sparsity``), ``weight_bits``, ``act_bits``, ``multipliers``;
     per network: ``dataflows`` (empty: the cost model's least-energy dataflow per layer, plus the least-latency one
     and each fixed dataflow when latency is an objective), ``imc`` (in-memory execution as a choice). The grid
     sampler sweeps ``grid_schemes`` x ``grid_sparsities`` x ``grid_bits`` (``grid_act_bits`` activations, exact
@@ -55,8 +56,7 @@ class SearchConfig(Config):
     workers: int = 1
     threads: int = 0
     heartbeat_s: int = 10
-    max_sparsity: float = 0.95
-    sparsity_step: float = 0.05
+    max_sparsity: float = 0.98
     weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     act_bits: tuple[int, ...] = (4, 5, 6, 8)
     multipliers: tuple[str, ...] = DEFAULT_NAMES
@@ -105,7 +105,6 @@ class SearchConfig(Config):
         if not self.study or any(c in self.study for c in "\n\r\t"):
             raise ConfigError(f"study = {self.study!r} must be a non-empty name on one line")
         check_range("max_sparsity", self.max_sparsity, 0.0, 1.0, hi_open=True)
-        check_range("sparsity_step", self.sparsity_step, 0.0, 1.0, lo_open=True)
         for s in self.grid_schemes:
             if s not in SCHEMES:
                 raise ConfigError(f"grid_schemes: {s!r} is unknown; allowed: {', '.join(SCHEMES)}")

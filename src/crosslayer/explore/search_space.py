@@ -7,7 +7,9 @@ parameters into a design (``decode``), so a trial's configuration is reproducibl
 
 Two parameterisations share the same :class:`Design`:
 
-- ``layerwise`` (the search): every layer has its own ``<layer>:sparsity``, ``<layer>:weight_bits``,
+- ``layerwise`` (the search): every layer has its own ``<layer>:density`` (the kept fraction of its weights,
+  log-uniform in ``[1 - max_sparsity, 1]``, so 90 %, 95 % and 98 % sparsity are as far apart as they are in
+  cost; sparsity = 1 - density, rounded to 1e-4), ``<layer>:weight_bits``,
   ``<layer>:act_bits`` and ``<layer>:multiplier``, plus ``dataflow`` and ``execution`` (HAQ, Wang et al.,
   CVPR 2019, and AMC, He et al., ECCV 2018, choose bit widths and pruning ratios per layer in the same spirit).
   The multiplier applies to a layer with 8-bit weights and activations (:data:`MULTIPLIER_BITS`); with
@@ -111,8 +113,7 @@ class SearchSpace:
     """
 
     layers: tuple[str, ...]
-    max_sparsity: float = 0.95
-    sparsity_step: float = 0.05
+    max_sparsity: float = 0.98
     weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     act_bits: tuple[int, ...] = (4, 5, 6, 8)
     multipliers: tuple[str, ...] = ("exact",)
@@ -157,8 +158,6 @@ class SearchSpace:
 
         if not 0.0 <= self.max_sparsity < 1.0:
             raise ConfigError(f"max_sparsity = {self.max_sparsity} must be in [0, 1)")
-        if self.max_sparsity > 0 and not 0.0 < self.sparsity_step <= self.max_sparsity:
-            raise ConfigError(f"sparsity_step = {self.sparsity_step} must be in (0, max_sparsity]")
         for what, values, lo, hi in (("weight_bits", self.weight_bits, 2, 16), ("act_bits", self.act_bits, 2, 16)):
             if not values:
                 raise ConfigError(f"{what} lists no bit width")
@@ -194,7 +193,7 @@ class SearchSpace:
         else:
             for n in self.layers:
                 if self.max_sparsity > 0:
-                    trial.suggest_float(f"{n}:sparsity", 0.0, self.max_sparsity, step=self.sparsity_step)
+                    trial.suggest_float(f"{n}:density", 1.0 - self.max_sparsity, 1.0, log=True)
                 trial.suggest_categorical(f"{n}:weight_bits", list(self.weight_bits))
                 trial.suggest_categorical(f"{n}:act_bits", list(self.act_bits))
                 if n not in self.exact_only and len(self.multipliers) > 1:
@@ -219,7 +218,8 @@ class SearchSpace:
                 mult = str(params.get(f"{n}:multiplier", self.multipliers[0]))
                 if n in self.exact_only or (wb, ab) != (MULTIPLIER_BITS, MULTIPLIER_BITS):
                     mult = "exact"  # no 8x8 design on narrower operands: an exact multiplier of the layer's width
-                layers[n] = LayerChoice(float(params.get(f"{n}:sparsity", 0.0)), wb, ab, mult)
+                sparsity = round(1.0 - float(params.get(f"{n}:density", 1.0)), 4)
+                layers[n] = LayerChoice(max(sparsity, 0.0), wb, ab, mult)
             return Design(layers, str(params.get("dataflow", self.dataflows[0])),
                           str(params.get("execution", self.executions[0])))
         except KeyError as exc:
