@@ -82,3 +82,14 @@ def test_sequential_point_is_measured_like_a_search_point(lenet5_trained, mnist_
     assert ref.energy < exact.energy  # the multiplier's relative power reaches the cost model
     ctx.model = lenet5_trained
     assert sequential_point(ctx, cfg, notes) is None and "did not quantize" in notes[-1]
+
+
+def test_codesign_flow_validates_and_runs_the_sequential_flow_before_the_search() -> None:
+    from crosslayer.flow import load_flow_config
+
+    path = Path(__file__).resolve().parents[2] / "src" / "crosslayer" / "flows" / "codesign.toml"
+    resolved = load_flow_config(path)
+    stages = resolved.flow.stages
+    assert stages[-1] == "search" and stages.index("quantize") < stages.index("approximate") < stages.index("search")
+    cfg = resolved.stage_configs["search"]
+    assert isinstance(cfg, SearchConfig) and cfg.trials == 40 and cfg.objectives == ("accuracy", "energy")

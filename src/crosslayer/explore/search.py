@@ -14,6 +14,7 @@ reported point, and measured once on the test split. The test split chooses noth
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -179,7 +180,7 @@ def search(model: nn.Module, config: SearchConfig, data: DataSplits, *, seed: in
         if n_trials > size:
             notes.append(f"the grid has {size} points: {n_trials} trials capped to {size}")
             n_trials = size
-    model = model.eval()
+    model = copy.deepcopy(model).eval()  # the caller's model stays as it was (mode included)
     trial_data = DataSplits(_subset(data.train, config.trial_train_limit), _subset(data.val, config.trial_val_limit),
                             _subset(data.val, config.trial_val_limit))  # the test split has no place in a trial
     hw = HardwareTarget(acc, data.val.images[:config.hw_samples], skip=config.skip,
