@@ -28,7 +28,7 @@ study (the issue's example is 100; 60 keeps the whole benchmark well under an ho
 - **resume**: a 12-trial search in a child process is killed (SIGKILL) after 5 complete trials and restarted;
   resume_lost_trials counts the trials that did not complete.
 - **resnet**: ResNet-20 on Fashion-MNIST (10k-image subset: 9,000 train / 1,000 validation; 1,000 test images),
-  12 trials, one finished point: a smaller budget, one seed.
+  10 trials, one finished point: a smaller budget, one seed.
 """
 
 from __future__ import annotations
@@ -324,20 +324,20 @@ def job_resnet() -> dict[str, Any]:
     recipe = BASELINE_RECIPES.get("resnet20@fashion-mnist")
     source = "BASELINE_RECIPES['resnet20@fashion-mnist']"
     if recipe is None:  # the shared recipe is not on this branch: a short local one on the 9k-image subset
-        recipe = {"epochs": 6, "batch_size": 128, "lr": 0.1, "optimizer": "sgd"}
+        recipe = {"epochs": 4, "batch_size": 128, "lr": 0.1, "optimizer": "sgd"}
         source = "local short recipe (no shared ResNet-20 recipe on this branch)"
     t0 = time.perf_counter()
     fit_cached("resnet20", model, data.train, data.val, TrainConfig(**recipe), seed=0, desc="resnet20")
     train_s = time.perf_counter() - t0
     model.eval()
-    cfg = config("tpe", trials=12, startup_trials=6, trial_train_limit=500, trial_val_limit=200, hw_samples=16,
+    cfg = config("tpe", trials=10, startup_trials=5, trial_train_limit=500, trial_val_limit=200, hw_samples=16,
                  final_points=1, final_epochs=1, final_train_limit=3000, final_slack_pp=1.0, budget_pp=0.5)
     t0 = time.perf_counter()
     res = search(model, cfg, data, seed=0, storage=_db("resnet20"))
     return {"model": "resnet20", "dataset": "fashion-mnist", "baseline_recipe": recipe, "baseline_source": source,
             "baseline_train_seconds": train_s, "baseline_test_accuracy": evaluate(model, data.test).accuracy,
             "train_images": len(data.train), "val_images": len(data.val), "test_images": len(data.test),
-            "settings": {"trials": 12, "trial_epochs": 1, "trial_train_limit": 500, "trial_val_limit": 200,
+            "settings": {"trials": 10, "trial_epochs": 1, "trial_train_limit": 500, "trial_val_limit": 200,
                          "final_points": 1, "final_epochs": 1, "final_train_limit": 3000, "seed": 0},
             "seconds": time.perf_counter() - t0, "counts": res.counts, "pareto": len(res.pareto),
             "baseline": res.baseline, "final": [_final_json(p) for p in res.final],
