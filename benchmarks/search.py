@@ -384,6 +384,13 @@ def run_part(part: str) -> None:
     width = 1 if part in SERIAL else 2
     running: list[tuple[str, subprocess.Popen[bytes]]] = []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def stop(signum: int, _frame: Any) -> None:  # a timeout or Ctrl-C ends the jobs too (they resume later)
+        for _, p in running:
+            p.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     while todo or running:
         while todo and len(running) < width:
             name = todo.pop(0)
