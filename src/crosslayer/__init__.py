@@ -106,6 +106,10 @@ _LAZY: dict[str, str] = {
     "TrISecConfig": "crosslayer.security.trisec",
     "BadNetsConfig": "crosslayer.security.backdoor",
     "FinePruneConfig": "crosslayer.security.fine_pruning",
+    # the co-design search
+    "search": "crosslayer.explore.search",
+    "SearchConfig": "crosslayer.explore.search",
+    "SearchResult": "crosslayer.explore.search",
 }
 
 __all__ = ["AttackResult", "AwareTrainConfig", "BackdoorConfig", "BackdoorResult", "BadNetsConfig", "CWConfig",
@@ -120,6 +124,7 @@ __all__ = ["AttackResult", "AwareTrainConfig", "BackdoorConfig", "BackdoorResult
            "imc_simulate", "imc_train", "load_dataset", "load_flow_config", "load_run_model", "load_splits",
            "load_weights", "model_storage", "pack", "pareto_sweep", "quantize", "run_flow", "run_standalone",
            "sparsify", "unpack"]
+__all__ += ["SearchConfig", "SearchResult", "search"]
 
 
 def __getattr__(name: str) -> Any:
@@ -148,6 +153,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         unpack,
     )
     from crosslayer.explore.api import ExploreConfig, ParetoResult, pareto_sweep
+    from crosslayer.explore.search import SearchConfig, SearchResult, search
     from crosslayer.flow import load_flow_config, run_flow, run_standalone
     from crosslayer.imc.api import (
         ImcTrainConfig,

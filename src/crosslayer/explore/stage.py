@@ -41,3 +41,4 @@ def explore_stage(ctx: StageContext, cfg: ExploreConfig) -> StageResult:
                      "(storage counts values, relative indices with fillers and scales)")
     return StageResult(report=rep, artifacts={PARETO_POINTS.name: [p.to_json() for p in points],
                                               PARETO_FRONT.name: front})
+from crosslayer.explore import search_stage as _search_stage  # noqa: E402,F401  (registers the search stage)

@@ -1,0 +1,486 @@
+"""The hardware-aware co-design search (crosslayer.explore.search) on LeNet-5 / MNIST and the Eyeriss preset.
+
+    python benchmarks/search.py                    # every part, then benchmarks/results/search.json
+    python benchmarks/search.py --part hv          # one part (hv, final, workers, resume, resnet); resumable
+    python benchmarks/search.py --assemble         # only write the results file from the finished parts
+
+Setup, fixed before any run: LeNet-5 trained with BASELINE_RECIPES["lenet5"] (cached) on the 10k MNIST subset
+(9,000 train / 1,000 validation / 10,000 test); objectives accuracy and energy per inference (Eyeriss, zeros of
+weights and activations skipped); every trial (all three methods alike) gets one epoch of quantization-aware
+fine-tuning on 2,000 training images and is scored on the first 500 validation images. Budget: 60 trials per
+study (the issue's example is 100; 60 keeps the whole benchmark well under an hour of CPU on 2 cores), seeds
+0, 1, 2.
+
+- **hv**: hypervolume of each study's trials in (accuracy loss in pp on the trial images, energy / E_ref),
+  reference point (2 pp, 1.0) where E_ref is the dense int8 model's energy (exact multipliers): the region
+  better than plain 8-bit quantization within 2 pp. Methods: the search (multi-objective TPE), random search
+  (same space), and the existing grid sweep (``explore``: 3 schemes x sparsities 0.5, 0.7, 0.8, 0.9, 0.95 x
+  weight bits 8, 6, 5, 4, 8-bit activations, exact multipliers: 60 points). Medians over the seeds.
+- **final**: each seed's search finishes its Pareto set (up to 4 points within 1.5 pp on the trial images, 3
+  epochs of QAT on all 9,000 training images); the reported point is the cheapest within 0.5 pp on the whole
+  validation split; it is then measured once on the test split. The sequential flow, per seed, with the same
+  0.5 pp validation budget split 0.2 / 0.15 / 0.15 before any run: prune (the default flow's iterative schedule),
+  then quantize (the quantize stage's per-layer bit-width sweep, 8-3 bits, PTQ), then approximate (greedy,
+  8x8 multipliers on the 8-bit layers, observed loss within budget as for the search). energy_gain_vs_sequential
+  = sequential energy / search energy (medians over seeds; per seed kept).
+- **workers**: the same 12 enqueued designs run with 1 worker (1 thread) and with 2 forked workers (1 thread
+  each), 5 interleaved rounds; medians of the trial-phase wall time (first trial start to last trial end).
+- **resume**: a 12-trial search in a child process is killed (SIGKILL) after 5 complete trials and restarted;
+  resume_lost_trials counts the trials that did not complete.
+- **resnet**: ResNet-20 on Fashion-MNIST (10k-image subset: 9,000 train / 1,000 validation; 1,000 test images),
+  10 trials, one finished point: a smaller budget, one seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BASELINE_RECIPES, WORK, peak_rss_mb, write_results
+
+JOBS = WORK / "search"
+SEEDS = (0, 1, 2)
+N_TRIALS = 60
+TRIAL = {"trial_epochs": 1, "trial_train_limit": 2000, "trial_val_limit": 500, "lr": 1e-3, "hw_samples": 64}
+FINAL = {"final_points": 4, "final_epochs": 3, "final_train_limit": 0, "final_slack_pp": 1.0, "budget_pp": 0.5}
+GRID = {"grid_schemes": ("class-blind", "class-uniform", "class-distribution"),
+        "grid_sparsities": (0.5, 0.7, 0.8, 0.9, 0.95), "grid_bits": (8, 6, 5, 4), "grid_act_bits": 8}
+HV_REF_LOSS_PP = 2.0
+SEQ_BUDGETS = (0.2, 0.15, 0.15)
+WORKER_ROUNDS, WORKER_TRIALS = 5, 12
+RESUME_TRIALS, RESUME_KILL_AFTER = 12, 5
+METHODS = {"search": "tpe", "random": "random", "grid": "grid"}
+SMOKE = os.environ.get("CROSSLAYER_SEARCH_BENCH_SMOKE") == "1"  # a tiny run of every part, to check the script
+if SMOKE:
+    JOBS = WORK / "search-smoke"
+    N_TRIALS, WORKER_ROUNDS, WORKER_TRIALS, RESUME_TRIALS, RESUME_KILL_AFTER = 4, 1, 4, 6, 2
+    TRIAL = {**TRIAL, "trial_epochs": 0, "trial_train_limit": 300, "trial_val_limit": 100}
+    FINAL = {**FINAL, "final_points": 1, "final_epochs": 0, "final_train_limit": 300, "final_slack_pp": 100.0}
+    GRID = {**GRID, "grid_schemes": ("class-blind",), "grid_sparsities": (0.5, 0.9), "grid_bits": (8, 4)}
+
+
+# ----- shared setup ------------------------------------------------------------------------------------------
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def lenet() -> tuple[Any, Any]:
+    """The MNIST splits and the cached LeNet-5 baseline (BASELINE_RECIPES["lenet5"], seed 0)."""
+    from crosslayer.data import load_splits
+    from crosslayer.models import build_model
+    from crosslayer.train import TrainConfig, fit_cached, seed_everything
+
+    data = load_splits("mnist", None, train_limit=10000, seed=0)
+    seed_everything(0)
+    model = build_model("lenet5")
+    fit_cached("lenet5", model, data.train, data.val, TrainConfig(**BASELINE_RECIPES["lenet5"]), seed=0)
+    return data, model.eval()
+
+
+def config(sampler: str, **kw: Any) -> Any:
+    from crosslayer.explore.search import SearchConfig
+
+    return SearchConfig(**{"objectives": ("accuracy", "energy"), "sampler": sampler, "trials": N_TRIALS,
+                           "final_points": 0, **TRIAL, **GRID, **kw})
+
+
+def hardware(data: Any) -> Any:
+    from crosslayer.explore.search_eval import HardwareTarget
+    from crosslayer.hw import load_accelerator
+
+    return HardwareTarget(load_accelerator("eyeriss"), data.val.images[:TRIAL["hw_samples"]], skip="both")
+
+
+def _db(name: str) -> Path:
+    JOBS.mkdir(parents=True, exist_ok=True)
+    return JOBS / f"{name}.db"
+
+
+def _measured(m: Any) -> dict[str, Any]:
+    return m.to_json()
+
+
+def _final_json(p: Any) -> dict[str, Any]:
+    return {"trial": p.trial, "design": p.design.to_json(), "val": _measured(p.val), "test": _measured(p.test),
+            "val_loss_pp": p.val_loss_pp, "test_loss_pp": p.test_loss_pp}
+
+
+# ----- jobs (each writes JOBS/<name>.json; a finished job is not run again) --------------------------------
+
+def job_reference() -> dict[str, Any]:
+    """Baseline accuracies and energies: the float model at the accelerator's precision and the dense int8 model."""
+    from crosslayer.explore.search_eval import measure_model
+    from crosslayer.quant import QuantizeConfig, quantize
+    from crosslayer.train import evaluate
+
+    data, model = lenet()
+    hw = hardware(data)
+    q = quantize(model, QuantizeConfig(weight_bits=8, act_bits=8), data, seed=0).model
+    int8 = measure_model(q, {}, data.val, hw)
+    from crosslayer.explore.search_eval import hardware_cost
+
+    e16, lat16 = hardware_cost(model, {}, "min-energy", hw)
+    return {"val_accuracy": evaluate(model, data.val).accuracy, "test_accuracy": evaluate(model, data.test).accuracy,
+            "trial_val_accuracy": evaluate(model, data.val.subset(TRIAL["trial_val_limit"])).accuracy,
+            "energy_float_at_16_bits": e16, "latency_ms_float": lat16, "energy_int8_dense": int8.energy,
+            "int8_dense_val_accuracy": int8.accuracy}
+
+
+def job_study(method: str, seed: int) -> dict[str, Any]:
+    from crosslayer.explore.search import search
+
+    data, model = lenet()
+    t0 = time.perf_counter()
+    res = search(model, config(METHODS[method]), data, seed=seed, storage=_db(f"{method}_seed{seed}"))
+    return {"method": method, "seed": seed, "seconds": time.perf_counter() - t0, "counts": res.counts,
+            "trials": [{"number": r.number, "state": r.state, "loss_pp": r.metrics.get("loss_pp"),
+                        "energy": r.metrics.get("energy"), "accuracy": r.metrics.get("accuracy"),
+                        "seconds": r.metrics.get("seconds")} for r in res.trials],
+            "notes": res.notes, "peak_rss_mb": peak_rss_mb()}
+
+
+def job_final(seed: int) -> dict[str, Any]:
+    """The seed's search study (already run by job_study) finishes its Pareto set."""
+    from crosslayer.explore.search import search
+
+    data, model = lenet()
+    t0 = time.perf_counter()
+    res = search(model, config("tpe", **FINAL), data, seed=seed, storage=_db(f"search_seed{seed}"))
+    return {"seed": seed, "seconds": time.perf_counter() - t0, "final": [_final_json(p) for p in res.final],
+            "chosen": _final_json(res.chosen) if res.chosen else None, "baseline": res.baseline,
+            "assignment": res.assignment, "notes": res.notes, "peak_rss_mb": peak_rss_mb()}
+
+
+def job_sequential(seed: int) -> dict[str, Any]:
+    """Prune, then quantize, then approximate, each within its share of the validation budget."""
+    from crosslayer.approx import (
+        approximable_layers,
+        greedy_select,
+        layer_macs,
+        library,
+        per_layer_sweep,
+        sensitivity_ranking,
+    )
+    from crosslayer.approx.select import as_accuracy, correct_on
+    from crosslayer.explore.search_eval import measure_model
+    from crosslayer.explore.search_space import MULTIPLIER_BITS
+    from crosslayer.prune import ScheduleConfig, sparsify
+    from crosslayer.quant import QuantizeConfig, quantize
+    from crosslayer.quant.sweep import bit_sweep
+    from crosslayer.train import evaluate
+
+    data, model = lenet()
+    hw = hardware(data)
+    b_prune, b_quant, b_approx = SEQ_BUDGETS
+    t0 = time.perf_counter()
+    pr = sparsify(model, ScheduleConfig(targets=(0.6, 0.8, 0.9, 0.93, 0.95), budget_pp=b_prune, finetune_epochs=2,
+                                        finetune_lr=1e-3, optimizer="adam"), data, seed=seed)
+    sweep = bit_sweep(pr.model, data, QuantizeConfig(sweep_bits=(8, 6, 5, 4, 3), sweep_per_layer=True,
+                                                     budget_pp=b_quant), seed=seed)
+    bits = dict(sweep.combined_bits)
+    q = quantize(pr.model, QuantizeConfig(mode="ptq", layer_weight_bits=bits, layer_act_bits=bits), data, seed=seed,
+                 masks=pr.masks).model
+    eight = [n for n in approximable_layers(q) if bits.get(n) == MULTIPLIER_BITS]
+    score = correct_on(data.val)
+    assignment: dict[str, str] = {}
+    if eight:
+        mults = library()
+        ref = as_accuracy(score(q))
+        ranking = sensitivity_ranking(per_layer_sweep(q, [m for m in mults if m.relative_power < 1], score,
+                                                      layers=eight), ref)
+        sel = greedy_select(q, mults, ranking, score, budget_pp=b_approx, macs=layer_macs(q, data.val.images[:1]),
+                            confidence=0.5)
+        assignment = {n: m.name for n, m in sel.assignment.items()}
+    val, test = measure_model(q, assignment, data.val, hw), measure_model(q, assignment, data.test, hw)
+    base_val, base_test = evaluate(model, data.val).accuracy, evaluate(model, data.test).accuracy
+    return {"seed": seed, "seconds": time.perf_counter() - t0, "sparsity": pr.sparsity,
+            "layer_sparsity": pr.layer_sparsity, "bits": bits, "assignment": assignment,
+            "val": _measured(val), "test": _measured(test), "val_loss_pp": 100 * (base_val - val.accuracy),
+            "test_loss_pp": 100 * (base_test - test.accuracy), "budgets_pp": list(SEQ_BUDGETS),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def _designs(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` random designs' parameters of the search space (the same for both sides of the worker timing)."""
+    import optuna
+
+    from crosslayer.explore.search import build_space
+    from crosslayer.hw import load_accelerator
+
+    _, model = lenet()
+    space = build_space(model, config("random"), load_accelerator("eyeriss").dataflows)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        space.suggest(t)
+        out.append(dict(t.params))
+        study.tell(t, 0.0)
+    return out
+
+
+def _timed_search(workers: int, name: str, designs: list[dict[str, Any]]) -> dict[str, Any]:
+    import optuna
+
+    from crosslayer.explore.search import search
+
+    data, model = lenet()
+    db = _db(name)
+    for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        f.unlink(missing_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{db}", study_name="search", directions=["maximize", "minimize"])
+    for params in designs:
+        study.enqueue_trial(params)
+    cfg = config("random", trials=len(designs), workers=workers, threads=1 if workers == 1 else 0)
+    t0 = time.perf_counter()
+    res = search(model, cfg, data, seed=0, storage=db)
+    wall = time.perf_counter() - t0
+    trials = optuna.load_study(study_name="search", storage=f"sqlite:///{db}").trials
+    phase = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    return {"workers": workers, "wall_seconds": wall, "trial_phase_seconds": phase, "counts": res.counts,
+            "pids": len({r.metrics.get("pid") for r in res.trials}),
+            "peak_rss_mb_self": peak_rss_mb(),
+            "peak_rss_mb_children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0}
+
+
+def job_workers(round_: int) -> dict[str, Any]:
+    designs = _designs(WORKER_TRIALS, seed=100)
+    order = (1, 2) if round_ % 2 == 0 else (2, 1)  # interleaved: each side goes first in every other round
+    return {"round": round_, "order": list(order),
+            "runs": {str(w): _timed_search(w, f"workers{w}_round{round_}", designs) for w in order}}
+
+
+def job_resume_run() -> dict[str, Any]:
+    """The search the resume job kills and restarts (a child process)."""
+    from crosslayer.explore.search import search
+
+    data, model = lenet()
+    res = search(model, config("tpe", trials=RESUME_TRIALS, heartbeat_s=2), data, seed=7, storage=_db("resume"))
+    return {"counts": res.counts}
+
+
+def job_resume() -> dict[str, Any]:
+    import optuna
+
+    db = _db("resume")
+    for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        f.unlink(missing_ok=True)
+    (JOBS / "resume-run.json").unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--job", "resume-run"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    child = subprocess.Popen(cmd, env=env)
+    before: list[Any] = []
+    while child.poll() is None:
+        time.sleep(0.5)
+        try:
+            before = optuna.load_study(study_name="search", storage=f"sqlite:///{db}").trials
+        except Exception:  # the study is not created yet
+            continue
+        if sum(t.state.name == "COMPLETE" for t in before) >= RESUME_KILL_AFTER:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+            break
+    snapshot = [(t.number, t.state.name, t.values) for t in before]
+    time.sleep(7)  # past the grace period (3 heartbeats of 2 s): the killed trial is stale
+    subprocess.run(cmd, env=env, check=True)
+    after = optuna.load_study(study_name="search", storage=f"sqlite:///{db}").trials
+    kept = all(any(a.number == n and a.state.name == s and a.values == v for a in after)
+               for n, s, v in snapshot if s == "COMPLETE")
+    states = [t.state.name for t in after]
+    return {"trials": RESUME_TRIALS, "killed_after_complete": RESUME_KILL_AFTER,
+            "running_at_kill": sum(s == "RUNNING" for _, s, _ in snapshot), "states_after": states,
+            "complete": states.count("COMPLETE"), "failed": states.count("FAIL"),
+            "resume_lost_trials": RESUME_TRIALS - states.count("COMPLETE"), "completed_trials_kept": kept}
+
+
+def job_resnet() -> dict[str, Any]:
+    """ResNet-20 on Fashion-MNIST: a smaller budget (see the module docstring)."""
+    from crosslayer.data import load_splits
+    from crosslayer.explore.search import search
+    from crosslayer.models import build_model, normalize_inputs
+    from crosslayer.train import TrainConfig, evaluate, fit_cached, seed_everything
+
+    data = load_splits("fashion-mnist", None, train_limit=10000, test_limit=1000, seed=0)
+    seed_everything(0)
+    model = build_model("resnet20", num_classes=10, in_channels=1, image_size=28)
+    normalize_inputs(model, data.train)
+    recipe = BASELINE_RECIPES.get("resnet20@fashion-mnist")
+    source = "BASELINE_RECIPES['resnet20@fashion-mnist']"
+    if recipe is None:  # the shared recipe is not on this branch: a short local one on the 9k-image subset
+        recipe = {"epochs": 4, "batch_size": 128, "lr": 0.1, "optimizer": "sgd"}
+        source = "local short recipe (no shared ResNet-20 recipe on this branch)"
+    t0 = time.perf_counter()
+    fit_cached("resnet20", model, data.train, data.val, TrainConfig(**recipe), seed=0, desc="resnet20")
+    train_s = time.perf_counter() - t0
+    model.eval()
+    cfg = config("tpe", trials=10, startup_trials=5, trial_train_limit=500, trial_val_limit=200, hw_samples=16,
+                 final_points=1, final_epochs=1, final_train_limit=3000, final_slack_pp=1.0, budget_pp=0.5)
+    t0 = time.perf_counter()
+    res = search(model, cfg, data, seed=0, storage=_db("resnet20"))
+    return {"model": "resnet20", "dataset": "fashion-mnist", "baseline_recipe": recipe, "baseline_source": source,
+            "baseline_train_seconds": train_s, "baseline_test_accuracy": evaluate(model, data.test).accuracy,
+            "train_images": len(data.train), "val_images": len(data.val), "test_images": len(data.test),
+            "settings": {"trials": 10, "trial_epochs": 1, "trial_train_limit": 500, "trial_val_limit": 200,
+                         "final_points": 1, "final_epochs": 1, "final_train_limit": 3000, "seed": 0},
+            "seconds": time.perf_counter() - t0, "counts": res.counts, "pareto": len(res.pareto),
+            "baseline": res.baseline, "final": [_final_json(p) for p in res.final],
+            "chosen": _final_json(res.chosen) if res.chosen else None, "notes": res.notes,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+JOB_FUNCS: dict[str, Callable[[], dict[str, Any]]] = {"reference": job_reference, "resume": job_resume,
+                                                      "resume-run": job_resume_run, "resnet": job_resnet}
+for _m in METHODS:
+    for _s in SEEDS:
+        JOB_FUNCS[f"study-{_m}-{_s}"] = lambda m=_m, s=_s: job_study(m, s)
+for _s in SEEDS:
+    JOB_FUNCS[f"final-{_s}"] = lambda s=_s: job_final(s)
+    JOB_FUNCS[f"sequential-{_s}"] = lambda s=_s: job_sequential(s)
+for _r in range(WORKER_ROUNDS):
+    JOB_FUNCS[f"workers-{_r}"] = lambda r=_r: job_workers(r)
+
+PARTS = {"hv": ["reference", *[f"study-{m}-{s}" for s in SEEDS for m in METHODS]],
+         "final": ["resnet", *[f"sequential-{s}" for s in SEEDS], *[f"final-{s}" for s in SEEDS]],
+         "workers": [f"workers-{r}" for r in range(WORKER_ROUNDS)], "resume": ["resume"], "resnet": ["resnet"]}
+SERIAL = {"workers", "resume"}  # timed parts own both cores
+
+
+def _done(name: str) -> dict[str, Any] | None:
+    path = JOBS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_job(name: str) -> None:
+    _threads()
+    os.environ.setdefault("CROSSLAYER_NO_PROGRESS", "1")
+    out = JOB_FUNCS[name]()
+    from crosslayer.fileio import atomic_write_json
+
+    atomic_write_json(JOBS / f"{name}.json", out)
+
+
+def run_part(part: str) -> None:
+    """The part's unfinished jobs, two at a time in child processes (one torch thread each), or one at a time."""
+    if part == "final" and not all(_done(f"study-search-{s}") for s in SEEDS):
+        raise SystemExit("the final part finishes the search studies: run --part hv first")
+    todo = [j for j in PARTS[part] if _done(j) is None]
+    width = 1 if part in SERIAL else 2
+    running: list[tuple[str, subprocess.Popen[bytes]]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def stop(signum: int, _frame: Any) -> None:  # a timeout or Ctrl-C ends the jobs too (they resume later)
+        for _, p in running:
+            p.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    while todo or running:
+        while todo and len(running) < width:
+            name = todo.pop(0)
+            print(f"[search bench] {name}", flush=True)
+            running.append((name, subprocess.Popen([sys.executable, __file__, "--job", name], env=env)))
+        time.sleep(1)
+        for name, p in list(running):
+            if p.poll() is not None:
+                running.remove((name, p))
+                if p.returncode != 0:
+                    raise SystemExit(f"job {name} failed with exit code {p.returncode}")
+
+
+def _hv(study: dict[str, Any], e_ref: float) -> float:
+    from crosslayer.explore.hypervolume import hypervolume_2d
+
+    pts = [[t["loss_pp"], t["energy"] / e_ref] for t in study["trials"] if t["state"] == "COMPLETE"]
+    return hypervolume_2d(pts, [HV_REF_LOSS_PP, 1.0])
+
+
+def assemble() -> None:
+    ref = _done("reference")
+    out: dict[str, Any] = {"model": "lenet5", "dataset": "mnist (9,000 train / 1,000 validation / 10,000 test)",
+                           "accelerator": "eyeriss", "objectives": ["accuracy", "energy"], "trial_budget": N_TRIALS,
+                           "seeds": list(SEEDS), "trial_settings": TRIAL, "final_settings": FINAL, "grid": GRID,
+                           "baseline": ref, "command": "python benchmarks/search.py"}
+    studies = {(m, s): _done(f"study-{m}-{s}") for m in METHODS for s in SEEDS}
+    if ref and all(studies.values()):
+        e_ref = ref["energy_int8_dense"]
+        per = {m: [_hv(studies[(m, s)], e_ref) for s in SEEDS] for m in METHODS}  # type: ignore[arg-type]
+        out["hypervolume"] = {**{m: statistics.median(v) for m, v in per.items()}, "per_seed": per,
+                              "reference_point": {"loss_pp": HV_REF_LOSS_PP, "energy": e_ref,
+                                                  "energy_normalised": 1.0,
+                                                  "what": "energy of the dense int8 model, exact multipliers"},
+                              "space": "loss in pp vs the baseline on the 500 trial validation images x energy / "
+                                       "reference energy, both minimised",
+                              "study_seconds": {m: [studies[(m, s)]["seconds"] for s in SEEDS] for m in METHODS}}
+    finals = [_done(f"final-{s}") for s in SEEDS]
+    seqs = [_done(f"sequential-{s}") for s in SEEDS]
+    if all(finals) and all(seqs):
+        gains = [sq["test"]["energy"] / f["chosen"]["test"]["energy"] if f["chosen"] else None
+                 for f, sq in zip(finals, seqs, strict=True)]  # type: ignore[index]
+        ok = [g for g in gains if g is not None]
+        out["energy_gain_vs_sequential"] = statistics.median(ok) if ok else None
+        out["energy_gain_per_seed"] = gains
+        out["energy_gain_spread"] = [min(ok), max(ok)] if ok else None
+        out["search_chosen"] = [{"seed": f["seed"], **(f["chosen"] or {})} for f in finals]  # type: ignore[index]
+        out["search_final_points"] = {f["seed"]: f["final"] for f in finals}  # type: ignore[index]
+        out["sequential"] = seqs
+        out["protocol"] = ("both sides choose on the validation split (budget 0.5 pp) and are measured once on "
+                           "the test split; energy from the cost model (same accelerator, same activation images)")
+    rounds = [_done(f"workers-{r}") for r in range(WORKER_ROUNDS)]
+    if all(rounds):
+        t1 = [r["runs"]["1"]["trial_phase_seconds"] for r in rounds]  # type: ignore[index]
+        t2 = [r["runs"]["2"]["trial_phase_seconds"] for r in rounds]  # type: ignore[index]
+        out["workers_speedup"] = statistics.median(t1) / statistics.median(t2)
+        out["workers"] = {"trials": WORKER_TRIALS, "rounds": rounds, "median_seconds_1_worker": statistics.median(t1),
+                          "median_seconds_2_workers": statistics.median(t2), "cpus": os.cpu_count(),
+                          "what": "trial-phase wall time of the same enqueued designs; 1 worker with 1 torch thread "
+                                  "vs 2 forked workers with 1 thread each"}
+    res = _done("resume")
+    if res:
+        out["resume_lost_trials"] = res["resume_lost_trials"]
+        out["resume"] = res
+    rn = _done("resnet")
+    if rn:
+        out["resnet20"] = rn
+    out["parts_missing"] = [p for p, jobs in PARTS.items() if not all(_done(j) for j in jobs)]
+    out["cpu_note"] = ("jobs run two at a time in child processes with one torch thread each (workers and resume "
+                       "alone), under the shared CPU lock")
+    if SMOKE:
+        print(json.dumps(out, indent=2, default=str))
+        return
+    write_results("search", out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=sorted(PARTS), action="append", help="run only these parts (repeatable)")
+    ap.add_argument("--job", choices=sorted(JOB_FUNCS), help=argparse.SUPPRESS)
+    ap.add_argument("--assemble", action="store_true", help="only write the results file from finished parts")
+    args = ap.parse_args()
+    if args.job:
+        run_job(args.job)
+        return
+    if not args.assemble:
+        for part in args.part or ["hv", "final", "workers", "resume", "resnet"]:
+            run_part(part)
+    assemble()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The design space of the co-design search: per-layer pruning ratio, weight and activation bit widths and
+approximate multiplier, and for the network the accelerator dataflow and (optionally) in-memory execution.
+
+The per-layer decisions come from the model's own ``nn.Conv2d`` / ``nn.Linear`` layers (in module order), so
+the space fits any model. A :class:`Design` is one point of it; a :class:`SearchSpace` turns an Optuna trial's
+parameters into a design (``decode``), so a trial's configuration is reproducible from the study alone.
+
+Two parameterisations share the same :class:`Design`:
+
+- ``layerwise`` (the search): every layer has its own ``<layer>:density`` (the kept fraction of its weights,
+  log-uniform in ``[1 - max_sparsity, 1]``, so 90 %, 95 % and 98 % sparsity are as far apart as they are in
+  cost; sparsity = 1 - density, rounded to 1e-4), ``<layer>:weight_bits``,
+  ``<layer>:act_bits`` and ``<layer>:multiplier``, plus ``dataflow`` and ``execution`` (HAQ, Wang et al.,
+  CVPR 2019, and AMC, He et al., ECCV 2018, choose bit widths and pruning ratios per layer in the same spirit).
+  The multiplier applies to a layer with 8-bit weights and activations (:data:`MULTIPLIER_BITS`); with
+  narrower operands the layer decodes to the exact multiplier, so the space stays the same for every trial;
+- ``grid``: the existing sweep of :mod:`crosslayer.explore.sweep` (scheme x global sparsity x weight bits, 8-bit
+  activations, exact multipliers). Its magnitude masks are per-layer magnitude thresholds, so a grid point is
+  the layerwise design with the per-layer sparsities that scheme reaches on the baseline's weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from crosslayer.errors import ConfigError
+from crosslayer.prune import layer_sparsity, magnitude_masks, prunable_weights
+from crosslayer.quant.pipeline import quantizable_layers
+
+__all__ = ["EXECUTIONS", "MIN_DATAFLOWS", "MULTIPLIER_BITS", "Design", "LayerChoice", "SearchSpace",
+           "approximable_reason", "search_layers"]
+
+MULTIPLIER_BITS = 8
+"""The approximate multipliers are 8 x 8 designs: a layer takes one only with 8-bit weights and activations; a
+narrower layer runs on an exact multiplier of its own width (the cost model scales its energy with the widths)."""
+MIN_DATAFLOWS = ("min-energy", "min-latency")
+"""Dataflow choices that let the cost model pick each layer's dataflow (least energy or least latency)."""
+EXECUTIONS = ("digital", "imc")
+SpaceMode = Literal["layerwise", "grid"]
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """What one layer gets: fraction of its weights pruned, weight / input-activation bits, multiplier."""
+
+    sparsity: float
+    weight_bits: int
+    act_bits: int
+    multiplier: str = "exact"
+
+
+@dataclass(frozen=True)
+class Design:
+    """One point of the space: a choice per layer (by module name) and the network's dataflow and execution."""
+
+    layers: dict[str, LayerChoice]
+    dataflow: str = "min-energy"
+    execution: str = "digital"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layers": {n: asdict(c) for n, c in self.layers.items()}, "dataflow": self.dataflow,
+                "execution": self.execution}
+
+    @staticmethod
+    def from_json(doc: Mapping[str, Any]) -> Design:
+        try:
+            layers = {str(n): LayerChoice(sparsity=float(c["sparsity"]), weight_bits=int(c["weight_bits"]),
+                                          act_bits=int(c["act_bits"]), multiplier=str(c.get("multiplier", "exact")))
+                      for n, c in dict(doc["layers"]).items()}
+            return Design(layers, str(doc.get("dataflow", "min-energy")), str(doc.get("execution", "digital")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"not a design record: {exc}") from exc
+
+    def summary(self) -> str:
+        """One line per layer, for tables: ``conv1 s0.50 w4 a8 drum5``."""
+        return "; ".join(f"{n} s{c.sparsity:.2f} w{c.weight_bits} a{c.act_bits} {c.multiplier}"
+                         for n, c in self.layers.items())
+
+
+def search_layers(model: nn.Module) -> list[str]:
+    """The layers the search decides for: every ``nn.Conv2d`` / ``nn.Linear`` of ``model``, in module order."""
+    names = quantizable_layers(model)
+    if not names:
+        raise ConfigError(f"model {type(model).__name__} has no Conv2d or Linear layer to search over")
+    return names
+
+
+def approximable_reason(model: nn.Module, name: str) -> str | None:
+    """Why layer ``name`` cannot take an approximate multiplier (None when it can): the multiplier
+    emulation (:class:`crosslayer.approx.ApproxLayer`) computes ungrouped, zero-padded convolutions and linear
+    layers only."""
+    m = model.get_submodule(name)
+    if isinstance(m, nn.Conv2d):
+        if m.groups != 1:
+            return f"grouped / depthwise convolution (groups = {m.groups})"
+        if m.padding_mode != "zeros":
+            return f"padding_mode = {m.padding_mode!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The choices per layer and for the network, and the mapping from trial parameters to a :class:`Design`.
+
+    ``grid_sparsity`` holds, for the ``grid`` mode, the per-layer sparsities each (scheme, sparsity) reaches on
+    the baseline's weights (computed once by :meth:`grid`).
+    """
+
+    layers: tuple[str, ...]
+    max_sparsity: float = 0.98
+    weight_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
+    act_bits: tuple[int, ...] = (4, 5, 6, 8)
+    multipliers: tuple[str, ...] = ("exact",)
+    dataflows: tuple[str, ...] = ("min-energy",)
+    executions: tuple[str, ...] = ("digital",)
+    exact_only: dict[str, str] = field(default_factory=dict)
+    mode: SpaceMode = "layerwise"
+    grid_sparsity: dict[str, dict[str, float]] = field(default_factory=dict)
+    grid_act_bits: int = 8
+
+    # ----- building ---------------------------------------------------------------------------------
+    @staticmethod
+    def for_model(model: nn.Module, **choices: Any) -> SearchSpace:
+        """The layerwise space of ``model``: its Conv2d / Linear layers; those an approximate multiplier cannot
+        take (see :func:`approximable_reason`) are kept exact, with the reason in ``exact_only``."""
+        layers = tuple(search_layers(model))
+        exact_only = {n: r for n in layers if (r := approximable_reason(model, n)) is not None}
+        space = SearchSpace(layers=layers, exact_only=exact_only, **choices)
+        space.check()
+        return space
+
+    @staticmethod
+    def grid(model: nn.Module, schemes: Sequence[str], sparsities: Sequence[float], bits: Sequence[int],
+             act_bits: int = 8, dataflow: str = "min-energy") -> SearchSpace:
+        """The grid sweep's space (:func:`crosslayer.explore.sweep.sweep`): scheme x global sparsity x weight bits,
+        ``act_bits`` activations, exact multipliers, the cost model's least-energy dataflow per layer."""
+        layers = tuple(search_layers(model))
+        weights = {k: v.detach() for k, v in prunable_weights(model).items()}
+        table: dict[str, dict[str, float]] = {}
+        for scheme in schemes:
+            for s in sparsities:
+                masks, _ = magnitude_masks(weights, scheme, float(s))
+                per = layer_sparsity(masks)
+                table[_grid_key(scheme, float(s))] = {n: per[f"{n}.weight" if n else "weight"] for n in layers}
+        space = SearchSpace(layers=layers, weight_bits=tuple(int(b) for b in bits), act_bits=(act_bits,),
+                            dataflows=(dataflow,), mode="grid", grid_sparsity=table, grid_act_bits=act_bits)
+        space.check()
+        return space
+
+    def check(self) -> None:
+        from crosslayer.approx import get_multiplier
+
+        if not 0.0 <= self.max_sparsity < 1.0:
+            raise ConfigError(f"max_sparsity = {self.max_sparsity} must be in [0, 1)")
+        for what, values, lo, hi in (("weight_bits", self.weight_bits, 2, 16), ("act_bits", self.act_bits, 2, 16)):
+            if not values:
+                raise ConfigError(f"{what} lists no bit width")
+            bad = [b for b in values if not lo <= b <= hi]
+            if bad:
+                raise ConfigError(f"{what} = {list(values)}: widths must be in {lo}-{hi}")
+        if not self.multipliers:
+            raise ConfigError("multipliers lists no multiplier; give at least 'exact'")
+        for m in self.multipliers:
+            get_multiplier(m)  # an unknown name raises with the allowed ones
+        if any(m != "exact" for m in self.multipliers) and max(*self.weight_bits, *self.act_bits) > 8:
+            raise ConfigError("approximate multipliers are 8-bit designs: with multipliers other than 'exact', "
+                              "weight_bits and act_bits must be at most 8")
+        for df in self.dataflows:
+            if df not in MIN_DATAFLOWS and df not in ("WS", "OS", "RS", "IS"):
+                raise ConfigError(f"dataflow {df!r} is unknown; allowed: {', '.join(MIN_DATAFLOWS)}, WS, OS, RS, IS")
+        for ex in self.executions:
+            if ex not in EXECUTIONS:
+                raise ConfigError(f"execution {ex!r} is unknown; allowed: {', '.join(EXECUTIONS)}")
+
+    # ----- Optuna -----------------------------------------------------------------------------------
+    def grid_search_space(self) -> dict[str, list[Any]]:
+        """The parameter grid of the ``grid`` mode, for :class:`optuna.samplers.GridSampler`."""
+        if self.mode != "grid":
+            raise ConfigError("grid_search_space needs a grid space (SearchSpace.grid)")
+        return {"point": sorted(self.grid_sparsity), "weight_bits": list(self.weight_bits)}
+
+    def suggest(self, trial: Any) -> Design:
+        """Ask ``trial`` (an ``optuna.Trial``) for every parameter of the space; the design it names."""
+        if self.mode == "grid":
+            trial.suggest_categorical("point", sorted(self.grid_sparsity))
+            trial.suggest_categorical("weight_bits", list(self.weight_bits))
+        else:
+            for n in self.layers:
+                if self.max_sparsity > 0:
+                    trial.suggest_float(f"{n}:density", 1.0 - self.max_sparsity, 1.0, log=True)
+                trial.suggest_categorical(f"{n}:weight_bits", list(self.weight_bits))
+                trial.suggest_categorical(f"{n}:act_bits", list(self.act_bits))
+                if n not in self.exact_only and len(self.multipliers) > 1:
+                    trial.suggest_categorical(f"{n}:multiplier", list(self.multipliers))
+            if len(self.dataflows) > 1:
+                trial.suggest_categorical("dataflow", list(self.dataflows))
+            if len(self.executions) > 1:
+                trial.suggest_categorical("execution", list(self.executions))
+        return self.decode(trial.params)
+
+    def decode(self, params: Mapping[str, Any]) -> Design:
+        """The design of a trial's parameters (as ``study.trials[i].params`` holds them)."""
+        try:
+            if self.mode == "grid":
+                per = self.grid_sparsity[str(params["point"])]
+                wb = int(params["weight_bits"])
+                return Design({n: LayerChoice(per[n], wb, self.grid_act_bits) for n in self.layers},
+                              self.dataflows[0], "digital")
+            layers = {}
+            for n in self.layers:
+                wb, ab = int(params[f"{n}:weight_bits"]), int(params[f"{n}:act_bits"])
+                mult = str(params.get(f"{n}:multiplier", self.multipliers[0]))
+                if n in self.exact_only or (wb, ab) != (MULTIPLIER_BITS, MULTIPLIER_BITS):
+                    mult = "exact"  # no 8x8 design on narrower operands: an exact multiplier of the layer's width
+                sparsity = round(1.0 - float(params.get(f"{n}:density", 1.0)), 4)
+                layers[n] = LayerChoice(max(sparsity, 0.0), wb, ab, mult)
+            return Design(layers, str(params.get("dataflow", self.dataflows[0])),
+                          str(params.get("execution", self.executions[0])))
+        except KeyError as exc:
+            raise ConfigError(f"trial parameters lack {exc}; they belong to another search space") from exc
+
+    def describe(self) -> dict[str, Any]:
+        """The space as plain JSON (stored with the study; its digest guards against mixing spaces)."""
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _grid_key(scheme: str, sparsity: float) -> str:
+    return f"{scheme}@{sparsity:g}"

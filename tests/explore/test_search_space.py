@@ -1,0 +1,109 @@
+"""The co-design search's space, config and hypervolume: pure and fast (no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from optuna._hypervolume import compute_hypervolume
+
+from crosslayer.errors import ConfigError
+from crosslayer.explore.hypervolume import hypervolume_2d
+from crosslayer.explore.search_config import SearchConfig
+from crosslayer.explore.search_space import Design, LayerChoice, SearchSpace, search_layers
+from crosslayer.explore.search_study import redact
+from crosslayer.models import build_model
+from crosslayer.prune import prunable_weights
+
+MULTS = ("exact", "drum5", "trunc6")
+
+
+def _suggested(space: SearchSpace, n: int, seed: int = 0) -> list[tuple[dict, Design]]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        design = space.suggest(trial)
+        study.tell(trial, 0.0)
+        out.append((dict(trial.params), design))
+    return out
+
+
+def test_layers_come_from_the_model_lenet_and_user_models(user_model) -> None:
+    assert search_layers(build_model("lenet5")) == ["conv1", "conv2", "fc1", "fc2"]
+    res = search_layers(user_model("resnet_tiny"))
+    assert "block2.shortcut.0" in res and res[0] == "stem.0" and res[-1] == "fc" and len(res) == 7
+    mob = SearchSpace.for_model(user_model("mobilenet_tiny"), multipliers=MULTS)
+    assert set(mob.exact_only) == {"separable.0", "block1.depthwise.0", "block2.depthwise.0"}
+    assert all("depthwise" in why for why in mob.exact_only.values())
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet_tiny", "mobilenet_tiny"])
+def test_suggest_decode_round_trip(name: str, user_model) -> None:
+    model = build_model(name) if name == "lenet5" else user_model(name)
+    space = SearchSpace.for_model(model, multipliers=MULTS, dataflows=("min-energy", "RS", "WS"))
+    for params, design in _suggested(space, 6):
+        assert list(design.layers) == search_layers(model)
+        assert space.decode(params) == design
+        assert Design.from_json(design.to_json()) == design
+        for layer, c in design.layers.items():
+            assert 0.0 <= c.sparsity <= 0.98 and c.weight_bits in space.weight_bits and c.act_bits in space.act_bits
+            assert c.multiplier in MULTS
+            if layer in space.exact_only:
+                assert c.multiplier == "exact" and f"{layer}:multiplier" not in params
+            if (c.weight_bits, c.act_bits) != (8, 8):
+                assert c.multiplier == "exact"
+        assert design.dataflow in ("min-energy", "RS", "WS")
+
+
+def test_grid_space_matches_the_sweep_schemes() -> None:
+    model = build_model("lenet5")
+    space = SearchSpace.grid(model, ["class-blind", "class-uniform"], [0.5, 0.9], [8, 4])
+    grid = space.grid_search_space()
+    assert len(grid["point"]) * len(grid["weight_bits"]) == 8
+    uni = space.decode({"point": "class-uniform@0.9", "weight_bits": 4})
+    assert all(abs(c.sparsity - 0.9) < 1e-3 and c.weight_bits == 4 and c.act_bits == 8 and c.multiplier == "exact"
+               for c in uni.layers.values())
+    blind = space.decode({"point": "class-blind@0.5", "weight_bits": 8})
+    sizes = {n.removesuffix(".weight"): w.numel() for n, w in prunable_weights(model).items()}
+    overall = sum(c.sparsity * sizes[n] for n, c in blind.layers.items()) / sum(sizes.values())
+    assert overall == pytest.approx(0.5, abs=1e-3)
+    assert len({round(c.sparsity, 3) for c in blind.layers.values()}) > 1  # one global threshold: ratios differ
+
+
+def test_space_and_config_refuse_bad_choices() -> None:
+    model = build_model("lenet5")
+    with pytest.raises(ConfigError, match="at most 8"):
+        SearchSpace.for_model(model, multipliers=MULTS, weight_bits=(4, 12))
+    with pytest.raises(ConfigError, match="unknown multiplier"):
+        SearchSpace.for_model(model, multipliers=("exact", "nonsense"))
+    with pytest.raises(ConfigError, match="objective 'speed' is unknown"):
+        SearchConfig(objectives=("accuracy", "speed"))
+    with pytest.raises(ConfigError, match="one torch thread"):
+        SearchConfig(workers=2, threads=4)
+    with pytest.raises(ConfigError, match="not a design record"):
+        Design.from_json({"layers": {"conv1": {"sparsity": 0.1}}})
+    with pytest.raises(ConfigError, match="another search space"):
+        SearchSpace.for_model(model).decode({"conv1:density": 0.5})
+    assert SearchConfig().cost_objective == "energy"
+    assert SearchConfig(objectives=("accuracy", "latency", "energy")).cost_objective == "latency"
+
+
+def test_hypervolume_2d_matches_optuna_and_simple_areas() -> None:
+    assert hypervolume_2d([[1.0, 1.0]], [3.0, 3.0]) == pytest.approx(4.0)
+    assert hypervolume_2d([[1.0, 2.0], [2.0, 1.0]], [3.0, 3.0]) == pytest.approx(3.0)
+    assert hypervolume_2d([[4.0, 0.0], [0.0, 5.0]], [3.0, 3.0]) == 0.0  # beyond the reference: nothing
+    assert hypervolume_2d([], [1.0, 1.0]) == 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pts = rng.random((30, 2))
+        assert hypervolume_2d(pts, [1.1, 1.2]) == pytest.approx(compute_hypervolume(pts, np.array([1.1, 1.2])))
+    with pytest.raises(ConfigError, match="finite"):
+        hypervolume_2d([[np.nan, 1.0]], [2.0, 2.0])
+
+
+def test_redact_hides_the_password() -> None:
+    assert redact("postgresql://alice:s3cret@db.example:5432/studies") == "postgresql://alice:***@db.example:5432/studies"
+    assert redact("sqlite:///tmp/study.db") == "sqlite:///tmp/study.db"
+    assert LayerChoice(0.5, 4, 8).multiplier == "exact"

@@ -1,0 +1,98 @@
+"""The search's study: trials, Pareto set finished in full, resuming, failed trials, local workers."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+
+from crosslayer.data import DataSplits
+from crosslayer.errors import ConfigError, StageError
+from crosslayer.explore import search as search_mod
+from crosslayer.explore.search import SearchConfig, search
+from crosslayer.explore.search_study import open_storage
+from crosslayer.quant import QuantLayer
+
+TINY = {"trials": 3, "trial_epochs": 0, "trial_train_limit": 400, "trial_val_limit": 150, "final_points": 1,
+        "final_epochs": 0, "final_train_limit": 400, "final_slack_pp": 100.0, "startup_trials": 2, "hw_samples": 8,
+        "multipliers": ("exact", "drum5"), "weight_bits": (4, 8), "act_bits": (8,)}
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist_small: DataSplits) -> DataSplits:
+    return DataSplits(mnist_small.train.subset(400), mnist_small.val.subset(150), mnist_small.test.subset(300))
+
+
+def _cfg(**kw: object) -> SearchConfig:
+    return SearchConfig(**{**TINY, **kw})  # type: ignore[arg-type]
+
+
+def _trials(db: Path, name: str = "search") -> list[optuna.trial.FrozenTrial]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials
+
+
+def test_search_finishes_the_pareto_set_and_resumes(lenet5_trained, tiny, tmp_path: Path) -> None:
+    db = tmp_path / "study.db"
+    res = search(lenet5_trained, _cfg(), tiny, seed=3, storage=db)
+    assert res.counts == {"COMPLETE": 3} and res.pareto
+    assert all(r.design is not None and list(r.design.layers) == ["conv1", "conv2", "fc1", "fc2"] for r in res.trials)
+    assert len(res.final) == 1 and res.chosen is res.final[0]
+    p = res.chosen
+    assert p.test.images == 300 and p.val.images == 150  # finals: the whole validation split, then the test split
+    assert p.test_loss_pp == pytest.approx(100 * (res.baseline["test_accuracy"] - p.test.accuracy))
+    assert isinstance(res.model.get_submodule("fc1"), QuantLayer)
+    first = [(t.number, t.params, t.values) for t in _trials(db)]
+    again = search(lenet5_trained, _cfg(trials=5), tiny, seed=3, storage=db)
+    assert again.counts == {"COMPLETE": 5}
+    assert [(t.number, t.params, t.values) for t in _trials(db)][:3] == first  # kept, not re-run
+    assert any("resumed" in n for n in again.notes)
+    with pytest.raises(ConfigError, match="another search"):
+        search(lenet5_trained, _cfg(trials=6, weight_bits=(2, 8)), tiny, seed=3, storage=db)
+
+
+def test_same_seed_same_study(lenet5_trained, tiny, tmp_path: Path) -> None:
+    a = search(lenet5_trained, _cfg(final_points=0), tiny, seed=1, storage=tmp_path / "a.db")
+    b = search(lenet5_trained, _cfg(final_points=0), tiny, seed=1, storage=tmp_path / "b.db")
+    assert [(r.params, r.metrics["accuracy"], r.metrics["energy"]) for r in a.trials] == \
+           [(r.params, r.metrics["accuracy"], r.metrics["energy"]) for r in b.trials]
+
+
+def test_a_failing_trial_is_recorded_not_fatal(lenet5_trained, tiny, tmp_path: Path, monkeypatch) -> None:
+    real = search_mod.measure
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise StageError("fine-tuning diverged: the quantized model has non-finite weights")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "measure", flaky)
+    res = search(lenet5_trained, _cfg(final_points=0), tiny, seed=0, storage=tmp_path / "s.db")
+    assert res.counts == {"COMPLETE": 2, "FAIL": 1}
+    assert [r.state for r in res.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_a_trial_left_running_by_a_killed_search_is_failed_on_resume(lenet5_trained, tiny, tmp_path: Path) -> None:
+    db = tmp_path / "k.db"
+    search(lenet5_trained, _cfg(trials=1, final_points=0, heartbeat_s=1), tiny, seed=0, storage=db)
+    storage = open_storage(f"sqlite:///{db}", heartbeat_s=1)
+    study = optuna.load_study(study_name="search", storage=storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Optuna: heartbeats are meant for optimize(); here we fake one
+        killed = study.ask()  # what a killed process leaves: a RUNNING trial whose heartbeat stopped
+    storage.record_heartbeat(killed._trial_id)
+    time.sleep(3.5)  # the grace period is three beats
+    res = search(lenet5_trained, _cfg(trials=3, final_points=0, heartbeat_s=1), tiny, seed=0, storage=db)
+    assert [r.state for r in res.trials] == ["COMPLETE", "FAIL", "COMPLETE"]  # one trial lost, budget kept
+
+
+def test_two_local_workers_share_the_study(lenet5_trained, tiny, tmp_path: Path) -> None:
+    res = search(lenet5_trained, _cfg(trials=4, workers=2, final_points=0), tiny, seed=0, storage=tmp_path / "w.db")
+    assert res.counts.get("COMPLETE", 0) >= 4 and sum(res.counts.values()) <= 5  # at most one trial over on a race
+    assert len({r.metrics["pid"] for r in res.trials}) == 2
+    assert {r.metrics["threads"] for r in res.trials} == {1}
