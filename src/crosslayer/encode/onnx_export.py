@@ -5,7 +5,8 @@ so every layer and functional op it knows is covered: residual adds, concatenati
 convolutions, squeeze-and-excitation multiplies, ReLU6 / hard-swish / GELU, LayerNorm,
 ``nn.MultiheadAttention``, ``x.view(x.size(0), -1)``. Weights stay named after the state dict
 (``do_constant_folding=False`` and ``TrainingMode.PRESERVE`` on an eval-mode model: no batch-norm is folded into a
-conv by the exporter; ONNX Runtime folds it when it loads the graph).
+conv by the exporter, ONNX Runtime folds it when it loads the graph; ``keep_initializers_as_inputs`` keeps equal
+weights apart, the graph's only input is the image).
 
 A quantized model (``crosslayer.quant`` layers) is exported through its *float twin* (each quantized layer
 replaced by a plain Conv2d / Linear holding its dequantized weight) and the graph is then rewritten into the
@@ -23,6 +24,7 @@ import copy
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -49,8 +51,9 @@ def _plain(m: QuantLayer) -> nn.Module:
     """A plain Conv2d / Linear computing with ``m``'s dequantized weight (its input quantization dropped)."""
     layer: nn.Module
     if isinstance(m, nn.Conv2d):
-        layer = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                          dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode)
+        geo: dict[str, Any] = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation}
+        layer = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, groups=m.groups,  # type: ignore[arg-type]
+                          bias=m.bias is not None, padding_mode=m.padding_mode, **geo)
     elif isinstance(m, nn.Linear):
         layer = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
     else:  # pragma: no cover - QuantLayer is only mixed into these two
@@ -80,14 +83,22 @@ def torch_onnx(model: nn.Module, example: torch.Tensor) -> onnx.ModelProto:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example.cpu(),), buf, dynamo=False, opset_version=OPSET,
-                              do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
+            torch.onnx.export(model, (example.cpu(),), buf,  # type: ignore[arg-type]
+                              dynamo=False, opset_version=OPSET, do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
+                              keep_initializers_as_inputs=True,
                               input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as exc:  # the exporter raises many types for ops it does not support
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise StageError(f"torch.onnx cannot export {type(model).__name__}: {reason}") from exc
-    return onnx.load_from_string(buf.getvalue())
+    proto = onnx.load_from_string(buf.getvalue())
+    # keep_initializers_as_inputs stops the exporter merging equal weights into one initializer (each layer keeps
+    # its own, named after the state dict); the graph's only input is then the image again.
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    del proto.graph.input[:]
+    proto.graph.input.extend(inputs)
+    return proto
 
 
 def _act_qparams(name: str, m: QuantLayer) -> tuple[np.ndarray, np.ndarray]:
@@ -115,32 +126,42 @@ def _weight_qparams(name: str, m: QuantLayer) -> tuple[np.ndarray, np.ndarray, b
     return codes, scale, scale.size > 1
 
 
-def _data_users(graph: onnx.GraphProto, weight: str) -> list[tuple[int, int]]:
-    """(node index, input slot) of the data input of every node computing with initializer ``weight``:
-    the other operand of a Conv / Gemm / MatMul reading it directly or through one Transpose."""
+def _data_users(graph: onnx.GraphProto, weight: str) -> list[tuple[int, int, int | None]]:
+    """``(node index, data input slot, Transpose node index or None)`` of every node computing with initializer
+    ``weight``: a Conv / Gemm / MatMul reading it directly, or a MatMul / Gemm reading it through a Transpose."""
     consumers: dict[str, list[int]] = {}
     for i, node in enumerate(graph.node):
         for t in node.input:
             consumers.setdefault(t, []).append(i)
-    users: list[tuple[int, int]] = []
+    users: list[tuple[int, int, int | None]] = []
     for i in consumers.get(weight, []):
         node = graph.node[i]
         if node.op_type in ("Conv", "Gemm", "MatMul"):
-            users.append((i, 0 if list(node.input).index(weight) != 0 else 1))
-        elif node.op_type == "Transpose":
-            for j in consumers.get(node.output[0], []):
+            users.append((i, 0 if list(node.input).index(weight) != 0 else 1, None))
+        elif node.op_type == "Transpose" and len(consumers.get(node.output[0], [])) >= 1:
+            for j in consumers[node.output[0]]:
                 mm = graph.node[j]
                 if mm.op_type in ("MatMul", "Gemm"):
-                    users.append((j, 0 if list(mm.input).index(node.output[0]) != 0 else 1))
+                    users.append((j, 0 if list(mm.input).index(node.output[0]) != 0 else 1, i))
     return users
 
 
+def _axis(axis: int, per_channel: bool) -> dict[str, Any]:
+    return {"axis": axis} if per_channel else {}
+
+
 def to_qdq(proto: onnx.ModelProto, layers: dict[str, QuantLayer]) -> onnx.ModelProto:
-    """Rewrite the float graph of a quantized model's twin into QDQ form (see the module docstring)."""
+    """Rewrite the float graph of a quantized model's twin into QDQ form (see the module docstring).
+
+    A weight that reaches a MatMul through a Transpose (a linear layer on token tensors) is stored transposed,
+    ``<layer>.weight_quantized_t`` with its scales along axis 1, and read without the Transpose: the standard
+    QDQ MatMul form, which ONNX Runtime's QDQ fusion handles correctly (a per-channel DequantizeLinear followed by
+    a Transpose is not)."""
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
     before: dict[int, list[onnx.NodeProto]] = {}
     rewired: dict[tuple[int, int], str] = {}
+    drop: set[int] = set()
     head: list[onnx.NodeProto] = []
     for name, m in layers.items():
         wname = f"{name}.weight"
@@ -153,16 +174,25 @@ def to_qdq(proto: onnx.ModelProto, layers: dict[str, QuantLayer]) -> onnx.ModelP
         codes, w_scale, per_channel = _weight_qparams(name, m)
         x_scale, x_zp = _act_qparams(name, m)
         graph.initializer.remove(inits.pop(wname))
-        graph.initializer.extend([
-            numpy_helper.from_array(codes, f"{wname}_quantized"),
-            numpy_helper.from_array(w_scale if per_channel else w_scale.reshape(()), f"{wname}_scale"),
-            numpy_helper.from_array(np.zeros(w_scale.shape if per_channel else (), np.int8), f"{wname}_zero_point"),
-            numpy_helper.from_array(x_scale, f"{name}.input_scale"),
-            numpy_helper.from_array(x_zp, f"{name}.input_zero_point")])
-        head.append(helper.make_node("DequantizeLinear", [f"{wname}_quantized", f"{wname}_scale",
-                                                          f"{wname}_zero_point"], [wname],
-                                     name=f"{name}/DequantizeWeight", **({"axis": 0} if per_channel else {})))
-        for k, (i, slot) in enumerate(users):
+        zp = np.zeros(w_scale.shape if per_channel else (), np.int8)
+        scale = w_scale if per_channel else w_scale.reshape(())
+        graph.initializer.extend([numpy_helper.from_array(scale, f"{wname}_scale"),
+                                  numpy_helper.from_array(zp, f"{wname}_zero_point"),
+                                  numpy_helper.from_array(x_scale, f"{name}.input_scale"),
+                                  numpy_helper.from_array(x_zp, f"{name}.input_zero_point")])
+        direct = any(t is None for _, _, t in users)
+        transposed = [t for _, _, t in users if t is not None]
+        if direct:
+            graph.initializer.append(numpy_helper.from_array(codes, f"{wname}_quantized"))
+            head.append(helper.make_node("DequantizeLinear", [f"{wname}_quantized", f"{wname}_scale",
+                                                              f"{wname}_zero_point"], [wname],
+                                         name=f"{name}/DequantizeWeight", **_axis(0, per_channel)))
+        if transposed:
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(codes.T), f"{wname}_quantized_t"))
+            head.append(helper.make_node("DequantizeLinear", [f"{wname}_quantized_t", f"{wname}_scale",
+                                                              f"{wname}_zero_point"], [f"{wname}_t"],
+                                         name=f"{name}/DequantizeWeightT", **_axis(1, per_channel)))
+        for k, (i, slot, tr) in enumerate(users):
             src = graph.node[i].input[slot]
             q, dq = f"{name}.input_q{k}", f"{name}.input_dq{k}"
             before.setdefault(i, []).extend([
@@ -171,13 +201,18 @@ def to_qdq(proto: onnx.ModelProto, layers: dict[str, QuantLayer]) -> onnx.ModelP
                 helper.make_node("DequantizeLinear", [q, f"{name}.input_scale", f"{name}.input_zero_point"], [dq],
                                  name=f"{name}/DequantizeInput{k}")])
             rewired[(i, slot)] = dq
+            if tr is not None:
+                rewired[(i, 1 - slot)] = f"{wname}_t"
+                drop.add(tr)
     nodes = list(head)
     for i, node in enumerate(graph.node):
+        if i in drop:
+            continue
         nodes += before.get(i, [])
         new = copy.deepcopy(node)
-        for (j, slot), dq in rewired.items():
+        for (j, slot), value in rewired.items():
             if j == i:
-                new.input[slot] = dq
+                new.input[slot] = value
         nodes.append(new)
     del graph.node[:]
     graph.node.extend(nodes)

@@ -388,9 +388,9 @@ def trace_channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[
     for g in roots:
         g.producers.sort(key=lambda n: order.get(n, 0))
     for name, _role, segs in tr.layouts:
-        ids = [gs.find(g) for g, _ in segs]
-        for i, (g, _) in enumerate(segs):
-            grp = gs.get(g)
+        ids = [gs.find(gid) for gid, _ in segs]
+        for i, (gid, _) in enumerate(segs):
+            grp = gs.get(gid)
             if ids.count(ids[i]) > 1:
                 grp.frozen = grp.frozen or f"appears twice along the channels that {name!r} reads"
                 continue
