@@ -84,8 +84,8 @@ def torch_onnx(model: nn.Module, example: torch.Tensor) -> onnx.ModelProto:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example.cpu(),), buf,  # type: ignore[arg-type]
-                              dynamo=False, opset_version=OPSET, do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE,
-                              keep_initializers_as_inputs=True,
+                              dynamo=False, opset_version=OPSET, do_constant_folding=False,
+                              training=torch.onnx.TrainingMode.PRESERVE, keep_initializers_as_inputs=True,
                               input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     except Exception as exc:  # the exporter raises many types for ops it does not support
