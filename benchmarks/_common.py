@@ -25,6 +25,10 @@ BASELINE_RECIPES: dict[str, dict[str, Any]] = {
     "lenet5": {"epochs": 20, "optimizer": "sgd", "lr": 0.02, "augment_shift": 2, "augment_rotate": 10.0,
                "augment_scale": 0.1},
     "lenet300": {"epochs": 30, "optimizer": "sgd", "lr": 0.05, "augment_shift": 2},
+    # Built-in models beyond LeNet, keyed "<model>@<dataset>" (full Fashion-MNIST: 54k train / 6k val / 10k test):
+    # SGD momentum 0.9, weight decay 5e-4, cosine; the learning rate chosen on the validation split by
+    # `baseline.py --pilot` (results/baseline.json "pilot_*"), the epochs fixed by the time budget beforehand.
+    "resnet20@fashion-mnist": {"epochs": 10, "batch_size": 256, "optimizer": "sgd", "lr": 0.1},
 }
 
 os.environ.setdefault("CROSSLAYER_NO_PROGRESS", "1")

@@ -20,6 +20,7 @@ Layers left float (e.g. inside ``nn.MultiheadAttention``) stay float in the grap
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import warnings
@@ -81,7 +82,7 @@ def torch_onnx(model: nn.Module, example: torch.Tensor) -> onnx.ModelProto:
     model = model.eval().cpu()
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints its IR on failure
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example.cpu(),), buf,  # type: ignore[arg-type]
                               dynamo=False, opset_version=OPSET, do_constant_folding=False,
