@@ -35,7 +35,8 @@ from crosslayer.errors import CrossLayerError
 from crosslayer.fileio import atomic_write_json, save_torch
 
 __all__ = ["FORMAT", "MAX_CHECKPOINT_BYTES", "CheckpointError", "LayerCodec", "architecture_record",
-           "load_checkpoint", "load_state_dict_file", "rebuild", "register_layer_codec", "save_checkpoint"]
+           "load_checkpoint", "load_state_dict_file", "portable_record", "rebuild", "register_layer_codec",
+           "save_checkpoint"]
 
 FORMAT = 1
 MAX_CHECKPOINT_BYTES = 8 << 30
@@ -254,6 +255,16 @@ def architecture_record(model: nn.Module, base: nn.Module) -> dict[str, Any]:
     types = _type_records(model, base)
     skeleton = _apply_types(copy.deepcopy(base), types)
     return {"format": FORMAT, "layers": types, "shapes": _shape_changes(model, skeleton)}
+
+
+def portable_record(model: nn.Module, plain: nn.Module) -> dict[str, Any]:
+    """A record that rebuilds ``model`` on *any* freshly built base of its class, with no base at hand: the layer
+    types relative to ``plain`` (``model`` with its swapped-in layers turned back into standard ones, e.g. a
+    quantized model's float twin) and every allow-listed shape attribute of every layer (not only the changed
+    ones). Used by files that travel without their run directory (the packed model file)."""
+    shapes = {path: {a: _jsonable(getattr(m, a)) for a in _shape_attrs(m) if hasattr(m, a)}
+              for path, m in model.named_modules() if _shape_attrs(m)}
+    return {"format": FORMAT, "layers": _type_records(model, plain), "shapes": shapes}
 
 
 def rebuild(base: nn.Module, record: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -16,7 +16,6 @@ from crosslayer.cli.common import (
     RunDirArg,
     StageOpt,
     WeightsOpt,
-    console,
     emit,
     handle_errors,
     model_source,
@@ -46,8 +45,8 @@ def pack_cmd(run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = Mode
                        section="pack")
     ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
                        device="cpu").context("pack")
-    res = pack(ctx.model, cfg, out)
-    emit({"bytes": res.file_bytes, **{f"{k}_bits": v for k, v in res.bits_by_part.items()},
+    res = pack(ctx.model, cfg, out, ctx.data.test.images[:2])
+    emit({"bytes": res.file_bytes, "graph": res.graph_kind, **{f"{k}_bits": v for k, v in res.bits_by_part.items()},
           "weight_bits": res.weight_bits, "compression_ratio": res.compression_ratio,
           "file_compression_ratio": res.file_compression_ratio, "layer_formats": res.layer_formats}, as_json,
          title=f"packed {out}")
@@ -55,30 +54,57 @@ def pack_cmd(run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = Mode
 
 @handle_errors
 def unpack_cmd(packed: Path = typer.Argument(..., help="A .xlm file."),
-               out: Path = typer.Option(None, "--out", "-o", help="Write the rebuilt model's state dict (.pt; a "
-                                                                  "state dict, never a pickled module)."),
+               model: str = typer.Option(None, "--model", "-m", help="The packed model's factory (built-in name, "
+                                         "file.py:factory or pkg.mod:factory): rebuild that PyTorch module with the "
+                                         "packed weights. Without it the model runs in ONNX Runtime."),
+               out: Path = typer.Option(None, "--out", "-o", help="Write the rebuilt model: an .onnx file (ONNX "
+                                        "Runtime) or, with --model, its state dict (.pt; never a pickled module)."),
                evaluate_on: str = typer.Option(None, "--eval", help="Evaluate on this dataset's test set."),
                data_dir: str = DataDirOpt, as_json: bool = JsonOpt) -> None:
-    """Rebuild a PyTorch model from a packed file (validated: truncated or corrupt files are refused)."""
+    """Rebuild a runnable model from a packed file (validated: truncated, corrupt or unsafe files are refused)."""
     setup_logging(False)
-    from crosslayer.encode import unpack
+    from crosslayer.encode import OnnxModule, unpack
 
-    model = unpack(packed)
-    metrics: dict[str, Any] = {"layers": sum(1 for _ in model.children()),
-                               "params": sum(p.numel() for p in model.parameters())}
-    if out is not None:
-        from crosslayer.fileio import save_torch
-
-        save_torch(out, model.state_dict())
-        metrics["written"] = str(out)
+    base = None
+    data = None
     if evaluate_on:
         from crosslayer.data import load_dataset
+
+        data = load_dataset(evaluate_on, "test", data_dir)
+    if model:
+        from crosslayer.encode.packfile import read_packed
+        from crosslayer.models import build_model
+
+        shape, classes = _packed_sizes(packed, read_packed)
+        base = build_model(model, num_classes=classes, in_channels=shape[0], image_size=shape[-1])
+    restored = unpack(packed, model=base)
+    metrics: dict[str, Any] = {"runtime": "ONNX Runtime" if isinstance(restored, OnnxModule) else "PyTorch",
+                               "params": sum(p.numel() for p in restored.parameters())}
+    if out is not None:
+        from crosslayer.fileio import atomic_write_bytes, save_torch
+
+        if isinstance(restored, OnnxModule):
+            atomic_write_bytes(out, restored.onnx_bytes)
+        else:
+            save_torch(out, restored.state_dict())
+        metrics["written"] = str(out)
+    if data is not None:
         from crosslayer.train import evaluate
 
-        metrics["test_accuracy"] = evaluate(model, load_dataset(evaluate_on, "test", data_dir)).accuracy
+        metrics["test_accuracy"] = evaluate(restored, data).accuracy
     emit(metrics, as_json, title=f"unpacked {packed}")
-    if not as_json:
-        console.print(model)
+
+
+def _packed_sizes(path: Path, read: Any) -> tuple[list[int], int]:
+    """The input shape (C, H, W) and class count a packed file records (what the factory is built with)."""
+    from crosslayer.errors import DataError
+
+    meta = read(path.read_bytes()).meta
+    shape, classes = meta.get("input"), meta.get("classes")
+    if (not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(d, int) and 0 < d < 1 << 16 for d in shape)
+            or not isinstance(classes, int) or not 0 < classes < 1 << 20):
+        raise DataError(f"packed file {str(path)!r} does not record its input shape and class count")
+    return shape, classes
 
 
 @handle_errors
@@ -100,11 +126,14 @@ def export_cmd(run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = Mo
     ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
                        device="cpu").context("export")
     test = ctx.data.test
-    res = export_onnx(ctx.model, cfg, out, test.images[:1], data=test.subset(check_images) if check_images else None)
+    res = export_onnx(ctx.model, cfg, out, test.images[:2], data=test.subset(check_images) if check_images else None)
     metrics: dict[str, Any] = {"written": str(res.path), "int8": res.int8, "bytes": res.file_bytes,
                                "max_abs_diff": res.max_abs_diff}
     if res.agreement is not None:
-        metrics.update({"images": res.images, "top1_agreement": res.agreement, "onnx_accuracy": res.accuracy})
+        metrics.update({"images": res.images, "top1_agreement": res.agreement, "onnx_accuracy": res.accuracy,
+                        "max_abs_logit_diff": res.max_abs_diff})
+        if res.exact_agreement is not None:
+            metrics["top1_agreement_qdq_as_written"] = res.exact_agreement
     for runtime, t in res.timing.items():
         key = runtime.lower().replace(" ", "_")
         metrics.update({f"{key}_latency_ms_b1": t["latency_ms_b1"], f"{key}_throughput_b256": t["throughput_b256"]})

@@ -13,7 +13,9 @@ from crosslayer.encode.api import (
                                       unpack,
 )
 from crosslayer.encode.huffman import HuffmanCode, build_code
-from crosslayer.encode.packfile import PackFormatError, pack_model, read_packed, unpack_model, write_packed
+from crosslayer.encode.onnx_graph import OnnxModule
+from crosslayer.encode.packfile import PackFormatError, read_packed
+from crosslayer.encode.packing import pack_model, unpack_model
 from crosslayer.encode.sparse import (
                                       BitmaskEncoding,
                                       RelativeCSR,
@@ -24,7 +26,7 @@ from crosslayer.encode.sparse import (
                                       encode_relative,
 )
 
-__all__ = ["BitmaskEncoding", "EncodeConfig", "ExportConfig", "ExportResult", "HuffmanCode", "PackFormatError",
-           "PackResult", "RelativeCSR", "build_code", "decode_relative", "encode_bitmask", "encode_csc", "encode_csr",
-           "encode_relative", "export_onnx", "pack", "pack_model", "read_packed", "unpack", "unpack_model",
-           "write_packed"]
+__all__ = ["BitmaskEncoding", "EncodeConfig", "ExportConfig", "ExportResult", "HuffmanCode", "OnnxModule",
+           "PackFormatError", "PackResult", "RelativeCSR", "build_code", "decode_relative", "encode_bitmask",
+           "encode_csc", "encode_csr", "encode_relative", "export_onnx", "pack", "pack_model", "read_packed", "unpack",
+           "unpack_model"]

@@ -2,11 +2,12 @@
 accounting), :func:`unpack` one back into a runnable model, :func:`export_onnx` (float, or int8 QDQ for a
 quantized model) checked in ONNX Runtime against PyTorch.
 
-The packed file stores each layer in the smallest of dense, relative-index CSR / CSC (Deep Compression,
-Han et al., ICLR 2016) and bitmask, each stream fixed-width or Huffman coded; see
-:mod:`crosslayer.encode.packfile`. Both formats take sequential networks (see
-:mod:`crosslayer.encode.graph` for the layers and ops they accept); anything else is a ``StageError``
-naming the node. The model passed in is never modified.
+The packed file stores each matrix-product weight in the smallest of dense, relative-index CSR / CSC (Deep
+Compression, Han et al., ICLR 2016) and bitmask, each stream fixed-width or Huffman coded, and the graph as
+standard ONNX with those weights stripped out; see :mod:`crosslayer.encode.packing` and
+:mod:`crosslayer.encode.packfile`. Both take any model ``torch.onnx`` can export (residual adds,
+concatenation, depthwise convs, attention, functional ops); one it cannot export is a ``StageError`` with the
+exporter's reason. The model passed in is never modified.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from torch import nn
 from crosslayer.config import Config, check_range
 from crosslayer.data import ImageDataset
 from crosslayer.encode.onnx_export import onnx_model
-from crosslayer.encode.packfile import MAX_FILE_BYTES, pack_model, unpack_model
+from crosslayer.encode.onnx_graph import OnnxModule
+from crosslayer.encode.packfile import MAX_FILE_BYTES
+from crosslayer.encode.packing import pack_model, unpack_model
 from crosslayer.encode.speed import ort_runner, time_runner, torch_runner
 from crosslayer.errors import DataError, StageError
 from crosslayer.fileio import atomic_write_bytes
@@ -60,9 +63,10 @@ class ExportConfig(Config):
 
 @dataclass(frozen=True)
 class PackResult:
-    """The packed file and its exact storage, in bits by part (``header``, ``values``, ``indices``,
-    ``pointers``, ``codebook``, ``bias``; they sum to ``8 * file_bytes``), per layer too, and the format
-    each layer was stored in (dense, csr, csc or bitmask)."""
+    """The packed file and its exact storage, in bits by part (``header``, ``graph``, ``values``, ``indices``,
+    ``pointers``, ``codebook``, ``bias``, ``tensors``; they sum to ``8 * file_bytes``), per weight too, the
+    format each weight was stored in (dense, csr, csc or bitmask) and the kind of graph stored (``int8 QDQ`` or
+    ``float``, with the reason when a quantized model's graph is float)."""
 
     path: Path
     file_bytes: int
@@ -70,6 +74,7 @@ class PackResult:
     layer_bits: dict[str, dict[str, int]]
     layer_formats: dict[str, str]
     dense_fp32_bits: int
+    graph_kind: str = "float"
 
     @property
     def weight_bits(self) -> int:
@@ -89,9 +94,10 @@ class PackResult:
 
 @dataclass(frozen=True)
 class ExportResult:
-    """An ONNX file checked in ONNX Runtime: the largest logit difference from PyTorch on the example input,
-    and, where data were given, top-1 agreement with PyTorch, ONNX Runtime's accuracy and the timings
-    (``{"PyTorch" | "ONNX Runtime": {"latency_ms_b1", "throughput_b256"}}``)."""
+    """An ONNX file checked in ONNX Runtime: the largest logit difference from PyTorch (on the example input
+    and, where data were given, on every image of it); where data were given, top-1 agreement with PyTorch,
+    ONNX Runtime's accuracy and the timings (``{"PyTorch" | "ONNX Runtime": {"latency_ms_b1",
+    "throughput_b256"}}``)."""
 
     path: Path
     file_bytes: int
@@ -101,6 +107,9 @@ class ExportResult:
     agreement: float | None = None
     accuracy: float | None = None
     timing: dict[str, dict[str, float]] = field(default_factory=dict)
+    exact_agreement: float | None = None
+    """int8 only: top-1 agreement when ONNX Runtime runs the QDQ graph as written (no integer-kernel fusion,
+    see :class:`~crosslayer.encode.onnx_graph.OnnxModule`); ``agreement`` is with its default integer kernels."""
 
 
 def is_int8(model: nn.Module) -> bool:
@@ -116,21 +125,40 @@ def _weight_count(model: nn.Module) -> int:
     return sum(int(np.prod(m.weight.shape)) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
 
 
-def pack(model: nn.Module, config: EncodeConfig, path: str | Path) -> PackResult:
-    """Write ``model`` (pruned and / or quantized, or float) as a packed ``.xlm`` file at ``path`` (atomically)."""
+def _images(example_input: torch.Tensor) -> torch.Tensor:
+    x = example_input.detach().cpu().float()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or len(x) == 0:
+        raise DataError(f"example_input must be images (N, C, H, W) or one image (C, H, W), got shape {tuple(x.shape)}")
+    return x
+
+
+def pack(model: nn.Module, config: EncodeConfig, path: str | Path, example_input: torch.Tensor) -> PackResult:
+    """Write ``model`` (pruned and / or quantized, or float) as a packed ``.xlm`` file at ``path`` (atomically);
+    ``example_input`` (images ``(N, C, H, W)`` or one ``(C, H, W)``) fixes the input shape the graph is traced on.
+
+    ``dense_fp32_bits`` of the result counts the model's Conv2d / Linear weights as dense float32 (the
+    reference of ``compression_ratio``)."""
     m = _cpu_copy(model)
-    data, acct = pack_model(m, conv_index_bits=config.conv_index_bits, fc_index_bits=config.fc_index_bits)
+    data, acct = pack_model(m, _images(example_input), conv_index_bits=config.conv_index_bits,
+                            fc_index_bits=config.fc_index_bits)
     out = atomic_write_bytes(path, data)
     return PackResult(path=Path(out), file_bytes=int(acct["bytes"]), bits_by_part=dict(acct["total_bits"]),
                       layer_bits={k: dict(v) for k, v in acct["layers"].items()},
-                      layer_formats=dict(acct["formats"]), dense_fp32_bits=32 * _weight_count(m))
+                      layer_formats=dict(acct["formats"]), dense_fp32_bits=32 * _weight_count(m),
+                      graph_kind=str(acct["graph_kind"]))
 
 
-def unpack(source: str | Path | bytes) -> nn.Sequential:
-    """The runnable model of a packed file (a path, or its bytes). The file is data and treated as hostile:
-    a missing, oversized, truncated or corrupt file is a clear error (``DataError`` / ``PackFormatError``)."""
+def unpack(source: str | Path | bytes, *, model: nn.Module | None = None) -> nn.Module:
+    """The runnable model of a packed file (a path, or its bytes): an ONNX Runtime module
+    (:class:`~crosslayer.encode.onnx_graph.OnnxModule`, usable with ``evaluate`` / ``predict``) with the packed
+    weights restored, or, given ``model`` (a freshly built instance of the packed model's class, e.g. from the
+    user's factory), that module with the packed weights, layer types and shapes restored. The file is data
+    and treated as hostile: a missing, oversized, truncated or corrupt file is a clear error (``DataError`` /
+    ``PackFormatError``)."""
     if isinstance(source, bytes | bytearray):
-        return unpack_model(bytes(source))
+        return unpack_model(bytes(source), model)
     p = Path(source)
     if not p.is_file():
         raise DataError(f"packed file {str(p)!r} does not exist or is not a file")
@@ -138,7 +166,7 @@ def unpack(source: str | Path | bytes) -> nn.Sequential:
     if size > MAX_FILE_BYTES:
         raise DataError(f"packed file {str(p)!r} is {size} bytes; no legal packed file exceeds {MAX_FILE_BYTES} bytes")
     with p.open("rb") as fh:
-        return unpack_model(fh.read(MAX_FILE_BYTES + 1))
+        return unpack_model(fh.read(MAX_FILE_BYTES + 1), model)
 
 
 def export_onnx(model: nn.Module, config: ExportConfig, path: str | Path, example_input: torch.Tensor, *,
@@ -149,13 +177,9 @@ def export_onnx(model: nn.Module, config: ExportConfig, path: str | Path, exampl
     through both runtimes. With ``data``, every image of it is classified by both (top-1 agreement, ONNX
     Runtime's accuracy) and, with ``config.speed``, both runtimes are timed on it.
     """
-    x = example_input.detach().cpu().float()
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or len(x) == 0:
-        raise DataError(f"example_input must be images (N, C, H, W) or one image (C, H, W), got shape {tuple(x.shape)}")
+    x = _images(example_input)
     m = _cpu_copy(model)
-    proto = onnx_model(m, tuple(int(d) for d in x.shape[1:]))
+    proto = onnx_model(m, example=x)
     blob = proto.SerializeToString()
     out = Path(atomic_write_bytes(path, blob))
     run = ort_runner(blob)
@@ -169,12 +193,17 @@ def export_onnx(model: nn.Module, config: ExportConfig, path: str | Path, exampl
     if data is None:
         return res
     images = data.images.numpy()
-    ort_pred = np.concatenate([run(images[i:i + 1000]) for i in range(0, len(images), 1000)]).argmax(1)
-    torch_pred = predict(m, data.images).argmax(1).numpy()
+    ort_logits = np.concatenate([run(images[i:i + 1000]) for i in range(0, len(images), 1000)])
+    torch_logits = predict(m, data.images).numpy()
     timing: dict[str, dict[str, float]] = {}
     if config.speed:
         for runtime, runner in (("PyTorch", torch_runner(m)), ("ONNX Runtime", run)):
             timing[runtime] = time_runner(runner, images, repeats=config.repeats)
-    return ExportResult(path=out, file_bytes=len(blob), int8=res.int8, max_abs_diff=res.max_abs_diff,
-                        images=len(images), agreement=float((ort_pred == torch_pred).mean()),
-                        accuracy=float((ort_pred == data.labels.numpy()).mean()), timing=timing)
+    exact = None
+    if res.int8:
+        exact_pred = predict(OnnxModule(blob), data.images).argmax(1).numpy()
+        exact = float((exact_pred == torch_logits.argmax(1)).mean())
+    return ExportResult(path=out, file_bytes=len(blob), int8=res.int8, exact_agreement=exact,
+                        max_abs_diff=max(res.max_abs_diff, float(np.abs(ort_logits - torch_logits).max())),
+                        images=len(images), agreement=float((ort_logits.argmax(1) == torch_logits.argmax(1)).mean()),
+                        accuracy=float((ort_logits.argmax(1) == data.labels.numpy()).mean()), timing=timing)

@@ -9,8 +9,13 @@ Class-Blind Pruning Method for Deep Neural Networks", IJCNN 2018 (survey Fig. 2 
   NIPS 2015, use the same "quality parameter times standard deviation" rule).
 
 Everything here is a pure function of tensors: masks are ``dict[param_name, bool tensor]`` with
-``True`` = kept. Prunable parameters are the weights of ``nn.Conv2d`` / ``nn.Linear`` (and their
-subclasses, e.g. quantized layers); biases and batch-norm parameters stay dense, as in the papers.
+``True`` = kept. Prunable parameters are the matrix-product weights: the weight of every ``nn.Conv2d`` /
+``nn.Linear`` (and their subclasses, e.g. quantized layers; depthwise, grouped and bias-free ones included;
+the output projection of ``nn.MultiheadAttention`` is an ``nn.Linear``) and the input projection of every
+``nn.MultiheadAttention`` (``in_proj_weight``, or ``q/k/v_proj_weight`` when key and value sizes differ).
+Biases, normalisation parameters (BatchNorm, LayerNorm), embeddings and parameters a model reads directly
+(e.g. a learned position embedding) stay dense, as in the papers: they are few and are not multiplied
+as a matrix with the activations.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from crosslayer.config import check_range
 from crosslayer.errors import ConfigError, StageError
 
 __all__ = [
+    "ATTENTION_WEIGHTS",
     "SCHEMES",
     "Masks",
     "Scheme",
@@ -40,6 +46,9 @@ __all__ = [
     "weights_of",
 ]
 
+ATTENTION_WEIGHTS: tuple[str, ...] = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+"""The prunable parameters of ``nn.MultiheadAttention`` besides its ``out_proj`` (an ``nn.Linear``)."""
+
 Scheme = Literal["class-blind", "class-uniform", "class-distribution"]
 SCHEMES: tuple[str, ...] = ("class-blind", "class-uniform", "class-distribution")
 Masks = dict[str, torch.Tensor]
@@ -52,19 +61,33 @@ def prunable_weights(model: nn.Module, layers: Sequence[str] | None = None) -> d
     not a prunable layer raises ``ConfigError`` listing the allowed names. A model without any
     Conv2d / Linear raises ``StageError``.
     """
-    found = {f"{name}.weight" if name else "weight": m.weight for name, m in model.named_modules()
-             if isinstance(m, (nn.Conv2d, nn.Linear)) and isinstance(m.weight, nn.Parameter)}
+    found: dict[str, nn.Parameter] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and isinstance(m.weight, nn.Parameter):
+            found[f"{name}.weight" if name else "weight"] = m.weight
+        elif isinstance(m, nn.MultiheadAttention):
+            for attr in ATTENTION_WEIGHTS:
+                p = getattr(m, attr, None)
+                if isinstance(p, nn.Parameter):
+                    found[f"{name}.{attr}" if name else attr] = p
     if not found:
         raise StageError(f"model {type(model).__name__} has no prunable layers (no nn.Conv2d or nn.Linear)")
     if not layers:
         return found
-    allowed = [k.removesuffix(".weight") for k in found]
-    unknown = [n for n in layers if n.removesuffix(".weight") not in allowed]
+    owner = {k: _owner(k) for k in found}
+    allowed = list(dict.fromkeys(owner.values()))
+    unknown = [n for n in layers if n not in found and n.removesuffix(".weight") not in allowed]
     if unknown:
         raise ConfigError(f"layer(s) {', '.join(map(repr, unknown))} are not prunable layers of "
                           f"{type(model).__name__}; allowed: {', '.join(allowed)}")
-    wanted = {n.removesuffix(".weight") for n in layers}
-    return {k: v for k, v in found.items() if k.removesuffix(".weight") in wanted}
+    wanted = {n.removesuffix(".weight") for n in layers} | set(layers)
+    return {k: v for k, v in found.items() if owner[k] in wanted or k in wanted}
+
+
+def _owner(param: str) -> str:
+    """The module owning a prunable parameter (``conv1.weight``: ``conv1``; ``attn.in_proj_weight``: ``attn``)."""
+    mod, _, attr = param.rpartition(".")
+    return mod if attr == "weight" or attr in ATTENTION_WEIGHTS else param
 
 
 def weights_of(weights: Mapping[str, torch.Tensor] | nn.Module) -> Mapping[str, torch.Tensor]:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from crosslayer.config import check_range
+from crosslayer.errors import StageError
 
 __all__ = ["CONV_INDEX_BITS", "FC_INDEX_BITS", "LayerStorage", "ModelStorage", "StorageFormat", "TensorStorage",
            "csr_relative_index_bits", "csr_relative_index_entries", "model_storage", "relative_index_layout",
@@ -203,9 +204,15 @@ def tensor_storage(name: str, nonzero: torch.Tensor | np.ndarray, *, value_bits:
 
 def weight_index_bits(model: nn.Module, conv_index_bits: int = CONV_INDEX_BITS,
                       fc_index_bits: int = FC_INDEX_BITS) -> dict[str, int]:
-    """``{weight parameter name: relative index width}`` of every Conv2d / Linear layer."""
-    return {f"{n}.weight" if n else "weight": conv_index_bits if isinstance(m, nn.Conv2d) else fc_index_bits
-            for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
+    """``{weight parameter name: relative index width}`` of every prunable weight
+    (:func:`~crosslayer.prune.masks.prunable_weights`; conv: ``conv_index_bits``, matrices: ``fc_index_bits``)."""
+    from crosslayer.prune.masks import prunable_weights
+
+    try:
+        weights = prunable_weights(model)
+    except StageError:
+        return {}
+    return {k: conv_index_bits if w.dim() == 4 else fc_index_bits for k, w in weights.items()}
 
 
 def model_storage(model: nn.Module, *, value_bits: int | Mapping[str, int] = 32,

@@ -73,8 +73,17 @@ def _set(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
         setattr(module, name, value.contiguous())
 
 
+def _index(group: ChannelGroup, member: str, keep: torch.Tensor, repeat: int, total: int,
+           sizes: Mapping[str, int]) -> torch.Tensor:
+    """Indices kept along a member's channel dimension of length ``total``: the group's kept channels at the
+    group's offset there (after the groups a concatenation put before it), every other entry unchanged."""
+    offset = sum(sizes.get(key, size) * rep for key, rep, size in group.offsets.get(member, ()))
+    end = offset + group.size * repeat
+    return torch.cat([torch.arange(offset), offset + _expand(keep, repeat), torch.arange(end, total)])
+
+
 @torch.no_grad()
-def _cut(model: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> None:
+def _cut(model: nn.Module, group: ChannelGroup, keep: torch.Tensor, sizes: Mapping[str, int]) -> None:
     mods = dict(model.named_modules())
     for name in group.producers:
         m = mods[name]
@@ -85,16 +94,25 @@ def _cut(model: nn.Module, group: ChannelGroup, keep: torch.Tensor) -> None:
             m.out_channels = len(keep)
         else:
             m.out_features = len(keep)
+    for name, mult in group.followers:  # depthwise: filters follow their input channels
+        m = mods[name]
+        assert isinstance(m, nn.Conv2d)
+        k = _index(group, name, keep, mult, m.out_channels, sizes).to(m.weight.device)
+        _set(m, "weight", m.weight[k])
+        _set(m, "bias", m.bias[k] if m.bias is not None else None)
+        m.out_channels = len(k)
+        m.in_channels = m.groups = len(k) // mult
     for name, rep in group.norms:
         m = mods[name]
-        k = _expand(keep, rep).to(m.running_mean.device if m.running_mean is not None else "cpu")
+        total = m.running_mean.numel() if m.running_mean is not None else m.weight.numel()
+        k = _index(group, name, keep, rep, total, sizes).to(m.weight.device if m.weight is not None else "cpu")
         for attr in ("weight", "bias", "running_mean", "running_var"):
             t = getattr(m, attr)
             _set(m, attr, t[k] if t is not None else None)
         m.num_features = len(k)
     for name, rep in group.consumers:
         m = mods[name]
-        k = _expand(keep, rep).to(m.weight.device)
+        k = _index(group, name, keep, rep, m.weight.shape[1], sizes).to(m.weight.device)
         _set(m, "weight", m.weight[:, k])
         if isinstance(m, nn.Conv2d):
             m.in_channels = len(k)
@@ -111,6 +129,7 @@ def prune_groups(model: nn.Module, groups: Sequence[ChannelGroup], keep_counts: 
     are left alone; a count must lie in ``[1, group.size]``.
     """
     kept: dict[str, torch.Tensor] = {}
+    sizes = {g.key: g.size for g in groups if g.producers}
     for g in groups:
         if g.key not in keep_counts:
             continue
@@ -120,7 +139,8 @@ def prune_groups(model: nn.Module, groups: Sequence[ChannelGroup], keep_counts: 
             continue
         score = channel_importance(model, g, importance)
         keep = torch.sort(torch.sort(score, descending=True, stable=True).indices[:n]).values
-        _cut(model, g, keep)
+        _cut(model, g, keep, sizes)
+        sizes[g.key] = g.size
         kept[g.key] = keep
     return kept
 

@@ -18,6 +18,7 @@ from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError, StageError
 from crosslayer.quant.calibrate import CalibrationConfig, calibrate
+from crosslayer.quant.coverage import called_layers, float_layers
 from crosslayer.quant.fixed_point import FixedPointSpec
 from crosslayer.quant.layers import quantize_model
 from crosslayer.quant.qat import QATConfig, quantization_aware_finetune, zero_masks
@@ -157,6 +158,8 @@ class QuantizeResult:
     act_ranges: dict[str, tuple[float, float]]
     training: TrainResult | None
     masked_layers: list[str]
+    float_layers: dict[str, str] = field(default_factory=dict)
+    """Modules with parameters left float, each with the reason (see :mod:`crosslayer.quant.coverage`)."""
 
 
 def quantize(model: nn.Module, cfg: QuantizeConfig, data: DataSplits, *, seed: int = 0,
@@ -164,15 +167,22 @@ def quantize(model: nn.Module, cfg: QuantizeConfig, data: DataSplits, *, seed: i
              layers: Iterable[str] | None = None) -> QuantizeResult:
     """Quantize ``model`` (a copy unless ``copy_model`` is false) following ``cfg``.
 
-    Only ``layers`` are quantized when given (the rest stay float). ``masks`` (``{param: bool}``,
-    True = kept) are kept exactly zero through fine-tuning; by default the model's own exact zeros.
+    Only ``layers`` are quantized when given (the rest stay float). Conv2d / Linear layers that ``forward``
+    does not call as modules (e.g. the output projection inside ``nn.MultiheadAttention``) stay float; they and
+    every other float module are listed in the result's ``float_layers`` with the reason. ``masks``
+    (``{param: bool}``, True = kept) are kept exactly zero through fine-tuning; by default the model's own
+    exact zeros.
     """
     q = copy.deepcopy(model) if copy_model else model
     names = quantizable_layers(q)
     if not names:
         raise StageError("the model has no Conv2d or Linear layer to quantize")
-    chosen = list(layers) if layers is not None else names
-    _check_names(chosen, names, "layers")
+    _check_names(layers or [], names, "layers")
+    called = called_layers(q, data.train.images[:2])
+    chosen = [n for n in (list(layers) if layers is not None else names) if n in called]
+    if not chosen:
+        raise StageError("forward() calls none of the model's Conv2d / Linear layers as a module, so none can be "
+                         "quantized")
     keep = dict(zero_masks(q) if masks is None else masks)
     wspecs, aspecs = build_specs(chosen, cfg)
     quantize_model(q, wspecs, aspecs, layers=chosen)
@@ -184,4 +194,5 @@ def quantize(model: nn.Module, cfg: QuantizeConfig, data: DataSplits, *, seed: i
                                              desc=f"{cfg.mode} fine-tune")
         ranges = calibrate(q, data.train.images, calib, seed=seed)
     q.eval()
-    return QuantizeResult(model=q, act_ranges=ranges, training=result, masked_layers=sorted(keep))
+    return QuantizeResult(model=q, act_ranges=ranges, training=result, masked_layers=sorted(keep),
+                          float_layers=float_layers(q, set(chosen), called))

@@ -122,8 +122,12 @@ def quantize_stage(ctx: StageContext, cfg: QuantizeConfig) -> StageResult:
         rows.append([name, f"{w.scheme} {w.bits}b" + (" per-channel" if w.per_channel else "") if w else "float",
                      f"{'s' if a.signed else 'u'}{a.bits}b" if a else "float", lo, hi, st.nonzeros, st.numel,
                      "CSR" if st.sparse else "dense", st.bits])
-    rep.add_table("Quantized layers", ["layer", "weights", "inputs", "input lo", "input hi", "non-zero codes",
-                                       "size", "format", "bits"], rows)
+    for name, why in out.float_layers.items():
+        rows.append([name, "float", "float", None, None, None, None, f"float: {why}", None])
+    rep.add_table("Quantized layers (and those left float, with the reason)",
+                  ["layer", "weights", "inputs", "input lo", "input hi", "non-zero codes", "size", "format", "bits"],
+                  rows)
+    rep.metrics["float_layers"] = sorted(out.float_layers)
     if out.training is not None and out.training.history:
         rep.add_table("Fine-tuning", ["epoch", "train loss", "val accuracy"],
                       [[h["epoch"], h["train_loss"], h["val_accuracy"]] for h in out.training.history])
