@@ -58,11 +58,15 @@ SEEDS = (0, 1, 2)
 ROUNDS, REPS, BATCH, THREADS = 7, 5, 256, 2
 
 
+SMOKE = False  # --smoke: the whole pipeline on 600 images, 1 epoch, results under .work/zoo_compress_smoke only
+
+
 def context() -> Any:
     """The flow's own context (data split, seeded model with its input normalisation), as baseline.py builds it."""
     from crosslayer.flow import FlowConfig, build_context
 
-    flow = FlowConfig(model=MODEL, dataset=DATASET, seed=0, device="cpu", stages=("baseline",))
+    limits = {"train_limit": 600, "test_limit": 300} if SMOKE else {}
+    flow = FlowConfig(model=MODEL, dataset=DATASET, seed=0, device="cpu", stages=("baseline",), **limits)
     return build_context(None, flow)
 
 
@@ -70,10 +74,10 @@ def baseline(ctx: Any, chunk_epochs: int | None = None) -> Any:
     """The cached baseline (trains at most ``chunk_epochs`` more epochs when not finished)."""
     from crosslayer.train import TrainConfig, fit_cached
 
-    res = fit_cached(MODEL, ctx.model, ctx.data.train, ctx.data.val,
-                     TrainConfig(**BASELINE_RECIPES[f"{MODEL}@{DATASET}"]), seed=0, desc="resnet20 baseline",
-                     max_epochs=chunk_epochs)
-    return res
+    recipe = {**BASELINE_RECIPES[f"{MODEL}@{DATASET}"], **({"epochs": 1} if SMOKE else {})}
+    return fit_cached(MODEL, ctx.model, ctx.data.train, ctx.data.val, TrainConfig(**recipe), seed=0,
+                      desc="resnet20 baseline", max_epochs=chunk_epochs,
+                      cache=STATE / "cache" if SMOKE else None)
 
 
 def _save(name: str, data: dict[str, Any]) -> None:
@@ -205,7 +209,7 @@ def structured(ctx: Any, seed: int) -> dict[str, Any]:
     STATE.mkdir(parents=True, exist_ok=True)
     from crosslayer.checkpoint import save_checkpoint
 
-    save_checkpoint(STATE / f"structured_seed{seed}", model, copy.deepcopy(base))
+    save_checkpoint(STATE / f"model_structured_seed{seed}", model, copy.deepcopy(base))
     b_val, b_test = evaluate(base, ctx.data.val).accuracy, evaluate(base, ctx.data.test).accuracy
     val, test = evaluate(model, ctx.data.val).accuracy, evaluate(model, ctx.data.test).accuracy
     return {"seed": seed, "amount": choice["chosen"], "params": sum(p.numel() for p in model.parameters()),
@@ -236,7 +240,7 @@ def timing(ctx: Any) -> dict[str, Any]:
     from crosslayer.encode.onnx_export import onnx_model
 
     base = _ready_baseline(ctx)
-    model = load_checkpoint(STATE / "structured_seed0", copy.deepcopy(base)).eval()
+    model = load_checkpoint(STATE / "model_structured_seed0", copy.deepcopy(base)).eval()
     x = ctx.data.test.images[:BATCH].numpy()
     t = _interleaved({"dense": _ort_session(base, ctx), "pruned": _ort_session(model, ctx)}, x)
     peaks: dict[str, float] = {}
@@ -307,9 +311,17 @@ def main() -> None:
     ap.add_argument("phase", choices=["baseline", "unstructured", "structured", "timing", "report"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk-epochs", type=int, default=None)
+    ap.add_argument("--smoke", action="store_true", help="check the pipeline on 600 images (nothing reported)")
     args = ap.parse_args()
+    if args.smoke:
+        global SMOKE, STATE, FT_IMAGES, UNSTRUCT_FT, STRUCT_FT, ROUNDS, REPS
+        SMOKE, STATE, FT_IMAGES, ROUNDS, REPS = True, WORK / "zoo_compress_smoke", 300, 2, 1
+        UNSTRUCT_FT, STRUCT_FT = {**UNSTRUCT_FT, "epochs": 1}, {**STRUCT_FT, "epochs": 1}
     torch.set_num_threads(THREADS)
     if args.phase == "report":
+        if SMOKE:
+            print(json.dumps(report(), indent=1, default=float))
+            return
         write_results("zoo_compress", report())
         return
     ctx = context()
