@@ -217,6 +217,18 @@ def _out_is_file(d: Path) -> list[str]:
     return ["quantize", str(_copy_run(d)), "--out", str(d / "afile")]
 
 
+def _detect(*extra: str) -> Callable[[Path], list[str]]:
+    def setup(d: Path) -> list[str]:
+        return ["detect", str(SHARED_DATA / "video" / "vtest.avi"), *extra, "--max-frames", "2", "--out",
+                str(d / "out")]
+    return setup
+
+
+def _raising_factory(d: Path) -> list[str]:
+    (d / "det.py").write_text("def make():\n    raise RuntimeError('no detector today')\n")
+    return _detect("--mode", "tiles", "--detector", f"{d / 'det.py'}:make")(d)
+
+
 def _empty_test(d: Path) -> list[str]:
     import numpy as np
 
@@ -246,6 +258,13 @@ CASES = [
     Case("unbounded resources", "IDX header announcing 2^31 images of 60,000^2", _idx_header, ""),
     Case("unbounded resources", "PNG header claiming 60,000 x 60,000 pixels", _image_bomb, "pixels"),
     Case("unbounded resources", "2 GiB packed file", _packed("huge"), "no legal packed file"),
+    Case("unbounded resources", "detect --tile 1,000,000,000", _detect("--tile", "1000000000"), "tile"),
+    Case("numbers", "detect --budget nan", _detect("--budget", "nan"), "budget"),
+    Case("numbers", "packed-file index width of 99 bits",
+         _flow("[flow]\nstages=['baseline','encode']\n[encode]\nfc_index_bits = 99\n"), "fc_index_bits"),
+    Case("malformed file", "wrong type inside a nested table",
+         _flow("[flow]\nstages=['baseline','imc']\n[imc.crossbar]\nlevels = 'many'\n"), "levels"),
+    Case("careless use", "a user detector factory that raises", _raising_factory, "no detector today"),
     Case("unbounded resources", "TOML nested 500 deep", _flow("a = " + "[" * 500 + "]" * 500 + "\n"), "nest"),
     Case("unbounded resources", "6 MB TOML", _flow(b"#" * (6 << 20)), "larger than"),
     Case("malformed file", "binary flow TOML", _flow(b"\x00\xffbinary\x01"), "UTF-8"),

@@ -32,7 +32,8 @@ def weights(lenet5_trained, tmp_path: Path) -> Path:
 def test_search_command_writes_a_run_with_the_study_and_report(weights: Path, tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "run"
     args = ["search", "--model", "lenet5", "--weights", str(weights), "--trials", "3", "--trial-epochs", "0",
-            "--final-points", "1", "--final-epochs", "0", "--train-limit", "600", "--test-limit", "300",
+            "--final-points", "1", "--final-epochs", "0", "--budget", "100",  # untuned trials: any loss is finished
+            "--train-limit", "600", "--test-limit", "300",
             "--data-dir", str(data_dir), "--out", str(out), "--json"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 import warnings
 from pathlib import Path
@@ -11,10 +12,11 @@ import pytest
 
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError, StageError
-from crosslayer.explore import search as search_mod
 from crosslayer.explore.search import SearchConfig, search
 from crosslayer.explore.search_study import open_storage
 from crosslayer.quant import QuantLayer
+
+search_mod = importlib.import_module("crosslayer.explore.search")  # the module (the package exports the verb)
 
 TINY = {"trials": 3, "trial_epochs": 0, "trial_train_limit": 400, "trial_val_limit": 150, "final_points": 1,
         "final_epochs": 0, "final_train_limit": 400, "final_slack_pp": 100.0, "startup_trials": 2, "hw_samples": 8,

@@ -143,7 +143,7 @@ def test_fast_tiling_search_equals_the_exhaustive_search_on_random_configuration
     layers = [s for wl in _workloads(user_model).values() for s in wl]
     checked = refused = 0
     for _ in range(6):
-        acc = dataclasses.replace(_accelerator(rng), glb_bytes=rng.choice([256, 2048, 8192, 110592, 1 << 20]))
+        acc = dataclasses.replace(_accelerator(rng), glb_bytes=rng.choice([16, 64, 256, 2048, 8192, 110592, 1 << 20]))
         for layer in _variant(rng, tuple(layers)):
             wr, ir = rng.choice([1.0, rng.uniform(0.05, 1.0)]), rng.choice([1.0, rng.uniform(0.05, 1.0)])
             psum = max(16, layer.act_bits)
@@ -155,7 +155,7 @@ def test_fast_tiling_search_equals_the_exhaustive_search_on_random_configuration
             else:
                 assert tilings_bits([(layer, wr, ir, psum)], acc)[0] == want, (layer, acc.glb_bytes, wr, ir)
                 checked += 1
-    assert checked > 400 and refused > 5
+    assert checked > 200 and refused > 5  # both outcomes exercised
 
 
 def test_exhaustive_fallback_gives_the_same_costs(monkeypatch: pytest.MonkeyPatch,
