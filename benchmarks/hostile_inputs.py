@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 from _common import SHARED_DATA, write_results
 
 CLI = [sys.executable, "-m", "crosslayer.cli.main"]
+PRESET = (Path(__file__).resolve().parents[1] / "src" / "crosslayer" / "hw" / "presets" / "eyeriss.toml").read_bytes()
 
 
 class Payload:
@@ -173,16 +175,16 @@ def _npz_pickle(d: Path) -> list[str]:
 
 
 def _image_bomb(d: Path) -> list[str]:
-    import numpy as np
-
     for split in ("train", "test"):
         (d / "imgs" / split / "a").mkdir(parents=True)
-        # a valid PNG header claiming 60,000 x 60,000 pixels (3.6 Gpx), nothing behind it
+        # a well-formed PNG claiming 60,000 x 60,000 grey pixels (3.6 Gpx): 1 KB of a deflated zero stream
+        def chunk(kind: bytes, body: bytes) -> bytes:
+            return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
         ihdr = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 0, 0, 0, 0)
-        crc = __import__("zlib").crc32(b"IHDR" + ihdr) & 0xFFFFFFFF
-        png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", crc)
+        z = zlib.compressobj(9)
+        idat = z.compress(bytes(1 << 16)) + z.flush()
+        png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
         (d / "imgs" / split / "a" / "big.png").write_bytes(png)
-        np.zeros(1)
     return ["train", "--dataset", str(d / "imgs"), "--epochs", "1", "--out", str(d / "out")]
 
 
@@ -249,11 +251,11 @@ CASES = [
     Case("malformed file", "architecture record setting forward", _record("attr"), "only in_features"),
     Case("malformed file", "truncated packed file", _packed("truncated"), ""),
     Case("malformed file", "IDX labels out of range", _idx_labels, "label"),
-    Case("malformed file", "accelerator preset that is binary", _preset(b"\xff\xfe\x00binary"), "UTF-8"),
+    Case("malformed file", "accelerator preset that is binary", _preset(b"\xff\xfe\x00binary"), "binary file"),
     Case("numbers", "flow with lr = nan", _flow("[flow]\nstages=['baseline']\n[baseline]\nlr = nan\n"), "finite"),
     Case("numbers", "flow with batch_size = 2**63 - 1",
          _flow("[flow]\nstages=['baseline']\n[baseline]\nbatch_size = 9223372036854775807\n"), "absurdly large"),
-    Case("numbers", "accelerator preset with 1e999", _preset(b'name = "x"\nrows = 1e999\n'), ""),
+    Case("numbers", "accelerator preset with 1e999", _preset(PRESET.replace(b"rows = 12", b"rows = 1e999")), "rows"),
     Case("unbounded resources", "2 MB gzip that expands to 2 GB (IDX)", _idx_bomb, ""),
     Case("unbounded resources", "IDX header announcing 2^31 images of 60,000^2", _idx_header, ""),
     Case("unbounded resources", "PNG header claiming 60,000 x 60,000 pixels", _image_bomb, "pixels"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,7 +317,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"weights file {str(p)!r} is {size / 2**30:.1f} GiB, over the "
                               f"{MAX_CHECKPOINT_BYTES >> 30} GiB limit")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"cannot load weights {str(p)!r} safely: the file holds pickled objects other than "
                               "tensors, which crosslayer never loads (unpickling runs code from the file)") from exc

@@ -16,6 +16,7 @@ decode to gigapixels is refused.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -108,8 +109,9 @@ def _probe(path: Path, limits: DataLimits) -> tuple[int, int]:
                 w, h = im.size
                 bands = len(im.getbands())
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image {str(path)!r} claims more pixels than the limit of {limits.max_pixels} "
-                        f"({exc})") from exc
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow's own bound refused it before ours
+        raise DataError(f"image {str(path)!r} claims {claimed.group(1) + ' pixels' if claimed else 'too many pixels'}, "
+                        f"more than the limit of {limits.max_pixels}") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"image {str(path)!r} is unreadable or not an image ({exc})") from exc
     limits.check_image(h, w, bands, f"image {str(path)!r}")
