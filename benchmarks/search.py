@@ -357,7 +357,7 @@ for _r in range(WORKER_ROUNDS):
     JOB_FUNCS[f"workers-{_r}"] = lambda r=_r: job_workers(r)
 
 PARTS = {"hv": ["reference", *[f"study-{m}-{s}" for s in SEEDS for m in METHODS]],
-         "final": ["resnet", *[f"sequential-{s}" for s in SEEDS], *[f"final-{s}" for s in SEEDS]],
+         "final": [*[f"sequential-{s}" for s in SEEDS], *[f"final-{s}" for s in SEEDS]],
          "workers": [f"workers-{r}" for r in range(WORKER_ROUNDS)], "resume": ["resume"], "resnet": ["resnet"]}
 SERIAL = {"workers", "resume"}  # timed parts own both cores
 
