@@ -1,0 +1,48 @@
+"""Render the figures sections of the docs from benchmarks/results/*.json.
+
+Each doc keeps its hand-written prose; the figures sit between ``<!-- results:NAME begin -->`` and
+``<!-- results:NAME end -->`` markers and are rewritten from the results files (see benchmarks/_docgen.py).
+
+    .venv/bin/python benchmarks/render_docs.py --check    # list every doc block that disagrees with its file
+    .venv/bin/python benchmarks/render_docs.py --write    # rewrite the blocks from the results files
+
+``--check`` exits 1 when a doc and its results file disagree (tests/foundation/test_docs_from_results.py runs
+the same check). Run ``--write`` after a benchmark re-wrote its results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import _docs_compression as comp
+from _docgen import Block, check, write
+
+BLOCKS: tuple[Block, ...] = (
+    Block(doc="docs/benchmarks.md", name="compression", sources=("compression",), render=comp.compression),
+    Block(doc="docs/benchmarks.md", name="deploy", sources=("deploy",), render=comp.deploy),
+    Block(doc="docs/prune.md", name="prune-schedule", sources=("compression",), render=comp.prune_schedule),
+    Block(doc="docs/prune.md", name="prune-seeds", sources=("prune_seeds", "prune_to95"), render=comp.prune_seeds),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="compare the docs with the results files")
+    mode.add_argument("--write", action="store_true", help="rewrite the generated blocks")
+    args = ap.parse_args(argv)
+    if args.write:
+        changed = write(BLOCKS)
+        print("rewrote " + ", ".join(changed) if changed else "every generated block is up to date")
+        return 0
+    problems = check(BLOCKS)
+    for p in problems:
+        print(p)
+    if not problems:
+        print(f"{len(BLOCKS)} generated blocks agree with their results files")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
