@@ -33,12 +33,14 @@ _MARK = re.compile(r"<!-- results:(?P<name>[a-z0-9_-]+) (?P<kind>begin|end) -->"
 @dataclass(frozen=True, kw_only=True)
 class Block:
     """One generated block: ``name`` between its markers in ``doc`` (a path relative to the repository root),
-    rendered from the results files ``sources`` (names without ``.json``)."""
+    rendered from the results files ``sources`` (names without ``.json``). ``headline`` locates one figure the
+    block quotes, as (results file, key path), so a test can change it and see the check fail."""
 
     doc: str
     name: str
     sources: tuple[str, ...]
     render: Renderer
+    headline: tuple[str, tuple[str | int, ...]]
 
 
 def load_results(name: str) -> dict[str, Any]:

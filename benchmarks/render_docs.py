@@ -16,13 +16,24 @@ import argparse
 import sys
 
 import _docs_compression as comp
+import _docs_imc as imc
 from _docgen import Block, check, write
 
 BLOCKS: tuple[Block, ...] = (
-    Block(doc="docs/benchmarks.md", name="compression", sources=("compression",), render=comp.compression),
-    Block(doc="docs/benchmarks.md", name="deploy", sources=("deploy",), render=comp.deploy),
-    Block(doc="docs/prune.md", name="prune-schedule", sources=("compression",), render=comp.prune_schedule),
-    Block(doc="docs/prune.md", name="prune-seeds", sources=("prune_seeds", "prune_to95"), render=comp.prune_seeds),
+    Block(doc="docs/benchmarks.md", name="compression", sources=("compression",), render=comp.compression,
+          headline=("compression", ("lenet5", "joint_accuracy_loss_pp"))),
+    Block(doc="docs/benchmarks.md", name="deploy", sources=("deploy",), render=comp.deploy,
+          headline=("deploy", ("best_structured_accuracy_loss_pp",))),
+    Block(doc="docs/prune.md", name="prune-schedule", sources=("compression",), render=comp.prune_schedule,
+          headline=("compression", ("lenet300", "prune_steps", 8, "test_loss_pp"))),
+    Block(doc="docs/prune.md", name="prune-seeds", sources=("prune_seeds", "prune_to95"), render=comp.prune_seeds,
+          headline=("prune_seeds", ("runs", "2", "kept_test_loss_pp"))),
+    Block(doc="docs/imc.md", name="imc", sources=imc.IMC_SOURCES, render=imc.imc,
+          headline=("imc", ("variation_grid", 2, "noisy_accuracy_aware_per_chip", 9))),
+    Block(doc="docs/imc.md", name="imc-seeds", sources=imc.SEED_SOURCES, render=imc.imc_seeds,
+          headline=("imc_seed2", ("variation_grid", 0, "drop_standard_pp"))),
+    Block(doc="docs/imc.md", name="imc-aihwkit", sources=imc.IMC_SOURCES, render=imc.imc_aihwkit,
+          headline=("imc", ("aihwkit_comparison", "noisy_rms_error_ratio_crosslayer_over_aihwkit"))),
 )
 
 

@@ -30,41 +30,26 @@ def test_every_block_names_a_results_file_and_a_command() -> None:
         assert "Generated from `benchmarks/results/" in text and "written by `" in text, block.name
 
 
-def _bump_first_number(data: Any) -> bool:
-    """Change the first float found (depth first) by a visible amount; True when one was changed."""
-    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else []
-    for key, value in items:
-        if isinstance(value, float):
-            data[key] = value + 0.37
-            return True
-        if isinstance(value, dict | list) and _bump_first_number(value):
-            return True
-    return False
-
-
 @pytest.mark.parametrize("block", render_docs.BLOCKS, ids=lambda b: f"{b.doc}:{b.name}")
 def test_a_changed_figure_is_caught(block: Any, tmp_path: Path) -> None:
-    """Every block quotes its file: a results file whose headline figures changed makes the check fail."""
-    originals = {s: docgen.load_results(s) for s in block.sources}
+    """Every block quotes its file: changing the block's headline figure in its results file fails the check."""
+    source, path = block.headline
+    assert source in block.sources
+    data = copy.deepcopy(docgen.load_results(source))
+    leaf = data
+    for key in path[:-1]:
+        leaf = leaf[key]
+    assert isinstance(leaf[path[-1]], float), (block.name, path)
+    leaf[path[-1]] += 0.0123
 
-    def changed(name: str) -> dict[str, Any]:
-        data = copy.deepcopy(originals[name])
-        for key, value in data.items():
-            if isinstance(value, float) and key != "seconds":
-                data[key] = value + 0.37
-            elif isinstance(value, dict | list):
-                _bump_first_number(value)
-        return data
+    def load(name: str) -> dict[str, Any]:
+        return data if name == source else docgen.load_results(name)
 
     doc = tmp_path / block.doc
     doc.parent.mkdir(parents=True)
     doc.write_text((ROOT / block.doc).read_text())
     same_doc = [b for b in render_docs.BLOCKS if b.doc == block.doc]
     assert docgen.check(same_doc, root=tmp_path) == []
-
-    def load(name: str) -> dict[str, Any]:
-        return changed(name) if name in originals else docgen.load_results(name)
-
     problems = docgen.check(same_doc, root=tmp_path, loader=load)
     assert any(f"block {block.name!r} differs" in p for p in problems), problems
 
@@ -82,7 +67,7 @@ def test_markers_are_checked() -> None:
 
 
 def test_a_block_without_renderer_or_markers_is_reported(tmp_path: Path) -> None:
-    block = docgen.Block(doc="d.md", name="x", sources=(), render=lambda load: "figure 1")
+    block = docgen.Block(doc="d.md", name="x", sources=(), render=lambda load: "figure 1", headline=("", ()))
     (tmp_path / "d.md").write_text("<!-- results:y begin -->\n<!-- results:y end -->\n")
     problems = docgen.check([block], root=tmp_path)
     assert any("no block 'x'" in p for p in problems) and any("'y' has no renderer" in p for p in problems)
