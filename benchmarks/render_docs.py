@@ -17,6 +17,7 @@ import sys
 
 import _docs_compression as comp
 import _docs_imc as imc
+import _docs_modules as mod
 from _docgen import Block, check, write
 
 BLOCKS: tuple[Block, ...] = (
@@ -34,6 +35,14 @@ BLOCKS: tuple[Block, ...] = (
           headline=("imc_seed2", ("variation_grid", 0, "drop_standard_pp"))),
     Block(doc="docs/imc.md", name="imc-aihwkit", sources=imc.IMC_SOURCES, render=imc.imc_aihwkit,
           headline=("imc", ("aihwkit_comparison", "noisy_rms_error_ratio_crosslayer_over_aihwkit"))),
+    Block(doc="docs/quant.md", name="quant", sources=("quant",), render=mod.quant,
+          headline=("quant", ("lenet5", "qat4_accuracy_loss_pp"))),
+    Block(doc="docs/resilience.md", name="resilience", sources=("resilience",), render=mod.resilience,
+          headline=("resilience", ("speedup",))),
+    Block(doc="docs/approx.md", name="approx", sources=("approx",), render=mod.approx,
+          headline=("approx", ("selected_accuracy_loss_pp",))),
+    Block(doc="docs/security.md", name="security", sources=("security",), render=mod.security,
+          headline=("security", ("pgd40_eps0.1", "art_success"))),
 )
 
 

@@ -1,0 +1,175 @@
+"""Generated blocks of docs/quant.md, docs/resilience.md, docs/approx.md and docs/security.md: quant.json,
+resilience.json, approx.json, security.json (see benchmarks/render_docs.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _docgen import Loader, command_of, machine_line, num, pct, pp, produced_by, ratio, recipe, table
+
+MODELS = {"lenet5": "LeNet-5", "lenet300": "LeNet-300-100"}
+USAGE = {
+    "quant": "python benchmarks/quant.py",
+    "resilience": ".venv/bin/python benchmarks/resilience.py",
+    "approx": ".venv/bin/python benchmarks/approx.py",
+    "security": ".venv/bin/python benchmarks/security.py",
+}
+
+
+def quant(load: Loader) -> str:
+    d = load("quant")
+    models = [m for m in MODELS if isinstance(d.get(m), dict)]
+    per = [d[m] for m in models]
+
+    def row(label: str, fn: Any) -> list[str]:
+        return [label, *(fn(r) for r in per)]
+
+    def q(prefix: str) -> Any:
+        return lambda r: (f"{pct(r[prefix + '_accuracy'])} ({pp(r[prefix + '_accuracy_loss_pp'])} pp), "
+                          f"{ratio(r[prefix + '_compression_ratio'], 1)}")
+
+    rows = [
+        row("baseline", lambda r: f"loaded from `{r['baseline_weights']}`" if "baseline_weights" in r
+            else "trained with the file's `baseline_training`"),
+        row("baseline test accuracy", lambda r: pct(r["baseline_accuracy"])),
+        row("PTQ 8/8: accuracy (loss), compression", q("ptq8")),
+        row("QAT 4/4", q("qat4")),
+        row("ternary weights", q("ternary")),
+        row("torch.ao FX int8 (peer)", lambda r: f"{pct(r['peer_torch_ao_int8']['accuracy'])} "
+            f"({pp(r['peer_torch_ao_int8']['accuracy_loss_pp'])} pp)" if "peer_torch_ao_int8" in r else "not run"),
+        row("PTQ bits kept by the sweep (0.1 pp, validation)",
+            lambda r: str(r.get("sweep_lossless_bits_ptq", "not run"))),
+        row("model wall time", lambda r: f"{r['seconds']:.0f} s"),
+    ]
+    split = d.get("data", {})
+    out = [produced_by("quant", command_of(d, USAGE["quant"])) + f" {machine_line(d)}; MNIST "
+           f"{num(split.get('train', 0))} train / {num(split.get('val', 0))} val / {num(split.get('test', 0))} test.",
+           "", table(["", *(MODELS[m] for m in models)], rows), ""]
+    if isinstance(d.get("baseline_training"), dict):
+        out.append(f"`baseline_training` recorded at the file's top level: {recipe(d['baseline_training'])}. The "
+                   "baselines differ from the shared ones (`BASELINE_RECIPES`); see `docs/protocol.md`.")
+    sweeps = [m for m in models if isinstance(d[m].get("sweep_val"), dict)]
+    if sweeps:
+        bits = sorted({int(b) for m in sweeps for b in d[m]["sweep_val"]}, reverse=True)
+        out += ["", "Whole-network PTQ bit-width sweep, validation accuracy (reference = the float model):", "",
+                table(["model", "float", *(f"{b} bits" for b in bits)],
+                      [[MODELS[m], pct(d[m]["sweep_val_reference_accuracy"]),
+                        *(pct(d[m]["sweep_val"][str(b)]) if str(b) in d[m]["sweep_val"] else "" for b in bits)]
+                       for m in sweeps])]
+    for m in models:
+        st = d[m].get("quantize_stage")
+        if isinstance(st, dict):
+            layers = ", ".join(f"{k} {v}" for k, v in st.get("sweep_per_layer_bits", {}).items())
+            out += ["", f"`quantize` flow stage ({MODELS[m]}, demo settings): {st['seconds']:.0f} s, test accuracy "
+                    f"{pct(st['test_accuracy'])}, compression {ratio(st['compression_ratio'], 1)}; per-layer bits "
+                    f"from its sweep: {layers}."]
+    return "\n".join(out)
+
+
+def resilience(load: Loader) -> str:
+    d = load("resilience")
+    per_layer = ", ".join(f"{k} {v}" for k, v in d["faults_per_layer"].items())
+    rows = [
+        ["campaign", d["campaign"]], ["comparison", d["comparison"]],
+        ["test images, clean accuracy", f"{num(d['test_images'])}, {pct(d['clean_accuracy'])}"],
+        ["torch threads, rounds", f"{d['threads']}, {d['rounds']}"],
+        ["faults compared (per layer)", f"{d['compared_faults']} ({per_layer})"],
+        ["largest accuracy mismatch between the tools", f"{d['max_accuracy_mismatch_pp']:.2f} pp"],
+        ["injections per second, ours / PyTorchFI (median of rounds)",
+         f"{d['ours_injections_per_s']:.2f} / {d['pytorchfi_injections_per_s']:.2f}"],
+        ["speed-up (median of rounds)", ratio(d["speedup"], 1)],
+        ["seconds in all, ours / PyTorchFI (speed-up)",
+         f"{d['ours_seconds_total']:.1f} / {d['pytorchfi_seconds_total']:.1f} ({ratio(d['speedup_total_time'], 1)})"],
+        ["per-round injections per second, ours", ", ".join(f"{v:.2f}" for v in d["round_rates"]["ours"])],
+        ["per-round injections per second, PyTorchFI", ", ".join(f"{v:.2f}" for v in d["round_rates"]["pytorchfi"])],
+    ]
+    o = d.get("ours_only_campaign")
+    if isinstance(o, dict):
+        rows.append(["ours alone, full statistical campaign",
+                     f"{num(o['faults'])} faults in {o['seconds']:.0f} s ({o['injections_per_s']:.1f} per second)"])
+    out = [produced_by("resilience", command_of(d, USAGE["resilience"])) + f" PyTorchFI "
+           f"{d.get('pytorchfi_version', '?')}; {machine_line(d)}.", "", table(["", "value"], rows)]
+    if "campaigns" not in d and "per_layer" not in d:
+        out += ["", "This file predates the stratified `equal` / `size` campaigns, the per-layer speed-ups and the "
+                "peak memory described above: it holds one campaign drawn uniformly over all sites."]
+    return "\n".join(out)
+
+
+def approx(load: Loader) -> str:
+    d = load("approx")
+    s = d["settings"]
+    t = d["training"]
+    out = [produced_by("approx", command_of(d, USAGE["approx"])) + f" Settings recorded: confidence "
+           f"{s['confidence']}, {s['rounds']} timing rounds, {num(s['timing_images'])} timing images, "
+           f"{s['threads']} threads; {machine_line(d)}.", "",
+           f"LeNet-5 baseline ({recipe(t)}, seed {t.get('seed', '?')}): float test accuracy "
+           f"{pct(d['float_test_accuracy'])}; exact int8 {pct(d['exact_int8_test_accuracy'])} on "
+           f"{num(d['sweep_test_images'])} test images; bit-exact against the integer reference: "
+           f"{'yes' if d['exact_bitexact'] else 'no'} ({num(d['bitexact_images'])} images), every multiplier: "
+           f"{'yes' if d.get('all_bitexact') else 'no'} ({num(d.get('every_multiplier_bitexact_images', 0))} images).",
+           ""]
+    sp = d["speed"]["lenet5"]
+    rows = [[f"`{n}`", num(v["images_per_s"]), ratio(v["slowdown_vs_fake_quant"]), f"{v['peak_rss_mb']:.0f}",
+             f"{v['working_mb']:.0f}"] for n, v in sp["variants"].items()]
+    out += [f"Speed ({num(sp['images'])} images, {sp['threads']} threads, {sp['rounds']} interleaved rounds, "
+            f"medians; raw rounds in the file): int8 kernel {ratio(sp['int8_kernel_speedup_vs_fake_quant'])} "
+            f"faster than the fake-quant model; slowest emulation `{sp['slowest_multiplier']}`, "
+            f"{ratio(sp['max_slowdown_vs_fake_quant'])} slower.", "",
+            table(["model", "images / s", "time / fake-quant", "peak MiB", "working MiB"], rows), ""]
+    mrows = [[f"`{m['name']}`", f"{m['med']:g}", f"{m['mred']:.4f}", f"{m['wce']:g}", f"{m['bias']:g}",
+              f"{m['relative_power']:.3f}", pct(m["accuracy"])] for m in d["multipliers"]]
+    out += ["Every multiplier in every layer (test accuracy):", "",
+            table(["multiplier", "MED", "MRED", "WCE", "bias", "relative power", "accuracy"], mrows), ""]
+    assign = ", ".join(f"{k} `{v}`" for k, v in d["selected_assignment"].items())
+    out.append(f"Selection at {d['budget_pp']} pp ({d['selection_on']}; rule: {d['selection_rule']}): {assign}; "
+               f"{pct(d['selected_power_saving'], 1)} multiplier power saved (MAC-weighted); validation loss "
+               f"{pp(d['selection_val_loss_pp'])} pp (bound {pp(d['selection_val_loss_bound_pp'])} pp); on the "
+               f"{num(d['final_test_images'])} test images, never seen by the selection: "
+               f"{pct(d['selected_test_accuracy'])}, loss {pp(d['selected_accuracy_loss_pp'])} pp "
+               f"(SE {d['selected_accuracy_loss_se_pp']:.2f} pp).")
+    return "\n".join(out)
+
+
+ATTACKS = (("fgsm_eps0.1", "FGSM", "0.1"), ("fgsm_eps0.3", "FGSM", "0.3"),
+           ("pgd40_eps0.1", "PGD-40", "0.1"), ("pgd40_eps0.3", "PGD-40", "0.3"))
+
+
+def security(load: Loader) -> str:
+    d = load("security")
+    rows, gaps, ratios, art = [], [], [], []
+    for key, name, eps in ATTACKS:
+        a = d.get(key)
+        if not isinstance(a, dict):
+            continue
+        gaps.append(float(a["max_success_gap_pp"]))
+        ratios.append(float(a["time_ratio_ours_over_torchattacks"]))
+        art.append(float(a["art_seconds"]) / float(a["ours_seconds"]))
+        rows.append([name, eps, pct(a["ours_success"], 1), pct(a["torchattacks_success"], 1), pct(a["art_success"], 1),
+                     f"{a['ours_seconds']:.3f}", f"{a['torchattacks_seconds']:.3f}", f"{a['art_seconds']:.3f}",
+                     f"{a['time_ratio_ours_over_torchattacks']:.3f}"])
+    st = d.get("settings", {})
+    out = [produced_by("security", command_of(d, USAGE["security"])) + f" {machine_line(d)}; "
+           f"{st.get('total_seconds', 0):.0f} s in all. Model: {d['model']}, test accuracy {pct(d['test_accuracy'])}; "
+           f"clean accuracy {pct(d['clean_accuracy'])} on the {num(d['n_images'])} attacked images; PGD step "
+           f"{d['pgd_alpha']}; repetitions FGSM {d['repeats']['fgsm']}, PGD-40 {d['repeats']['pgd40']} (medians).",
+           "", table(["attack", "eps", "success ours", "torchattacks", "ART", "ours s", "torchattacks s", "ART s",
+                      "ours / torchattacks"], rows), ""]
+    if rows:
+        out.append(f"- Largest success-rate gap to a peer: {max(gaps):.2f} pp. Time ratio ours / torchattacks "
+                   f"(ratio of medians): {min(ratios):.2f}-{max(ratios):.2f}; ART / ours: "
+                   f"{min(art):.2f}-{max(art):.2f}.")
+    at = d.get("adv_training")
+    if isinstance(at, dict):
+        out.append(f"- PGD adversarial training ({at['epochs']} epochs, PGD-{at['train_pgd_steps']} at eps "
+                   f"{at['eps']}, "
+                   f"from {at['start']}, {num(at['train_images'])} training images, {at['seconds']:.0f} s): robust "
+                   f"accuracy {pct(d['adv_trained_robust_accuracy'], 1)} ({at['eval']}), clean accuracy "
+                   f"{pct(d['adv_trained_clean_accuracy'], 1)}.")
+    if "badnets_asr_before" in d:
+        out.append(f"- BadNets ({d['badnets_setup']}; {num(d['badnets_poisoned_images'])} poisoned images): clean "
+                   f"accuracy {pct(d['badnets_clean_accuracy_before'])}, attack success "
+                   f"{pct(d['badnets_asr_before'], 1)} before; fine-pruning ({d['fine_pruning_channels_pruned']} of "
+                   f"{d['fine_pruning_channels']} channels): attack success {pct(d['badnets_asr_after'], 1)} after, "
+                   f"clean accuracy {pct(d['badnets_clean_accuracy_after'])}, "
+                   f"loss {pp(d['badnets_clean_loss_pp'])} pp.")
+    return "\n".join(out)
