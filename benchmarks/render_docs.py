@@ -16,6 +16,7 @@ import argparse
 import sys
 
 import _docs_compression as comp
+import _docs_hw as hw
 import _docs_imc as imc
 import _docs_modules as mod
 from _docgen import Block, check, write
@@ -43,6 +44,16 @@ BLOCKS: tuple[Block, ...] = (
           headline=("approx", ("selected_accuracy_loss_pp",))),
     Block(doc="docs/security.md", name="security", sources=("security",), render=mod.security,
           headline=("security", ("pgd40_eps0.1", "art_success"))),
+    Block(doc="docs/hw.md", name="hw-speed", sources=("hardware",), render=hw.speed,
+          headline=("hardware", ("speed_full_layer_costs_per_second", "tpu", "search"))),
+    Block(doc="docs/hw.md", name="hw-scalesim", sources=("hardware",), render=hw.scalesim,
+          headline=("hardware", ("scalesim_total_cycle_error_with_stalls",))),
+    Block(doc="docs/hw.md", name="hw-zigzag", sources=("hardware",), render=hw.zigzag,
+          headline=("hardware", ("independent_energy_ratio_median",))),
+    Block(doc="docs/hw.md", name="hw-timing", sources=("hardware",), render=hw.timing,
+          headline=("hardware", ("speedup_vs_scalesim",))),
+    Block(doc="docs/hw.md", name="hw-energy", sources=("hardware",), render=hw.energy,
+          headline=("hardware", ("tpu_best_energy_ratio",))),
 )
 
 
