@@ -19,6 +19,7 @@ import _docs_compression as comp
 import _docs_hw as hw
 import _docs_imc as imc
 import _docs_modules as mod
+import _docs_protocol as proto
 from _docgen import Block, check, write
 
 BLOCKS: tuple[Block, ...] = (
@@ -44,6 +45,10 @@ BLOCKS: tuple[Block, ...] = (
           headline=("approx", ("selected_accuracy_loss_pp",))),
     Block(doc="docs/security.md", name="security", sources=("security",), render=mod.security,
           headline=("security", ("pgd40_eps0.1", "art_success"))),
+    Block(doc="docs/protocol.md", name="protocol-baselines", sources=proto.BASELINE_SOURCES, render=proto.baselines,
+          headline=("approx", ("float_test_accuracy",))),
+    Block(doc="docs/protocol.md", name="protocol-records", sources=proto.RECORD_SOURCES, render=proto.records,
+          headline=("imc", ("command",))),
     Block(doc="docs/hw.md", name="hw-speed", sources=("hardware",), render=hw.speed,
           headline=("hardware", ("speed_full_layer_costs_per_second", "tpu", "search"))),
     Block(doc="docs/hw.md", name="hw-scalesim", sources=("hardware",), render=hw.scalesim,

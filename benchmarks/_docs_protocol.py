@@ -1,0 +1,101 @@
+"""Generated blocks of docs/protocol.md: the baseline accuracy every results file records, and what each results
+file records about its own run (see benchmarks/render_docs.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _docgen import Loader, command_of, pct, recipe, table
+
+# (model, results file, key path of the baseline's test accuracy, key path of the training it records or None)
+BASELINE_FIGURES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...] | None], ...] = (
+    ("LeNet-5", "baseline", ("mnist_lenet5", "test_accuracy"), ("mnist_lenet5", "command")),
+    ("LeNet-5", "compression", ("lenet5", "baseline_accuracy"), ("lenet5", "baseline_training")),
+    ("LeNet-5", "deploy", ("baseline_accuracy",), None),
+    ("LeNet-5", "approx", ("float_test_accuracy",), ("training",)),
+    ("LeNet-5", "hardware", ("lenet5_dense_test_accuracy",), ("lenet5_training",)),
+    ("LeNet-5", "imc", ("clean_accuracy",), ("baseline_training",)),
+    ("LeNet-5", "resilience", ("clean_accuracy",), None),
+    ("LeNet-5", "security", ("test_accuracy",), ("model",)),
+    ("LeNet-5", "quant", ("lenet5", "baseline_accuracy"), ("lenet5", "baseline_weights")),
+    ("LeNet-300-100", "baseline", ("mnist_lenet300", "test_accuracy"), ("mnist_lenet300", "command")),
+    ("LeNet-300-100", "compression", ("lenet300", "baseline_accuracy"), ("lenet300", "baseline_training")),
+    ("LeNet-300-100", "prune_seeds", ("baseline_accuracy",), None),
+    ("LeNet-300-100", "quant", ("lenet300", "baseline_accuracy"), ("baseline_training",)),
+)
+BASELINE_SOURCES = tuple(dict.fromkeys(f for _, f, _, _ in BASELINE_FIGURES))
+
+# The results files whose run records are listed (every benchmark's main file present in benchmarks/results/).
+RECORD_SOURCES = ("baseline", "compression", "prune_seeds", "prune_to95", "deploy", "quant", "resilience", "approx",
+                  "hardware", "imc", "imc_seed1", "imc_seed2", "imc_60epochs", "security", "stp", "hostile_inputs",
+                  "pruning_peers")
+
+
+# The usage line of each benchmark's docstring, for files that do not record their command.
+USAGE = {
+    "baseline": "python benchmarks/baseline.py", "compression": "python benchmarks/compression.py",
+    "prune_seeds": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_seeds.py",
+    "prune_to95": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_seeds.py --seeds 0 "
+                  "--targets 0.5,0.7,0.8,0.85,0.88,0.9,0.92,0.94,0.95 --out prune_to95",
+    "deploy": "python benchmarks/deploy.py", "quant": "python benchmarks/quant.py",
+    "resilience": ".venv/bin/python benchmarks/resilience.py", "approx": ".venv/bin/python benchmarks/approx.py",
+    "hardware": "flock /work/cpu.lock .venv/bin/python benchmarks/hardware.py",
+    "imc": ".venv/bin/python benchmarks/imc.py", "security": ".venv/bin/python benchmarks/security.py",
+    "stp": ".venv/bin/python benchmarks/stp.py", "hostile_inputs": "python benchmarks/hostile_inputs.py",
+    "pruning_peers": "python benchmarks/_pruning_peers.py",
+}
+
+
+def _written_by(name: str, d: dict[str, Any]) -> str:
+    """The file's own command, else the benchmark's usage line (marked so)."""
+    recorded = command_of(d, "")
+    return f"`{recorded}`" if recorded else f"`{USAGE.get(name, name)}` (usage line)"
+
+
+def _get(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        data = data[key]
+    return data
+
+
+def _training(value: Any) -> str:
+    if isinstance(value, dict):
+        return recipe(value)
+    return f"`{value}`" if isinstance(value, str) and ("/" in value or value.startswith("crosslayer")) else str(value)
+
+
+def baselines(load: Loader) -> str:
+    rows = []
+    for model, name, acc_path, train_path in BASELINE_FIGURES:
+        d = load(name)
+        rows.append([model, f"`{name}.json`", _written_by(name, d), f"`{'.'.join(acc_path)}`",
+                     pct(_get(d, acc_path)), _training(_get(d, train_path)) if train_path else "not recorded"])
+    return "\n".join([
+        "Generated from `benchmarks/results/" + ".json`, `benchmarks/results/".join(BASELINE_SOURCES) + ".json`"
+        "; each row says which command wrote its file.", "",
+        table(["model", "results file", "written by", "key", "test accuracy", "training the file records"], rows),
+    ])
+
+
+def _has_key(data: Any, word: str, depth: int = 2) -> bool:
+    if not isinstance(data, dict) or depth < 0:
+        return False
+    return any(word in str(k) or _has_key(v, word, depth - 1) for k, v in data.items() if k != "machine")
+
+
+def records(load: Loader) -> str:
+    rows = []
+    for name in RECORD_SOURCES:
+        d = load(name)
+        found = [_has_key(d, "command", depth=1), isinstance(d.get("machine"), dict), _has_key(d, "seed"),
+                 _has_key(d, "seconds"), _has_key(d, "settings")]
+        rows.append([f"`{name}.json`", _written_by(name, d), *("yes" if f else "no" for f in found)])
+    return "\n".join([
+        "Generated from `benchmarks/results/<file>` for every file named in the table: which of them record their "
+        "command, the machine "
+        "(`_common.write_results` adds it), a seed, wall time and a `settings` section. A column counts a key whose "
+        "name contains the column's word in the first two levels of the file (the command: the first level or one "
+        "below it, e.g. `settings.command` or one per entry); seeds kept only as the keys of a table (`runs`) are "
+        "not counted.", "",
+        table(["results file", "written by", "`command`", "`machine`", "`seed`", "`seconds`", "`settings`"], rows),
+    ])
