@@ -118,7 +118,13 @@ def check(blocks: Iterable[Block], *, root: Path = ROOT, loader: Loader = load_r
                 problems.append(f"{doc}: no block {b.name!r} (markers missing)")
                 continue
             start, end = spans[b.name]
-            if text[start:end] != _body(b.render(loader)):
+            try:
+                rendered = b.render(loader)
+            except (KeyError, IndexError, TypeError, ValueError, OSError) as e:
+                problems.append(f"{doc}: block {b.name!r} cannot be rendered from its results file(s) "
+                                f"{', '.join(b.sources)}: {type(e).__name__}: {e}")
+                continue
+            if text[start:end] != _body(rendered):
                 files = ", ".join(f"benchmarks/results/{s}.json" for s in b.sources)
                 problems.append(f"{doc}: block {b.name!r} differs from {files} (run benchmarks/render_docs.py --write)")
         known = {b.name for b in group}

@@ -77,6 +77,16 @@ def test_a_block_without_renderer_or_markers_is_reported(tmp_path: Path) -> None
     assert docgen.check([block], root=tmp_path, loader=docgen.load_results) != []
 
 
+def test_a_results_file_without_a_field_the_doc_needs_is_reported(tmp_path: Path) -> None:
+    block = next(b for b in render_docs.BLOCKS if b.name == "deploy")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / block.doc).write_text((ROOT / block.doc).read_text())
+    data = {k: v for k, v in docgen.load_results("deploy").items() if k != "variants"}
+    problems = docgen.check([block], root=tmp_path, loader=lambda name: data)
+    rendered = [p for p in problems if "'deploy'" in p]
+    assert len(rendered) == 1 and "cannot be rendered" in rendered[0] and "'variants'" in rendered[0]
+
+
 def test_number_formats() -> None:
     assert docgen.pct(0.98712) == "98.71 %"
     assert docgen.pp(-0.0700000001) == "-0.07" and docgen.pp(0.08) == "+0.08" and docgen.pp(-0.001) == "0.00"
