@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -140,7 +141,9 @@ def write(blocks: Iterable[Block], *, root: Path = ROOT, loader: Loader = load_r
         text = path.read_text()
         new = replace_blocks(text, {b.name: b.render(loader) for b in group})
         if new != text:
-            path.write_text(new)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(new)
+            os.replace(tmp, path)  # a doc is never left half-written
             changed.append(doc)
     return changed
 
