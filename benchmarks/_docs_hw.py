@@ -52,10 +52,10 @@ def scalesim(load: Loader) -> str:
         f"{d['scalesim_total_cycle_error_with_stalls']:.3f} (`{ws['layer']}` {ws['dataflow']}: ours "
         f"{num(ws['ours_cycles'])}, SCALE-Sim {num(ws['scalesim_cycles_incl_prefetch'])}); median "
         f"{d['scalesim_total_cycle_error_with_stalls_median']:.3f}; ours / SCALE-Sim median "
-        f"{d['scalesim_cycle_ratio_median']:.3f}. SCALE-Sim stalls in {d['scalesim_pairs_with_stalls']} of "
+        f"{d['scalesim_cycle_ratio_median']:.2f}. SCALE-Sim stalls in {d['scalesim_pairs_with_stalls']} of "
         f"{len(d['scalesim_realistic_rows'])} pairs (median error there "
         f"{d['scalesim_total_cycle_error_where_stalls_median']:.3f}). DRAM traffic ours / SCALE-Sim: median "
-        f"{d['scalesim_dram_ratio_median']:.3f}, range {lo:.3f}-{hi:.3f}.", "",
+        f"{d['scalesim_dram_ratio_median']:.2f}, range {lo:.2f}-{hi:.2f}.", "",
         "LeNet-5 rows at the TPU preset's memory (cycles and words; `scalesim_realistic_rows` holds every layer):", "",
         table(["layer", "dataflow", "ours compute", "ours memory", "ours DRAM words", "SCALE-Sim total (stalls incl.)",
                "SCALE-Sim memory", "SCALE-Sim stalls", "SCALE-Sim ifmap reads", "filter reads", "ofmap writes"], rows),
@@ -85,8 +85,8 @@ def zigzag(load: Loader) -> str:
     for r in rows_in:
         lv = r["ours_energy_by_level"]
         z = _zigzag_levels(r)
-        rows.append([f"`{r['layer']}`", num(r["ours_energy"]), num(r["zigzag_energy"]), f"{r['energy_ratio']:.3f}",
-                     num(r["ours_cycles"]), num(r["zigzag_cycles"]), f"{r['latency_ratio']:.3f}",
+        rows.append([f"`{r['layer']}`", num(r["ours_energy"]), num(r["zigzag_energy"]), f"{r['energy_ratio']:.2f}",
+                     num(r["ours_cycles"]), num(r["zigzag_cycles"]), f"{r['latency_ratio']:.2f}",
                      num(lv.get("dram", 0)), num(lv.get("glb", 0)), num(lv.get("rf", 0) + lv.get("noc", 0)),
                      " / ".join(num(v) for v in z) if z else "not recorded"])
     e_lo, e_hi = d["independent_energy_ratio_range"]
@@ -95,8 +95,8 @@ def zigzag(load: Loader) -> str:
     return "\n".join([
         _head(d) + f" {m['name']} {m['version']}.", "",
         f"Ours / ZigZag per layer over {len(rows_in)} layers: energy median "
-        f"{d['independent_energy_ratio_median']:.3f} (range {e_lo:.3f}-{e_hi:.3f}), latency median "
-        f"{d['independent_latency_ratio_median']:.3f} (range {l_lo:.3f}-{l_hi:.3f}); {by_kind}.", "",
+        f"{d['independent_energy_ratio_median']:.2f} (range {e_lo:.2f}-{e_hi:.2f}), latency median "
+        f"{d['independent_latency_ratio_median']:.2f} (range {l_lo:.2f}-{l_hi:.2f}); {by_kind}.", "",
         table(["layer", "ours energy", "ZigZag energy", "ratio", "ours cycles", "ZigZag cycles", "ratio",
                "ours DRAM", "ours GLB", "ours RF + NoC", "ZigZag memory: registers / buffer / DRAM"], rows),
     ])
@@ -123,8 +123,8 @@ def energy(load: Loader) -> str:
         if f"{p}_best_energy_ratio" not in d:
             continue
         rows.append([PRESETS[p], f"{d[f'{p}_dense_bits']} bits", f"{d[f'{p}_best_dataflow_dense']} / "
-                     f"{d[f'{p}_best_dataflow_compressed']}", f"{d[f'{p}_best_energy_ratio']:.3f}",
-                     f"{d[f'{p}_best_latency_ratio']:.3f}", f"{d[f'{p}_best_energy_ratio_vs_fp32_dense']:.3f}"])
+                     f"{d[f'{p}_best_dataflow_compressed']}", f"{d[f'{p}_best_energy_ratio']:.2f}",
+                     f"{d[f'{p}_best_latency_ratio']:.2f}", f"{d[f'{p}_best_energy_ratio_vs_fp32_dense']:.2f}"])
     return "\n".join([
         _head(d) + f" LeNet-5 (shared recipe) on {num(d['lenet5_test_images'])} test images: dense "
         f"{pct(d['lenet5_dense_test_accuracy'])}, pruned (kept fractions {kept}) + 8-bit "

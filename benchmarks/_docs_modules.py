@@ -144,9 +144,9 @@ def security(load: Loader) -> str:
         gaps.append(float(a["max_success_gap_pp"]))
         ratios.append(float(a["time_ratio_ours_over_torchattacks"]))
         art.append(float(a["art_seconds"]) / float(a["ours_seconds"]))
-        rows.append([name, eps, pct(a["ours_success"], 1), pct(a["torchattacks_success"], 1), pct(a["art_success"], 1),
+        rows.append([name, eps, pct(a["ours_success"]), pct(a["torchattacks_success"]), pct(a["art_success"]),
                      f"{a['ours_seconds']:.3f}", f"{a['torchattacks_seconds']:.3f}", f"{a['art_seconds']:.3f}",
-                     f"{a['time_ratio_ours_over_torchattacks']:.3f}"])
+                     f"{a['time_ratio_ours_over_torchattacks']:.2f}"])
     st = d.get("settings", {})
     out = [produced_by("security", command_of(d, USAGE["security"])) + f" {machine_line(d)}; "
            f"{st.get('total_seconds', 0):.0f} s in all. Model: {d['model']}, test accuracy {pct(d['test_accuracy'])}; "
@@ -163,13 +163,13 @@ def security(load: Loader) -> str:
         out.append(f"- PGD adversarial training ({at['epochs']} epochs, PGD-{at['train_pgd_steps']} at eps "
                    f"{at['eps']}, "
                    f"from {at['start']}, {num(at['train_images'])} training images, {at['seconds']:.0f} s): robust "
-                   f"accuracy {pct(d['adv_trained_robust_accuracy'], 1)} ({at['eval']}), clean accuracy "
-                   f"{pct(d['adv_trained_clean_accuracy'], 1)}.")
+                   f"accuracy {pct(d['adv_trained_robust_accuracy'])} ({at['eval']}), clean accuracy "
+                   f"{pct(d['adv_trained_clean_accuracy'])}.")
     if "badnets_asr_before" in d:
         out.append(f"- BadNets ({d['badnets_setup']}; {num(d['badnets_poisoned_images'])} poisoned images): clean "
                    f"accuracy {pct(d['badnets_clean_accuracy_before'])}, attack success "
-                   f"{pct(d['badnets_asr_before'], 1)} before; fine-pruning ({d['fine_pruning_channels_pruned']} of "
-                   f"{d['fine_pruning_channels']} channels): attack success {pct(d['badnets_asr_after'], 1)} after, "
+                   f"{pct(d['badnets_asr_before'])} before; fine-pruning ({d['fine_pruning_channels_pruned']} of "
+                   f"{d['fine_pruning_channels']} channels): attack success {pct(d['badnets_asr_after'])} after, "
                    f"clean accuracy {pct(d['badnets_clean_accuracy_after'])}, "
                    f"loss {pp(d['badnets_clean_loss_pp'])} pp.")
     return "\n".join(out)
