@@ -236,3 +236,16 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     m = sum(values) / n
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     return m, sd
+
+
+def recipe_difference(training: dict[str, Any], recipe_of: dict[str, Any]) -> str:
+    """How a recorded training differs from a ``BASELINE_RECIPES`` entry: 'same recipe', or the differing
+    settings as 'key file-value (recipe recipe-value)'. Only the recipe's own keys are compared."""
+    diffs = []
+    for key, want in recipe_of.items():
+        if key not in training:
+            diffs.append(f"{key} not recorded (recipe {want})")
+        elif training[key] != want and not (isinstance(want, int | float) and isinstance(training[key], int | float)
+                                            and math.isclose(float(training[key]), float(want))):
+            diffs.append(f"{key} {training[key]} (recipe {want})")
+    return "same recipe" if not diffs else "differs: " + ", ".join(diffs)

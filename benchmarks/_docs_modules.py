@@ -5,7 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from _docgen import Loader, command_of, machine_line, num, pct, pp, produced_by, ratio, recipe, table
+from _common import BASELINE_RECIPES
+from _docgen import (
+    Loader,
+    command_of,
+    machine_line,
+    num,
+    pct,
+    pp,
+    produced_by,
+    ratio,
+    recipe,
+    recipe_difference,
+    table,
+)
 
 MODELS = {"lenet5": "LeNet-5", "lenet300": "LeNet-300-100"}
 USAGE = {
@@ -28,9 +41,16 @@ def quant(load: Loader) -> str:
         return lambda r: (f"{pct(r[prefix + '_accuracy'])} ({pp(r[prefix + '_accuracy_loss_pp'])} pp), "
                           f"{ratio(r[prefix + '_compression_ratio'], 1)}")
 
+    def baseline(m: str) -> str:
+        if "baseline_weights" in d[m]:
+            return f"loaded from `{d[m]['baseline_weights']}`"
+        if isinstance(d.get("baseline_training"), dict):
+            return (f"trained with the file's `baseline_training`; against `BASELINE_RECIPES[\"{m}\"]`: "
+                    f"{recipe_difference(d['baseline_training'], BASELINE_RECIPES[m])}")
+        return "not recorded"
+
     rows = [
-        row("baseline", lambda r: f"loaded from `{r['baseline_weights']}`" if "baseline_weights" in r
-            else "trained with the file's `baseline_training`"),
+        ["baseline", *(baseline(m) for m in models)],
         row("baseline test accuracy", lambda r: pct(r["baseline_accuracy"])),
         row("PTQ 8/8: accuracy (loss), compression", q("ptq8")),
         row("QAT 4/4", q("qat4")),
@@ -46,8 +66,8 @@ def quant(load: Loader) -> str:
            f"{num(split.get('train', 0))} train / {num(split.get('val', 0))} val / {num(split.get('test', 0))} test.",
            "", table(["", *(MODELS[m] for m in models)], rows), ""]
     if isinstance(d.get("baseline_training"), dict):
-        out.append(f"`baseline_training` recorded at the file's top level: {recipe(d['baseline_training'])}. The "
-                   "baselines differ from the shared ones (`BASELINE_RECIPES`); see `docs/protocol.md`.")
+        out.append(f"`baseline_training` recorded at the file's top level: {recipe(d['baseline_training'])}. "
+                   "`docs/protocol.md` compares every file's baseline.")
     sweeps = [m for m in models if isinstance(d[m].get("sweep_val"), dict)]
     if sweeps:
         bits = sorted({int(b) for m in sweeps for b in d[m]["sweep_val"]}, reverse=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from _docgen import Loader, command_of, pct, recipe, table
+from _common import BASELINE_RECIPES
+from _docgen import Loader, command_of, pct, recipe, recipe_difference, table
 
 # (model, results file, key path of the baseline's test accuracy, key path of the training it records or None)
 BASELINE_FIGURES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...] | None], ...] = (
@@ -64,16 +65,43 @@ def _training(value: Any) -> str:
     return f"`{value}`" if isinstance(value, str) and ("/" in value or value.startswith("crosslayer")) else str(value)
 
 
+MODEL_KEYS = {"LeNet-5": "lenet5", "LeNet-300-100": "lenet300"}
+
+
+def _cli_settings(command: str) -> dict[str, Any]:
+    """The ``--option value`` pairs of a recorded ``crosslayer train`` command, as recipe keys."""
+    words = command.split()
+    out: dict[str, Any] = {}
+    for flag, value in zip(words, [*words[1:], ""], strict=True):
+        if flag.startswith("--") and value and not value.startswith("--"):
+            try:
+                out[flag[2:].replace("-", "_")] = float(value) if "." in value else int(value)
+            except ValueError:
+                out[flag[2:].replace("-", "_")] = value
+    return out
+
+
+def _against_recipe(model: str, training: Any) -> str:
+    if isinstance(training, str) and training.startswith("crosslayer train "):
+        training = _cli_settings(training)
+    if not isinstance(training, dict):
+        return "not comparable (no settings recorded as fields)"
+    return recipe_difference(training, BASELINE_RECIPES[MODEL_KEYS[model]])
+
+
 def baselines(load: Loader) -> str:
     rows = []
     for model, name, acc_path, train_path in BASELINE_FIGURES:
         d = load(name)
+        training = _get(d, train_path) if train_path else None
         rows.append([model, f"`{name}.json`", _written_by(name, d), f"`{'.'.join(acc_path)}`",
-                     pct(_get(d, acc_path)), _training(_get(d, train_path)) if train_path else "not recorded"])
+                     pct(_get(d, acc_path)), _training(training) if train_path else "not recorded",
+                     _against_recipe(model, training)])
     return "\n".join([
         "Generated from `benchmarks/results/" + ".json`, `benchmarks/results/".join(BASELINE_SOURCES) + ".json`"
         "; each row says which command wrote its file.", "",
-        table(["model", "results file", "written by", "key", "test accuracy", "training the file records"], rows),
+        table(["model", "results file", "written by", "key", "test accuracy", "training the file records",
+               "against `BASELINE_RECIPES` (today's `_common.py`)"], rows),
     ])
 
 

@@ -94,3 +94,10 @@ def test_number_formats() -> None:
     assert docgen.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)
     with pytest.raises(ValueError):
         docgen.pct(float("nan"))
+
+
+def test_recipe_difference_names_each_changed_setting() -> None:
+    recipe = {"epochs": 30, "optimizer": "sgd", "lr": 0.05, "augment_shift": 2}
+    assert docgen.recipe_difference({**recipe, "batch_size": 64}, recipe) == "same recipe"
+    diff = docgen.recipe_difference({"epochs": 8, "optimizer": "sgd", "lr": 0.05}, recipe)
+    assert diff == "differs: epochs 8 (recipe 30), augment_shift not recorded (recipe 2)"
