@@ -5,7 +5,9 @@ challenges (Sec. VI: hardware/software co-design, hardware-aware hyper-parameter
 to be made together with the hardware's energy and latency in the loop, as HAQ (Wang et al., CVPR 2019), AMC
 (He et al., ECCV 2018) and HyperPower (Stamoulis et al., DATE 2018) do. Here an Optuna study (multi-objective
 TPE or NSGA-II, seeded) chooses per layer the pruning ratio, weight and activation widths and approximate
-multiplier, and for the network the dataflow (and optionally in-memory execution).
+multiplier, and for the network the dataflow (and optionally in-memory execution or the weight memory's supply
+voltage: issue 19's energy in the loop, the design read through one seeded chip's faults at that voltage, as in
+MATIC, Kim et al., DATE 2018, and its weight buffer priced there by :mod:`crosslayer.hw.voltage`).
 
 Protocol: a trial is scored on the validation split only (a fixed subset, a short quantization-aware
 fine-tune); the Pareto set is then fine-tuned in full, scored on the whole validation split, which chooses the
