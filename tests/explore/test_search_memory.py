@@ -205,3 +205,15 @@ def test_search_with_the_knob_chooses_a_voltage_and_reports_it(lenet5_trained, t
     plain = Report("search")
     fill_report(plain, a)
     assert all("memory V" not in t.columns for t in plain.tables)
+
+
+def test_grid_sampler_sweeps_the_voltage_as_a_third_axis(lenet5_trained, tiny, tmp_path: Path) -> None:
+    cfg = _cfg(sampler="grid", trials=5, final_points=0, grid_schemes=("class-uniform",), grid_sparsities=(0.5,),
+               grid_bits=(8,), memory_voltages=(1.0, 0.45))
+    res = search(lenet5_trained, cfg, tiny, seed=0, storage=tmp_path / "g.db")
+    assert res.counts == {"COMPLETE": 2} and any("capped to 2" in n for n in res.notes)
+    by_v = {r.design.memory_voltage: r for r in res.trials if r.design is not None}
+    assert set(by_v) == {1.0, 0.45}
+    assert by_v[1.0].design.layers == by_v[0.45].design.layers  # the same grid point at two voltages
+    assert by_v[0.45].metrics["energy"] < by_v[1.0].metrics["energy"]
+    assert by_v[1.0].metrics["memory_faulty_bits"] == 0 < by_v[0.45].metrics["memory_faulty_bits"]
