@@ -194,6 +194,9 @@ def test_search_with_the_knob_chooses_a_voltage_and_reports_it(lenet5_trained, t
         assert r.params["memory_voltage"] == r.design.memory_voltage == r.metrics["memory_voltage"]
         assert r.metrics["weight_memory_energy_ratio"] == pytest.approx(r.design.memory_voltage ** 2)
     assert res.chosen is not None and res.chosen.design.memory_voltage in volts
+    for other in (_cfg(trials=4, memory_voltages=volts, memory_chip_seed=1), _cfg(trials=4)):
+        with pytest.raises(ConfigError, match="another search"):  # another chip, or no knob: not this study
+            search(lenet5_trained, other, tiny, seed=2, storage=tmp_path / "m.db")
     rep = Report("search")
     fill_report(rep, res)
     final = next(t for t in rep.tables if t.title.startswith("Pareto set"))
