@@ -106,6 +106,10 @@ _LAZY: dict[str, str] = {
     "TrISecConfig": "crosslayer.security.trisec",
     "BadNetsConfig": "crosslayer.security.backdoor",
     "FinePruneConfig": "crosslayer.security.fine_pruning",
+    # fault injection
+    "inject_faults": "crosslayer.resilience.api",
+    "FaultConfig": "crosslayer.resilience.api",
+    "FaultResult": "crosslayer.resilience.api",
     # the co-design search
     "search": "crosslayer.explore.search",
     "SearchConfig": "crosslayer.explore.search",
@@ -125,6 +129,7 @@ __all__ = ["AttackResult", "AwareTrainConfig", "BackdoorConfig", "BackdoorResult
            "load_weights", "model_storage", "pack", "pareto_sweep", "quantize", "run_flow", "run_standalone",
            "sparsify", "unpack"]
 __all__ += ["SearchConfig", "SearchResult", "search"]
+__all__ += ["FaultConfig", "FaultResult", "inject_faults"]
 
 
 def __getattr__(name: str) -> Any:
@@ -172,6 +177,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from crosslayer.quant.fixed_point import FixedPointSpec
     from crosslayer.quant.pipeline import QuantizeConfig, QuantizeResult, quantize
     from crosslayer.report import Report
+    from crosslayer.resilience.api import FaultConfig, FaultResult, inject_faults
     from crosslayer.rundir import RunDir, RunDirError, load_run_model
     from crosslayer.security.api import (
         BackdoorConfig,
