@@ -110,6 +110,10 @@ _LAZY: dict[str, str] = {
     "inject_faults": "crosslayer.resilience.api",
     "FaultConfig": "crosslayer.resilience.api",
     "FaultResult": "crosslayer.resilience.api",
+    # hardware cost
+    "hardware_cost": "crosslayer.hw.api",
+    "CostConfig": "crosslayer.hw.api",
+    "HardwareCostResult": "crosslayer.hw.api",
     # the co-design search
     "search": "crosslayer.explore.search",
     "SearchConfig": "crosslayer.explore.search",
@@ -130,6 +134,7 @@ __all__ = ["AttackResult", "AwareTrainConfig", "BackdoorConfig", "BackdoorResult
            "sparsify", "unpack"]
 __all__ += ["SearchConfig", "SearchResult", "search"]
 __all__ += ["FaultConfig", "FaultResult", "inject_faults"]
+__all__ += ["CostConfig", "HardwareCostResult", "hardware_cost"]
 
 
 def __getattr__(name: str) -> Any:
@@ -160,6 +165,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from crosslayer.explore.api import ExploreConfig, ParetoResult, pareto_sweep
     from crosslayer.explore.search import SearchConfig, SearchResult, search
     from crosslayer.flow import load_flow_config, run_flow, run_standalone
+    from crosslayer.hw.api import CostConfig, HardwareCostResult, hardware_cost
     from crosslayer.imc.api import (
         ImcTrainConfig,
         ImcTrainResult,
