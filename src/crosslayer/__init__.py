@@ -114,6 +114,10 @@ _LAZY: dict[str, str] = {
     "hardware_cost": "crosslayer.hw.api",
     "CostConfig": "crosslayer.hw.api",
     "HardwareCostResult": "crosslayer.hw.api",
+    # approximate multipliers
+    "approximate": "crosslayer.approx.api",
+    "ApproximateConfig": "crosslayer.approx.api",
+    "ApproximateResult": "crosslayer.approx.api",
     # the co-design search
     "search": "crosslayer.explore.search",
     "SearchConfig": "crosslayer.explore.search",
@@ -135,6 +139,7 @@ __all__ = ["AttackResult", "AwareTrainConfig", "BackdoorConfig", "BackdoorResult
 __all__ += ["SearchConfig", "SearchResult", "search"]
 __all__ += ["FaultConfig", "FaultResult", "inject_faults"]
 __all__ += ["CostConfig", "HardwareCostResult", "hardware_cost"]
+__all__ += ["ApproximateConfig", "ApproximateResult", "approximate"]
 
 
 def __getattr__(name: str) -> Any:
@@ -151,6 +156,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from crosslayer.approx.api import ApproximateConfig, ApproximateResult, approximate
     from crosslayer.checkpoint import CheckpointError
     from crosslayer.data import DataSplits, load_dataset, load_splits
     from crosslayer.encode.api import (
