@@ -118,6 +118,10 @@ _LAZY: dict[str, str] = {
     "approximate": "crosslayer.approx.api",
     "ApproximateConfig": "crosslayer.approx.api",
     "ApproximateResult": "crosslayer.approx.api",
+    # detection on video
+    "detect_video": "crosslayer.detect.api",
+    "DetectConfig": "crosslayer.detect.api",
+    "DetectVideoResult": "crosslayer.detect.api",
     # the co-design search
     "search": "crosslayer.explore.search",
     "SearchConfig": "crosslayer.explore.search",
@@ -140,6 +144,7 @@ __all__ += ["SearchConfig", "SearchResult", "search"]
 __all__ += ["FaultConfig", "FaultResult", "inject_faults"]
 __all__ += ["CostConfig", "HardwareCostResult", "hardware_cost"]
 __all__ += ["ApproximateConfig", "ApproximateResult", "approximate"]
+__all__ += ["DetectConfig", "DetectVideoResult", "detect_video"]
 
 
 def __getattr__(name: str) -> Any:
@@ -159,6 +164,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from crosslayer.approx.api import ApproximateConfig, ApproximateResult, approximate
     from crosslayer.checkpoint import CheckpointError
     from crosslayer.data import DataSplits, load_dataset, load_splits
+    from crosslayer.detect.api import DetectConfig, DetectVideoResult, detect_video
     from crosslayer.encode.api import (
         EncodeConfig,
         ExportConfig,
