@@ -81,8 +81,7 @@ def detect_cmd(
         if not math.isfinite(value):
             raise ConfigError(f"{name} {value} is not allowed; use a finite number")
     check_range("--conf", conf, 0.0, 1.0, lo_open=True, hi_open=True)
-    cfg = DetectConfig(mode=mode, tile=tile, min_overlap=overlap, budget=budget,  # type: ignore[arg-type]
-                       max_frames=max_frames)
+    cfg = DetectConfig(mode=mode, tile=tile, min_overlap=overlap, budget=budget, max_frames=max_frames)
     out_dir = ensure_writable_dir(out)
     src = open_video(video, max_frames=max_frames, seed=seed)  # refuses oversized frames before decoding one
     try:

@@ -82,9 +82,11 @@ class TinyGridDetector(nn.Module):
 
 def count_macs(model: nn.Module, height: int, width: int) -> int:
     """Multiply-accumulates of one forward pass on a (1, 3, height, width) input (convolutions and linears)."""
-    calls = trace_layers(model, torch.zeros(1, 3, height, width), lambda _n, m: isinstance(m, (nn.Conv2d, nn.Linear)))
-    return sum(c.macs_per_sample if isinstance(c.module, nn.Conv2d)
-               else c.module.in_features * c.module.out_features for c in calls)  # type: ignore[operator]
+    macs = 0
+    for c in trace_layers(model, torch.zeros(1, 3, height, width), lambda _n, m: isinstance(m, (nn.Conv2d, nn.Linear))):
+        m = c.module
+        macs += m.in_features * m.out_features if isinstance(m, nn.Linear) else c.macs_per_sample
+    return macs
 
 
 def encode_targets(targets: list[tuple[NDArray[np.float32], NDArray[np.int64]]], gh: int, gw: int, spec: GridSpec

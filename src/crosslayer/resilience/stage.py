@@ -11,7 +11,7 @@ come from the campaign named by ``rank_by``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from crosslayer.config import Config, check_range
@@ -83,11 +83,11 @@ def resilience_stage(ctx: StageContext, cfg: ResilienceConfig) -> StageResult:
                          + ("its weights were quantized to "
                             f"{cfg.code_bits}-bit codes for the campaign" if cfg.representation == "codes" else
                             "bits of the float32 weights were flipped"))
-    common = {"layers": cfg.layers, "representation": cfg.representation, "code_bits": cfg.code_bits,
-              "confidence": cfg.confidence, "eval_limit": n}
+    common = FaultConfig(layers=cfg.layers, representation=cfg.representation, code_bits=cfg.code_bits,
+                         confidence=cfg.confidence, eval_limit=n)
     seed = ctx.seed
-    sens_res = inject_faults(ctx.model, FaultConfig(campaign="sensitivity", bits=bits, injections=cfg.injections,
-                                                    margin=cfg.margin, critical_pp=cfg.critical_pp, **common),
+    sens_res = inject_faults(ctx.model, replace(common, campaign="sensitivity", bits=bits, injections=cfg.injections,
+                                                margin=cfg.margin, critical_pp=cfg.critical_pp),
                              ctx.data.test, seed=seed)
     sens = sens_res.cells
     assert sens is not None  # a single-flip campaign has cells
@@ -100,17 +100,16 @@ def resilience_stage(ctx: StageContext, cfg: ResilienceConfig) -> StageResult:
     rep.figures.append(heatmap_figure(sens.cells))
     ber_base, ber_stats = sens.baseline_accuracy, list[TrialStats]()
     if cfg.bers:
-        ber = inject_faults(ctx.model, FaultConfig(campaign="ber", bers=cfg.bers, trials=cfg.ber_trials,
-                                                   mode=cfg.ber_mode, **common), ctx.data.test, seed=seed + 1)
+        ber = inject_faults(ctx.model, replace(common, campaign="ber", bers=cfg.bers, trials=cfg.ber_trials,
+                                               mode=cfg.ber_mode), ctx.data.test, seed=seed + 1)
         ber_base, ber_stats = ber.baseline_accuracy, list(ber.trials)
         rep.add_table(f"Weight-memory bit errors ({cfg.ber_mode}, {cfg.ber_trials} trials, {ci_pct} intervals)",
                       ["target", "BER", "mean bit errors", "mean drop pp", "CI lo", "CI hi", "max drop pp"],
                       [[s.target, s.level, s.mean_faults, s.mean_drop_pp, s.drop_ci[0], s.drop_ci[1], s.max_drop_pp]
                        for s in ber_stats])
         rep.figures.append(ber_figure(ber_stats))
-    noise = inject_faults(ctx.model, FaultConfig(campaign="noise", noise_sigma=cfg.noise_sigma,
-                                                 trials=cfg.noise_trials, **common), ctx.data.test,
-                          seed=seed + 2).trials
+    noise = inject_faults(ctx.model, replace(common, campaign="noise", noise_sigma=cfg.noise_sigma,
+                                             trials=cfg.noise_trials), ctx.data.test, seed=seed + 2).trials
     rep.add_table(f"Gaussian noise on layer outputs (sigma = {cfg.noise_sigma} x output std)",
                   ["layer", "mean drop pp", "CI lo", "CI hi", "max drop pp"],
                   [[s.target, s.mean_drop_pp, s.drop_ci[0], s.drop_ci[1], s.max_drop_pp] for s in noise])
