@@ -98,3 +98,34 @@ def test_two_local_workers_share_the_study(lenet5_trained, tiny, tmp_path: Path)
     assert res.counts.get("COMPLETE", 0) >= 4 and sum(res.counts.values()) <= 5  # at most one trial over on a race
     assert len({r.metrics["pid"] for r in res.trials}) == 2
     assert {r.metrics["threads"] for r in res.trials} == {1}
+
+
+def test_a_trial_told_twice_by_two_workers_is_dropped_not_fatal(tmp_path: Path, monkeypatch) -> None:
+    """Two workers can pop the same enqueued trial from SQLite; the second tell fails in Optuna and the worker
+    goes on (any other ValueError still stops it)."""
+    from crosslayer.explore import search_study
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(study_name="s", storage=open_storage(url, 10), directions=["maximize"])
+    real = optuna.study.Study.optimize
+    calls = {"n": 0}
+
+    def once_told_twice(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("Cannot tell a COMPLETE trial.")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.study.Study, "optimize", once_told_twice)
+    ran = search_study._worker_loop(url, "s", lambda t: t.suggest_float("x", 0, 1), 2,
+                                    lambda done: optuna.samplers.RandomSampler(seed=0), 10, (), None, None)
+    assert ran == 2 and calls["n"] == 3
+    assert [t.state.name for t in optuna.load_study(study_name="s", storage=url).trials] == ["COMPLETE"] * 2
+
+    def other_error(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ValueError("something else")
+
+    monkeypatch.setattr(optuna.study.Study, "optimize", other_error)
+    with pytest.raises(ValueError, match="something else"):
+        search_study._worker_loop(url, "s", lambda t: t.suggest_float("x", 0, 1), 3,
+                                  lambda done: optuna.samplers.RandomSampler(seed=0), 10, (), None, None)

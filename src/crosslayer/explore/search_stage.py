@@ -20,9 +20,10 @@ __all__ = ["search_stage", "sequential_point"]
 
 
 def sequential_point(ctx: StageContext, cfg: SearchConfig, notes: list[str]) -> dict[str, float] | None:
-    """The sequential flow's result (the current model as the quantize stage left it, with the approximate
-    stage's multipliers) measured like a search point, on the test split; None when the flow did not quantize."""
-    model = ctx.model
+    """The sequential flow's result (the model the quantize stage published, else the current model, with the
+    approximate stage's multipliers) measured like a search point, on the test split; None when the flow did not
+    quantize."""
+    model = ctx.models.get("quantized", ctx.model)
     if not any(isinstance(m, QuantLayer) for m in model.modules()):
         notes.append("the flow did not quantize before the search: no sequential-flow point to compare")
         return None

@@ -203,7 +203,13 @@ def _worker_loop(url: str, study_name: str, objective: Objective, n_trials: int,
         states = ("COMPLETE", "FAIL", "PRUNED", "RUNNING")
         if sum(1 for t in study.get_trials(deepcopy=False) if t.state.name in states) >= n_trials:
             break
-        study.optimize(objective, n_trials=1, catch=catch)
+        try:
+            study.optimize(objective, n_trials=1, catch=catch)
+        except ValueError as exc:  # two workers popped the same enqueued trial (SQLite has no row locks)
+            if not str(exc).startswith("Cannot tell a"):
+                raise
+            log.warning("a trial was run by two workers at once; this worker's duplicate result is dropped (%s)", exc)
+            continue
         ran += 1
         if on_trial is not None:
             on_trial(study.trials[-1])
