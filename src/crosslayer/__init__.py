@@ -106,6 +106,26 @@ _LAZY: dict[str, str] = {
     "TrISecConfig": "crosslayer.security.trisec",
     "BadNetsConfig": "crosslayer.security.backdoor",
     "FinePruneConfig": "crosslayer.security.fine_pruning",
+    # fault injection
+    "inject_faults": "crosslayer.resilience.api",
+    "FaultConfig": "crosslayer.resilience.api",
+    "FaultResult": "crosslayer.resilience.api",
+    # hardware cost
+    "hardware_cost": "crosslayer.hw.api",
+    "CostConfig": "crosslayer.hw.api",
+    "HardwareCostResult": "crosslayer.hw.api",
+    # approximate multipliers
+    "approximate": "crosslayer.approx.api",
+    "ApproximateConfig": "crosslayer.approx.api",
+    "ApproximateResult": "crosslayer.approx.api",
+    # detection on video
+    "detect_video": "crosslayer.detect.api",
+    "DetectConfig": "crosslayer.detect.api",
+    "DetectVideoResult": "crosslayer.detect.api",
+    # voltage-scaled weight memory
+    "scale_memory_voltage": "crosslayer.memory.api",
+    "MemoryConfig": "crosslayer.memory.api",
+    "MemoryResult": "crosslayer.memory.api",
     # the co-design search
     "search": "crosslayer.explore.search",
     "SearchConfig": "crosslayer.explore.search",
@@ -125,6 +145,11 @@ __all__ = ["AttackResult", "AwareTrainConfig", "BackdoorConfig", "BackdoorResult
            "load_weights", "model_storage", "pack", "pareto_sweep", "quantize", "run_flow", "run_standalone",
            "sparsify", "unpack"]
 __all__ += ["SearchConfig", "SearchResult", "search"]
+__all__ += ["FaultConfig", "FaultResult", "inject_faults"]
+__all__ += ["CostConfig", "HardwareCostResult", "hardware_cost"]
+__all__ += ["ApproximateConfig", "ApproximateResult", "approximate"]
+__all__ += ["DetectConfig", "DetectVideoResult", "detect_video"]
+__all__ += ["MemoryConfig", "MemoryResult", "scale_memory_voltage"]
 
 
 def __getattr__(name: str) -> Any:
@@ -141,8 +166,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from crosslayer.approx.api import ApproximateConfig, ApproximateResult, approximate
     from crosslayer.checkpoint import CheckpointError
     from crosslayer.data import DataSplits, load_dataset, load_splits
+    from crosslayer.detect.api import DetectConfig, DetectVideoResult, detect_video
     from crosslayer.encode.api import (
         EncodeConfig,
         ExportConfig,
@@ -155,6 +182,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from crosslayer.explore.api import ExploreConfig, ParetoResult, pareto_sweep
     from crosslayer.explore.search import SearchConfig, SearchResult, search
     from crosslayer.flow import load_flow_config, run_flow, run_standalone
+    from crosslayer.hw.api import CostConfig, HardwareCostResult, hardware_cost
     from crosslayer.imc.api import (
         ImcTrainConfig,
         ImcTrainResult,
@@ -165,6 +193,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     )
     from crosslayer.imc.spec import CrossbarSpec
     from crosslayer.imc.training import AwareTrainConfig
+    from crosslayer.memory.api import MemoryConfig, MemoryResult, scale_memory_voltage
     from crosslayer.models import build_model, load_weights
     from crosslayer.prune.api import ChannelPruneConfig, MagnitudePruneConfig, sparsify
     from crosslayer.prune.schedule import PruneResult, ScheduleConfig
@@ -172,6 +201,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from crosslayer.quant.fixed_point import FixedPointSpec
     from crosslayer.quant.pipeline import QuantizeConfig, QuantizeResult, quantize
     from crosslayer.report import Report
+    from crosslayer.resilience.api import FaultConfig, FaultResult, inject_faults
     from crosslayer.rundir import RunDir, RunDirError, load_run_model
     from crosslayer.security.api import (
         BackdoorConfig,

@@ -16,7 +16,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,8 +32,8 @@ from crosslayer.data.split import Batches
 from crosslayer.errors import DataError
 from crosslayer.fileio import save_torch
 
-__all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "predict", "progress",
-           "random_affine", "random_shift", "seed_everything", "within_budget"]
+__all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "load_cached", "predict",
+           "progress", "random_affine", "random_shift", "seed_everything", "store_cached", "within_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,33 @@ def _cache_key(model_name: str, model: nn.Module, train: ImageDataset, val: Imag
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+def load_cached(path: Path, model: nn.Module, what: str = "trained model") -> dict[str, Any] | None:
+    """Load the weights of the training cache entry ``path`` into ``model`` (read as data, ``weights_only``) and
+    return its metadata; None when there is no entry. A stale or corrupt entry is logged and ignored (the caller
+    trains afresh), never trusted. The one cache format of the project's trainings."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(blob["state_dict"])
+        meta = json.loads(blob["meta"])
+        log.info("reusing cached %s %s", what, path)
+        return dict(meta)
+    except Exception as exc:
+        log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
+        return None
+
+
+def store_cached(path: Path, model: nn.Module, meta: Mapping[str, Any]) -> None:
+    """Write ``model``'s weights (on the CPU) and ``meta`` (JSON) as the cache entry ``path``, atomically; a
+    cache that cannot be written is logged, not fatal."""
+    try:
+        save_torch(path, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                          "meta": json.dumps(dict(meta))})
+    except OSError as exc:
+        log.warning("could not write the training cache %s (%s)", path, exc)
+
+
 def fit_cached(model_name: str, model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig, *,
                seed: int = 0, cache: Path | None = None, desc: str = "train",
                max_epochs: int | None = None) -> TrainResult:
@@ -314,27 +341,16 @@ def fit_cached(model_name: str, model: nn.Module, train: ImageDataset, val: Imag
     root = (cache or cache_dir()) / "trained"
     key = _cache_key(model_name, model, train, val, cfg, seed)
     path = root / f"{key}.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(blob["state_dict"])
-            meta = json.loads(blob["meta"])
-            log.info("reusing cached trained model %s", path)
-            return TrainResult(meta["best_val_accuracy"], meta["best_epoch"], meta["train_seconds"],
-                               meta["history"], cached=True)
-        except Exception as exc:  # a stale or corrupt cache entry is re-trained, never trusted
-            log.warning("ignoring unreadable cache entry %s (%s)", path, exc)
+    meta = load_cached(path, model, "trained model")
+    if meta is not None:
+        return TrainResult(meta["best_val_accuracy"], meta["best_epoch"], meta["train_seconds"], meta["history"],
+                           cached=True)
     partial = root / f"{key}.partial.pt" if max_epochs is not None else None
     result = fit(model, train, val, cfg, seed=seed, desc=desc, resume=partial, max_epochs=max_epochs)
     if not result.finished:
         return result
-    meta = {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
-            "train_seconds": result.train_seconds, "history": result.history}
-    try:
-        save_torch(path, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                          "meta": json.dumps(meta)})
-    except OSError as exc:
-        log.warning("could not write the training cache %s (%s)", path, exc)
+    store_cached(path, model, {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
+                               "train_seconds": result.train_seconds, "history": result.history})
     if partial is not None:
         partial.unlink(missing_ok=True)
     return result

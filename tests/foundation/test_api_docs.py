@@ -18,7 +18,7 @@ def test_api_doc_example_runs(data_dir: Path, tmp_path: Path, monkeypatch: pytes
     for code in blocks:
         exec(compile(code, str(DOC), "exec"), namespace)  # the documented example, verbatim
     printed = capsys.readouterr().out.split()
-    base, unpacked, file_bytes, ratio, robust = (float(v) for v in printed[:5])
+    base, unpacked, file_bytes, ratio, robust, energy_ratio, latency_ms = (float(v) for v in printed[:7])
     import crosslayer as xl
 
     quantized, data, attacked = namespace["quantized"], namespace["data"], namespace["attacked"]
@@ -26,3 +26,6 @@ def test_api_doc_example_runs(data_dir: Path, tmp_path: Path, monkeypatch: pytes
     assert unpacked == pytest.approx(xl.evaluate(quantized, data.test).accuracy, abs=2 / len(data.test))
     assert file_bytes == (tmp_path / "net.xlm").stat().st_size and ratio > 4
     assert robust < attacked.metrics["clean_accuracy"]
+    cost, dense = namespace["cost"], namespace["dense"]
+    assert 0 < energy_ratio < 1 and latency_ms == cost.latency_ms > 0 and printed[7] in ("WS", "OS", "RS", "IS")
+    assert cost.cost.macs == dense.cost.macs  # the same network, costed at 4 / 8 bits instead of 16

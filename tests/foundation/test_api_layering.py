@@ -114,6 +114,7 @@ def test_the_orchestrator_names_no_step() -> None:
 def test_hardware_model_imports_without_torch() -> None:
     code = ("import sys; sys.modules['torch'] = None\n"
             "import crosslayer.hw, crosslayer.hw.accelerator, crosslayer.hw.dataflows, crosslayer.hw.network\n"
+            "import crosslayer.hw.api\n"
             "a = crosslayer.hw.accelerator.load_accelerator('eyeriss')\n"
             "print(a.name)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -6,7 +6,7 @@ import pytest
 
 from crosslayer.errors import ConfigError, StageError
 from crosslayer.imc import CrossbarSpec, to_crossbar
-from crosslayer.imc.cost import CostParams, LayerShape, layer_cost, layer_shapes, network_cost
+from crosslayer.imc.cost import CostParams, MatrixShape, layer_cost, layer_shapes, network_cost
 from crosslayer.models import build_model
 
 
@@ -19,7 +19,7 @@ def test_isaac_unit_figures() -> None:
 
 def test_layer_cost_golden() -> None:
     spec = CrossbarSpec(rows=128, cols=128, dac_bits=8, adc_bits=8)
-    c = layer_cost(LayerShape("fc", 300, 100, 2), spec)
+    c = layer_cost(MatrixShape("fc", 300, 100, 2), spec)
     # 3 row tiles x 2 column tiles (200 columns); 8 one-bit input cycles per vector, 2 vectors
     assert c.tiles == 6
     assert c.adc_conversions == 16 * 3 * 100
@@ -28,7 +28,7 @@ def test_layer_cost_golden() -> None:
     assert c.array_pj == pytest.approx(16 * 2 * 300 * 100 * 30.0 / 16384)
     assert c.energy_pj == pytest.approx(c.adc_pj + c.dac_pj + c.array_pj)
     # 6 bits: ADC energy / 4; multi-level 2-bit inputs halve the cycles
-    c6 = layer_cost(LayerShape("fc", 300, 100, 2), spec.replace(adc_bits=6), CostParams(input_bits_per_cycle=2))
+    c6 = layer_cost(MatrixShape("fc", 300, 100, 2), spec.replace(adc_bits=6), CostParams(input_bits_per_cycle=2))
     assert c6.adc_conversions == 8 * 3 * 100
     assert c6.adc_pj == pytest.approx(2400 * 1.5625 / 4)
 
@@ -49,6 +49,6 @@ def test_network_cost_lenet5_shapes_and_totals() -> None:
 
 def test_cost_bad_input() -> None:
     with pytest.raises(StageError, match="empty shape"):
-        layer_cost(LayerShape("x", 0, 3, 1), CrossbarSpec())
+        layer_cost(MatrixShape("x", 0, 3, 1), CrossbarSpec())
     with pytest.raises(ConfigError, match="input_bits_per_cycle"):
         CostParams(input_bits_per_cycle=0)

@@ -37,3 +37,13 @@ def test_mean_interval() -> None:
     assert m == 2.0 and m - lo == pytest.approx(hi - m)
     assert hi - m == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) = 4.3027
     assert mean_interval([4.0]) == (4.0, 4.0, 4.0)
+
+
+def test_mean_interval_of_two_trials_stays_within_what_a_drop_can_be() -> None:
+    from crosslayer.resilience.stats import DROP_BOUNDS_PP
+
+    m, lo, hi = mean_interval([0.0, 60.0], 0.95)  # Student t with 1 degree of freedom: 12.7 standard errors
+    assert (m, round(lo), round(hi)) == (30.0, -351, 411)
+    m, lo, hi = mean_interval([0.0, 60.0], 0.95, DROP_BOUNDS_PP)
+    assert (m, lo, hi) == (30.0, -100.0, 100.0)
+    assert mean_interval([1.0, 2.0, 3.0], 0.95, DROP_BOUNDS_PP) == mean_interval([1.0, 2.0, 3.0], 0.95)

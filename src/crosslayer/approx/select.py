@@ -38,6 +38,7 @@ from crosslayer.approx.metrics import uniform_metrics
 from crosslayer.approx.tables import Multiplier
 from crosslayer.data import ImageDataset
 from crosslayer.errors import StageError
+from crosslayer.hw.workload import trace_layers
 from crosslayer.stats import one_sided_z, paired_loss
 from crosslayer.train import evaluate, predict, progress, within_budget
 
@@ -111,27 +112,9 @@ def as_accuracy(outcome: Outcome) -> float:
 
 
 def layer_macs(model: nn.Module, sample: torch.Tensor) -> dict[str, int]:
-    """Multiply-accumulates per image of every approximable layer (from one forward pass)."""
-    names = approximable_layers(model)
-    macs: dict[str, int] = {}
-    hooks = []
-    for name in names:
-        m = model.get_submodule(name)
-        inner = getattr(m, "layer", m)
-
-        def hook(mod: nn.Module, inp: Any, out: torch.Tensor, name: str = name, inner: nn.Module = inner) -> None:
-            w: torch.Tensor = inner.weight  # type: ignore[assignment]
-            per_out = w[0].numel()
-            macs[name] = int(out[0].numel() * per_out)
-        hooks.append(m.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(sample[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    return macs
+    """Multiply-accumulates per image of every approximable layer (from one traced forward pass of one sample)."""
+    names = set(approximable_layers(model))
+    return {c.name: c.macs_per_sample for c in trace_layers(model, sample[:1], lambda n, _m: n in names)}
 
 
 def power_saving(assignment: Mapping[str, Multiplier], macs: Mapping[str, int]) -> float:

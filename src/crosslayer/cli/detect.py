@@ -1,5 +1,5 @@
 """``crosslayer detect VIDEO``: run a detector over a video as a resized frame, the whole frame, all tiles or
-selective tile processing."""
+selective tile processing (a thin shell over :func:`crosslayer.detect.api.detect_video`)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-import numpy as np
 import typer
 
 from crosslayer.cli.common import DeviceOpt, JsonOpt, SeedOpt, console, emit, handle_errors, setup_logging
 
-MAX_TILE = 4096  # px; checked before a detector or a frame is built
-
-
-def _with_gt(source: Iterator[tuple[np.ndarray, Any]], sink: list[Any]) -> Iterator[np.ndarray]:
-    """Frames of ``source``, appending each frame's ground truth to ``sink`` as it goes."""
-    for frame, gt in source:
-        sink.append(gt)
-        yield frame
+MAX_TILE = 4096  # px; checked before a detector or a frame is built (crosslayer.detect.api.MAX_TILE)
 
 
 @contextlib.contextmanager
@@ -73,12 +64,9 @@ def detect_cmd(
     SIGTERM or a truncated video)."""
     setup_logging(verbose)
     from crosslayer.config import check_range
-    from crosslayer.data.scenes import CLASS_NAMES, SceneConfig
-    from crosslayer.data.video import VideoReader, VideoWriter
-    from crosslayer.detect.factory import build_mode_detectors, synthetic_sequences
-    from crosslayer.detect.metrics import evaluate_detections
-    from crosslayer.detect.pipeline import MODES, FrameOutput, STPConfig, process_video
-    from crosslayer.detect.plots import annotate_frame
+    from crosslayer.detect.api import DetectConfig, check_frame_size, detect_video, open_video
+    from crosslayer.detect.factory import build_mode_detectors
+    from crosslayer.detect.pipeline import MODES
     from crosslayer.errors import ConfigError, DataError
     from crosslayer.fileio import atomic_write_json, ensure_writable_dir
 
@@ -93,60 +81,21 @@ def detect_cmd(
         if not math.isfinite(value):
             raise ConfigError(f"{name} {value} is not allowed; use a finite number")
     check_range("--conf", conf, 0.0, 1.0, lo_open=True, hi_open=True)
-    cfg = STPConfig(min_overlap=overlap or tile // 3, budget=budget)
-    cfg.validate()
+    cfg = DetectConfig(mode=mode, tile=tile, min_overlap=overlap, budget=budget, max_frames=max_frames)
     out_dir = ensure_writable_dir(out)
-    gts: list[tuple[np.ndarray, np.ndarray]] = []
-    frames: Iterator[np.ndarray]
-    total: int | None
-    reader: VideoReader | None = None
-    if video == "synthetic":
-        n = max_frames or 60
-        scene = SceneConfig(num_frames=n)
-        make = synthetic_sequences(1, scene, seed=seed)[0]
-        frames, total, fps_in, size = _with_gt(make(), gts), n, 25.0, (scene.width, scene.height)
-    else:
-        reader = VideoReader(video, max_frames=max_frames)  # refuses oversized frames before decoding one
-        frames, total, fps_in, size = iter(reader), reader.frame_count or None, reader.fps, (reader.width,
-                                                                                             reader.height)
-    writer: VideoWriter | None = None
+    src = open_video(video, max_frames=max_frames, seed=seed)  # refuses oversized frames before decoding one
     try:
-        if mode != "resize" and mode != "full_frame" and tile > min(size):
-            raise ConfigError(f"--tile {tile} is larger than the {size[0]}x{size[1]} frame; use at most "
-                              f"{min(size)} px or the resize / full_frame mode")
-        det = build_mode_detectors(detector, (mode,), frame_size=size, tile=tile, conf_threshold=conf, seed=seed,
-                                   device=device)[mode]
-
-        def on_frame(o: FrameOutput, frame: np.ndarray, tiles: np.ndarray) -> None:
-            nonlocal writer
-            if video_out is None:
-                return
-            if writer is None:
-                w = min(frame.shape[1], 1280)
-                writer = VideoWriter(video_out, fps_in, (w, round(frame.shape[0] * w / frame.shape[1])))
-            writer.write(annotate_frame(frame, tiles, o.processed, o.detections, class_names=det.class_names))
-
-        with sigterm_as_interrupt():
-            try:
-                run = process_video(frames, det, mode, cfg, on_frame=on_frame, total=total, desc=f"detect {mode}")
-            finally:
-                if writer is not None:
-                    writer.close()
-    finally:
-        if reader is not None:
-            reader.close()
-    metrics = {"mode": mode, "detector": detector, "frames": len(run.frames), "tiles_total": run.n_tiles,
-               "tiles_per_frame": run.tiles_per_frame(), "macs_per_frame": run.macs_per_frame(), "fps": run.fps(),
-               "interrupted": run.interrupted, "error": run.error}
-    if gts:
-        agnostic = tuple(det.class_names) != CLASS_NAMES  # another detector's classes: boxes only
-        sc = evaluate_detections(gts[:len(run.frames)], [f.detections for f in run.frames],
-                                 num_classes=len(det.class_names), class_agnostic=agnostic)
-        metrics["class_agnostic"] = agnostic
-        metrics.update({"recall": sc.recall, "precision": sc.precision, "ap50": sc.ap50})
-    atomic_write_json(out_dir / "detections.json", {"mode": mode, "tiles": run.tiles.tolist(), "frames": [
-        {"index": f.index, "tiles": f.processed.tolist(), "detections": f.detections.to_json()} for f in run.frames]})
-    metrics = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
+        check_frame_size(cfg, src.size, "--tile")
+        det = build_mode_detectors(detector, (cfg.mode,), frame_size=src.size, tile=tile, conf_threshold=conf,
+                                   seed=seed, device=device)[cfg.mode]
+    except BaseException:
+        src.close()
+        raise
+    with sigterm_as_interrupt():
+        res = detect_video(det, cfg, src, video_out=video_out)
+    run, metrics = res.run, {"detector": detector, **res.metrics()}
+    metrics = {"mode": metrics.pop("mode"), **metrics}
+    atomic_write_json(out_dir / "detections.json", res.detections_json())
     atomic_write_json(out_dir / "metrics.json", metrics)  # NaN (no detections: precision undefined) as null
     emit(metrics, as_json, title=f"detect {mode}")
     if run.error:

@@ -8,13 +8,19 @@ import typer
 
 from crosslayer.cli.common import (
     DataDirOpt,
+    DatasetOpt,
     DeviceOpt,
     JsonOpt,
+    ModelOpt,
     OutOpt,
+    RunDirArg,
     SeedOpt,
+    StageOpt,
+    WeightsOpt,
     console,
     emit,
     handle_errors,
+    model_source,
     setup_logging,
 )
 
@@ -34,11 +40,8 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 
 @handle_errors
 def faults_cmd(
-    run_dir: Path = typer.Argument(None, help="A run directory; its last model checkpoint (or --stage's) is used."),
-    stage: str = typer.Option(None, "--stage", help="Which stage's checkpoint of RUN_DIR (default: the last)."),
-    model: str = typer.Option("lenet5", "--model", "-m", help="Model name when no RUN_DIR is given."),
-    weights: Path = typer.Option(None, "--weights", help="State dict for --model (weights_only=True)."),
-    dataset: str = typer.Option("mnist", "--dataset", "-d"),
+    run_dir: Path = RunDirArg, stage: str = StageOpt, model: str = ModelOpt, weights: Path = WeightsOpt,
+    dataset: str = DatasetOpt,
     test_limit: int = typer.Option(1000, "--test-limit", help="Fixed test subset: the first N test images."),
     target: str = typer.Option("weights", "--target", help="weights or activations."),
     campaign: str = typer.Option("sensitivity", "--campaign",
@@ -61,31 +64,28 @@ def faults_cmd(
     """Inject bit flips, stuck-at faults or memory bit errors into weights or activations and measure the
     accuracy drop with confidence intervals."""
     setup_logging(verbose)
-    from crosslayer.data import load_dataset
-    from crosslayer.device import resolve_device
+    from crosslayer.config import check_range, from_mapping
     from crosslayer.errors import ConfigError
     from crosslayer.fileio import atomic_write_json
-    from crosslayer.flow import load_run_model
-    from crosslayer.models import build_model, load_weights
     from crosslayer.report import write_html
-    from crosslayer.resilience.runner import FaultRunOptions, run_faults
+    from crosslayer.resilience import FaultConfig, fault_report, inject_faults
 
-    opts = FaultRunOptions(target=target, campaign=campaign, layers=tuple(layer), bits=_ints(bits, "--bits"),  # type: ignore[arg-type]
-                           ber=ber, injections=injections, margin=margin, confidence=confidence,
-                           representation=representation, code_bits=code_bits, mode=mode,  # type: ignore[arg-type]
-                           flips=flips, trials=trials, seed=seed)
-    if test_limit < 1:
-        raise ConfigError(f"--test-limit = {test_limit}; allowed >= 1")
-    test = load_dataset(dataset, "test", data_dir).subset(test_limit)
-    if run_dir is not None:
-        net = load_run_model(run_dir, stage)
-    else:
-        if weights is None:
-            raise ConfigError("give a RUN_DIR, or --model with --weights (a trained state dict)")
-        c, h, _ = test.input_shape
-        net = load_weights(build_model(model, num_classes=test.num_classes, in_channels=c, image_size=h), weights)
-    net.to(resolve_device(device))
-    metrics, rep = run_faults(net, test.images, test.labels, opts)
+    check_range("--test-limit", test_limit, 1)
+    check_range("--code-bits", code_bits, 2, 16)
+    if target not in ("weights", "activations"):
+        raise ConfigError(f"--target {target!r}; allowed weights, activations")
+    if campaign not in ("sensitivity", "statistical"):
+        raise ConfigError(f"--campaign {campaign!r}; allowed sensitivity, statistical")
+    kind = "activation_flips" if target == "activations" else "ber" if ber is not None else campaign
+    cfg = from_mapping(FaultConfig, {
+        "campaign": kind, "layers": list(layer), "bits": list(_ints(bits, "--bits")),
+        "bers": [] if ber is None else [ber], "injections": injections, "margin": margin, "confidence": confidence,
+        "representation": representation, "code_bits": code_bits, "mode": mode, "flips": flips, "trials": trials,
+        "eval_limit": test_limit}, section="faults")
+    ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
+                       seed=seed, device=device).context("faults")
+    res = inject_faults(ctx.model, cfg, ctx.data.test, seed=seed)
+    metrics, rep = res.metrics(), fault_report(res)
     if out is not None:
         atomic_write_json(out / "faults.json", metrics)
         rep.save(out / "faults_report.json")

@@ -6,7 +6,19 @@ from pathlib import Path
 
 import typer
 
-from crosslayer.cli.common import DataDirOpt, JsonOpt, console, emit, handle_errors, setup_logging
+from crosslayer.cli.common import (
+    DataDirOpt,
+    DatasetOpt,
+    JsonOpt,
+    RunDirArg,
+    StageOpt,
+    WeightsOpt,
+    console,
+    emit,
+    handle_errors,
+    model_source,
+    setup_logging,
+)
 
 hw_app = typer.Typer(help="Hardware model: energy, latency and dataflow of a model on an accelerator.",
                      no_args_is_help=True)
@@ -33,15 +45,17 @@ def presets_cmd(as_json: bool = JsonOpt) -> None:
 @hw_app.command("cost")
 @handle_errors
 def cost_cmd(
-    model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory."),
-    weights: Path = typer.Option(None, "--weights", help="State dict to load (weights_only=True)."),
-    run: Path = typer.Option(None, "--run", help="Run directory: cost the model its last stage left behind."),
+    run_dir: Path = RunDirArg, stage: str = StageOpt,
+    model: str = typer.Option(None, "--model", "-m", help="lenet5 (the default), lenet300, vgg-small, resnet20, "
+                                                          "mobilenetv2, or file.py:factory (code); weights optional."),
+    weights: Path = WeightsOpt,
+    run: Path = typer.Option(None, "--run", hidden=True, help="Same as RUN_DIR (older spelling)."),
     accelerator: str = typer.Option("eyeriss", "--accelerator", "-a", help="Preset (eyeriss, tpu) or TOML file."),
     dataflow: list[str] = typer.Option(None, "--dataflow", help="WS, OS, RS or IS (repeatable; default: all)."),
     objective: str = typer.Option("energy", "--objective", help="energy or latency."),
     skip: str = typer.Option("none", "--skip", help="Zero-skipping: none, weights, activations or both."),
     samples: int = typer.Option(64, "--samples", help="Test images used to measure activation sparsity."),
-    dataset: str = typer.Option("mnist", "--dataset", "-d"),
+    dataset: str = DatasetOpt,
     data_dir: str = DataDirOpt,
     out: Path = typer.Option(None, "--out", "-o", help="Write the report JSON (with figures) here."),
     seed: int = typer.Option(0, "--seed", help="Unused by the deterministic cost model; kept for symmetry."),
@@ -49,42 +63,33 @@ def cost_cmd(
 ) -> None:
     """Energy per level, latency and the best dataflow of MODEL on ACCELERATOR, layer by layer."""
     setup_logging(False)
-    from crosslayer.data import load_dataset
+    from crosslayer.config import check_range, from_mapping
     from crosslayer.errors import ConfigError
-    from crosslayer.flow import load_run_model
     from crosslayer.hw.accelerator import load_accelerator
-    from crosslayer.hw.analysis import add_tables, analyse_model, summary_metrics
+    from crosslayer.hw.analysis import add_tables
+    from crosslayer.hw.api import CostConfig, hardware_cost
     from crosslayer.hw.plots import dataflow_comparison_figure, layer_breakdown_figure, level_breakdown_figure
-    from crosslayer.hw.sparsity import SparsityConfig
-    from crosslayer.models import build_model, load_weights
     from crosslayer.report import Report
 
-    if objective not in ("energy", "latency"):
-        raise ConfigError(f"--objective = {objective!r} is not allowed; choose 'energy' or 'latency'")
-    if samples < 1:
-        raise ConfigError(f"--samples = {samples} must be at least 1")
+    if run is not None and run_dir is not None:
+        raise ConfigError("give the run directory once (RUN_DIR or --run)")
+    run_dir = run_dir or run
+    check_range("--samples", samples, 1)
     acc = load_accelerator(accelerator)
-    sparsity = SparsityConfig(skip=skip)  # type: ignore[arg-type]
-    test = load_dataset(dataset, "test", data_dir)
-    if run is not None:
-        net = load_run_model(run)
-    else:
-        c, h, _ = test.input_shape
-        net = build_model(model, num_classes=test.num_classes, in_channels=c, image_size=h)
-        if weights is not None:
-            load_weights(net, weights)
-    net = net.cpu()
-    mc = analyse_model(net, test.images[:samples], acc, dataflows=dataflow or None,
-                       objective=objective, sparsity=sparsity)  # type: ignore[arg-type]
-    metrics = {"accelerator": acc.name, "macs": mc.cost.macs, **summary_metrics(mc.cost)}
+    cfg = from_mapping(CostConfig, {"dataflows": list(dataflow or ()), "objective": objective,
+                                    "sparsity": {"skip": skip}}, section="hw cost")
+    ctx = model_source(run_dir, stage=stage, model=model, weights=weights, dataset=dataset, data_dir=data_dir,
+                       seed=seed, device="cpu").context("hardware", untrained=True)
+    mc = hardware_cost(ctx.model, acc, cfg, inputs=ctx.data.test.images[:samples])
+    metrics = mc.metrics()
     if out is not None:
         rep = Report("hardware", metrics=dict(metrics), seed=seed)
         add_tables(rep, mc, None)
         rep.figures += [level_breakdown_figure({"model": mc.cost}), layer_breakdown_figure(mc.cost),
                         dataflow_comparison_figure(mc.cost, None)]
         rep.save(out)
-    emit(metrics, as_json, title=f"{model if run is None else run} on {acc.name}")
+    emit(metrics, as_json, title=f"{model or 'lenet5' if run_dir is None else run_dir} on {mc.accelerator.name}")
     if not as_json:
-        for c in mc.cost.best_per_layer():
+        for c in mc.layers:
             console.print(f"{c.layer:>10} {c.dataflow:>3}  energy {c.total_energy:12.4g}  cycles {c.cycles:9d}  "
                           f"util {c.utilization:6.3f}  bound {c.bound}")

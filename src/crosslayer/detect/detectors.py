@@ -13,11 +13,8 @@ A factory file is code and runs as code when loaded; a detector's output is data
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import cv2
@@ -29,6 +26,7 @@ from crosslayer.config import check_range
 from crosslayer.detect.detections import Detections, MalformedDetectionsError, validate_detections
 from crosslayer.detect.tinynet import TinyGridDetector, count_macs, decode_grid
 from crosslayer.errors import ConfigError, ModelError
+from crosslayer.models import load_factory
 
 MAX_INPUT_SIDE = 4096  # px: a detector input (tile) side; larger inputs are refused before anything is allocated
 
@@ -223,26 +221,11 @@ class HOGPeopleDetector:
 
 
 def load_detector(spec: str) -> Detector:
-    """A user detector from ``path/to/file.py:factory`` (``factory()`` returns a :class:`Detector`)."""
-    path_s, _, factory = spec.partition(":")
-    path = Path(path_s)
-    if not factory or path.suffix != ".py":
+    """A user detector from ``path/to/file.py:factory`` or ``package.module:factory`` (``factory()`` returns a
+    :class:`Detector`), loaded by the project's one user-code loader, :func:`crosslayer.models.load_factory`."""
+    if ":" not in spec:
         raise ConfigError(f"detector {spec!r} is not allowed; use 'tiny', 'hog' or 'file.py:factory'")
-    if not path.is_file():
-        raise ModelError(f"detector file {str(path)!r} does not exist")
-    mod_name = f"_crosslayer_user_detector_{abs(hash(path.resolve()))}"
-    mspec = importlib.util.spec_from_file_location(mod_name, path)
-    if mspec is None or mspec.loader is None:
-        raise ModelError(f"cannot import detector file {str(path)!r}")
-    module = importlib.util.module_from_spec(mspec)
-    sys.modules[mod_name] = module
-    try:
-        mspec.loader.exec_module(module)
-    except Exception as exc:
-        raise ModelError(f"importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from exc
-    fn = getattr(module, factory, None)
-    if not callable(fn):
-        raise ModelError(f"{str(path)!r} has no callable {factory!r}")
+    fn = load_factory(spec, "detector")
     try:
         det = fn()
     except Exception as exc:

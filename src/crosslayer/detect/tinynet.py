@@ -19,6 +19,7 @@ from torch import nn
 from crosslayer.config import check_range
 from crosslayer.detect.boxes import nms
 from crosslayer.detect.detections import Detections
+from crosslayer.hw.workload import trace_layers
 
 __all__ = ["GridSpec", "TinyGridDetector", "count_macs", "decode_grid", "encode_targets", "grid_loss"]
 
@@ -82,28 +83,9 @@ class TinyGridDetector(nn.Module):
 def count_macs(model: nn.Module, height: int, width: int) -> int:
     """Multiply-accumulates of one forward pass on a (1, 3, height, width) input (convolutions and linears)."""
     macs = 0
-    hooks = []
-
-    def hook(mod: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-            macs += int(out.numel() // out.shape[0]) * k
-        elif isinstance(mod, nn.Linear):
-            macs += mod.in_features * mod.out_features
-
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            hooks.append(m.register_forward_hook(hook))
-    try:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, 3, height, width, device=next(model.parameters()).device))
-        model.train(was)
-    finally:
-        for h in hooks:
-            h.remove()
+    for c in trace_layers(model, torch.zeros(1, 3, height, width), lambda _n, m: isinstance(m, (nn.Conv2d, nn.Linear))):
+        m = c.module
+        macs += m.in_features * m.out_features if isinstance(m, nn.Linear) else c.macs_per_sample
     return macs
 
 

@@ -3,6 +3,13 @@
 The detector is trained on small crops (cheap on a CPU) cut from the training scenes' backgrounds
 (never the held-out test backgrounds) and, being fully convolutional, then runs on full-size tiles.
 Adam with a cosine learning rate, horizontal-flip augmentation, the grid loss of ``tinynet``.
+
+Why its own step and not :func:`crosslayer.train.fit`: ``fit`` trains a classifier on labelled images
+(cross-entropy, validation accuracy, best-epoch selection); the detector learns dense per-cell targets
+(objectness, box offsets, class) with the grid loss, its flip augmentation must mirror the targets with the
+image, and there is no validation accuracy to select an epoch by. What it shares with ``fit``: the seeding
+(``seed_everything``), the progress bar (``progress``) and the training cache's format and reader / writer
+(``load_cached`` / ``store_cached``).
 """
 
 from __future__ import annotations
@@ -23,8 +30,7 @@ from crosslayer.config import check_range, to_mapping
 from crosslayer.data.datasets import cache_dir
 from crosslayer.data.scenes import CLASS_NAMES, training_crops
 from crosslayer.detect.tinynet import GridSpec, TinyGridDetector, encode_targets, grid_loss
-from crosslayer.fileio import save_torch
-from crosslayer.train import progress, seed_everything
+from crosslayer.train import load_cached, progress, seed_everything, store_cached
 
 __all__ = ["DetectorTrainConfig", "TrainedDetector", "torch_threads", "train_tiny_detector"]
 
@@ -99,15 +105,9 @@ def train_tiny_detector(cfg: DetectorTrainConfig | None = None, *, seed: int = 0
     path = (cache or cache_dir()) / "detectors" / f"tiny-{_key(cfg, spec, seed)}.pt"
     gen = seed_everything(seed)  # before building the model: its initial weights are seeded too
     model = TinyGridDetector(spec)
-    if use_cache and path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(blob["state_dict"])
-            meta = json.loads(blob["meta"])
-            log.info("reusing cached detector %s", path)
-            return TrainedDetector(model.eval(), float(meta["train_seconds"]), float(meta["final_loss"]), True, path)
-        except Exception as exc:  # a stale or corrupt entry is retrained, never trusted
-            log.warning("ignoring unreadable detector cache %s (%s)", path, exc)
+    meta = load_cached(path, model, "detector") if use_cache else None
+    if meta is not None:
+        return TrainedDetector(model.eval(), float(meta["train_seconds"]), float(meta["final_loss"]), True, path)
     images, targets = training_crops(cfg.crops, cfg.crop_size, seed=seed, min_size=cfg.min_size,
                                      max_size=cfg.max_size, scale=cfg.scale)
     x_all = torch.from_numpy(images)  # (N, H, W, 3) uint8, permuted per batch: no second copy of the set
@@ -144,12 +144,7 @@ def train_tiny_detector(cfg: DetectorTrainConfig | None = None, *, seed: int = 0
             log.info("detector epoch %d: loss %.4f", epoch + 1, last)
     model.eval()
     seconds = time.perf_counter() - t0
-    try:
-        save_torch(path, {"state_dict": model.state_dict(),
-                          "meta": json.dumps({"train_seconds": seconds, "final_loss": last, "config": to_mapping(cfg),
-                                              "seed": seed})})
-    except OSError as exc:
-        log.warning("could not write the detector cache %s (%s)", path, exc)
+    store_cached(path, model, {"train_seconds": seconds, "final_loss": last, "config": to_mapping(cfg), "seed": seed})
     return TrainedDetector(model, seconds, last, False, path)
 
 

@@ -5,7 +5,9 @@ challenges (Sec. VI: hardware/software co-design, hardware-aware hyper-parameter
 to be made together with the hardware's energy and latency in the loop, as HAQ (Wang et al., CVPR 2019), AMC
 (He et al., ECCV 2018) and HyperPower (Stamoulis et al., DATE 2018) do. Here an Optuna study (multi-objective
 TPE or NSGA-II, seeded) chooses per layer the pruning ratio, weight and activation widths and approximate
-multiplier, and for the network the dataflow (and optionally in-memory execution).
+multiplier, and for the network the dataflow (and optionally in-memory execution or the weight memory's supply
+voltage: issue 19's energy in the loop, the design read through one seeded chip's faults at that voltage, as in
+MATIC, Kim et al., DATE 2018, and its weight buffer priced there by :mod:`crosslayer.hw.voltage`).
 
 Protocol: a trial is scored on the validation split only (a fixed subset, a short quantization-aware
 fine-tune); the Pareto set is then fine-tuned in full, scored on the whole validation split, which chooses the
@@ -30,14 +32,24 @@ from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError, CrossLayerError, StageError
 from crosslayer.explore.pareto import pareto_front
 from crosslayer.explore.search_config import OBJECTIVES, SearchConfig
-from crosslayer.explore.search_eval import FineTune, HardwareTarget, Measured, build_design, hardware_cost, measure
+from crosslayer.explore.search_eval import (
+    FineTune,
+    HardwareTarget,
+    Measured,
+    MemoryTarget,
+    build_design,
+    hardware_cost,
+    measure,
+)
 from crosslayer.explore.search_space import EXECUTIONS, MIN_DATAFLOWS, Design, SearchSpace
 from crosslayer.explore.search_study import make_sampler, open_storage, open_study, redact, run_trials, study_counts
 from crosslayer.hw import load_accelerator
+from crosslayer.hw.voltage import SramVoltageModel
 from crosslayer.imc import CrossbarSpec
 from crosslayer.train import evaluate, progress
 
-__all__ = ["FinalPoint", "SearchConfig", "SearchResult", "TrialRecord", "build_space", "search", "trial_records"]
+__all__ = ["FinalPoint", "SearchConfig", "SearchResult", "TrialRecord", "build_space", "memory_target", "search",
+           "trial_records"]
 
 log = logging.getLogger(__name__)
 _CATCH: tuple[type[BaseException], ...] = (CrossLayerError, RuntimeError, ValueError, ArithmeticError)
@@ -102,11 +114,14 @@ def build_space(model: nn.Module, cfg: SearchConfig, supported_dataflows: tuple[
                 notes: list[str] | None = None) -> SearchSpace:
     """The search space of ``model`` under ``cfg`` (layerwise, or the grid for ``sampler = "grid"``)."""
     notes = notes if notes is not None else []
+    voltages = tuple(float(v) for v in cfg.memory_voltages)
     if cfg.sampler == "grid":
-        return SearchSpace.grid(model, cfg.grid_schemes, cfg.grid_sparsities, cfg.grid_bits, cfg.grid_act_bits)
+        return SearchSpace.grid(model, cfg.grid_schemes, cfg.grid_sparsities, cfg.grid_bits, cfg.grid_act_bits,
+                                memory_voltages=voltages)
     space = SearchSpace.for_model(model, max_sparsity=cfg.max_sparsity,
                                   weight_bits=tuple(cfg.weight_bits), act_bits=tuple(cfg.act_bits),
-                                  multipliers=tuple(cfg.multipliers), dataflows=_dataflows(cfg, supported_dataflows))
+                                  multipliers=tuple(cfg.multipliers), dataflows=_dataflows(cfg, supported_dataflows),
+                                  memory_voltages=voltages)
     for n, why in space.exact_only.items():
         notes.append(f"layer {n} keeps the exact multiplier: {why}")
     if cfg.imc:
@@ -115,6 +130,17 @@ def build_space(model: nn.Module, cfg: SearchConfig, supported_dataflows: tuple[
         else:
             space = SearchSpace(**{**space.__dict__, "executions": EXECUTIONS})
     return space
+
+
+def memory_target(cfg: SearchConfig) -> MemoryTarget | None:
+    """The voltage-scaled weight memory of ``cfg`` (None when ``memory_voltages`` is empty): its curve, the
+    chip drawn down to the lowest voltage offered, and the SRAM energy model at the curve's nominal voltage."""
+    if not cfg.memory_voltages:
+        return None
+    curve = cfg.memory_curve_model()
+    energy = SramVoltageModel(nominal_v=curve.nominal_v, leakage_share=cfg.memory_leakage_share)
+    return MemoryTarget(curve, cfg.memory_chip_seed, min(cfg.memory_voltages), energy, cfg.memory_buffer,
+                        cfg.memory_adapt, cfg.memory_adapt_lr)
 
 
 def _subset(ds: Any, n: int) -> Any:
@@ -176,15 +202,16 @@ def search(model: nn.Module, config: SearchConfig, data: DataSplits, *, seed: in
     space = build_space(model, config, acc.dataflows, notes)
     n_trials = config.trials
     if space.mode == "grid":
-        size = len(space.grid_sparsity) * len(space.weight_bits)
+        size = space.grid_size
         if n_trials > size:
             notes.append(f"the grid has {size} points: {n_trials} trials capped to {size}")
             n_trials = size
     model = copy.deepcopy(model).eval()  # the caller's model stays as it was (mode included)
     trial_data = DataSplits(_subset(data.train, config.trial_train_limit), _subset(data.val, config.trial_val_limit),
                             _subset(data.val, config.trial_val_limit))  # the test split has no place in a trial
+    memory = memory_target(config)
     hw = HardwareTarget(acc, data.val.images[:config.hw_samples], skip=config.skip,
-                        crossbar=crossbar if crossbar is not None else CrossbarSpec())
+                        crossbar=crossbar if crossbar is not None else CrossbarSpec(), memory=memory)
     base_trial_acc = evaluate(model, trial_data.val).accuracy
     finetune = FineTune(config.trial_epochs, config.lr, config.batch_size)
     objectives = list(config.objectives)
@@ -193,9 +220,15 @@ def search(model: nn.Module, config: SearchConfig, data: DataSplits, *, seed: in
         t = time.perf_counter()
         design = space.suggest(trial)
         trial.set_user_attr("design", design.to_json())
-        built = build_design(model, design, trial_data, finetune, seed=seed, crossbar=hw.crossbar)
+        built = build_design(model, design, trial_data, finetune, seed=seed, crossbar=hw.crossbar, memory=memory)
         m = measure(built, trial_data.val, hw)
         loss_pp = 100.0 * (base_trial_acc - m.accuracy)
+        if memory is not None and design.memory_voltage is not None:
+            v = design.memory_voltage
+            trial.set_user_attr("memory_voltage", v)
+            trial.set_user_attr("memory_ber", memory.curve.ber(v))
+            trial.set_user_attr("memory_faulty_bits", sum(c.fault_count(v) for c in built.chips.values()))
+            trial.set_user_attr("weight_memory_energy_ratio", memory.energy.access_energy_ratio(v))
         for k, v in {**m.to_json(), "loss_pp": loss_pp, "seconds": time.perf_counter() - t, "pid": os.getpid(),
                      "threads": torch.get_num_threads(), "exact_kept": sorted(built.exact_kept)}.items():
             trial.set_user_attr(k, v)
@@ -217,6 +250,9 @@ def search(model: nn.Module, config: SearchConfig, data: DataSplits, *, seed: in
             "trial": [config.trial_epochs, config.trial_train_limit, config.trial_val_limit, config.lr,
                       config.batch_size], "hardware": [config.accelerator, config.skip, config.hw_samples],
             "sampler": config.sampler}
+    if memory is not None:  # absent without the knob: a study made before it still opens
+        meta["memory"] = [config.memory_curve, memory.curve.nominal_v, config.memory_chip_seed, config.memory_adapt,
+                          config.memory_adapt_lr, config.memory_leakage_share, config.memory_buffer]
     with tempfile.TemporaryDirectory(prefix="crosslayer-search-") as tmp:
         url = _storage_url(storage if storage is not None else config.storage, Path(tmp))
         st = open_storage(url, config.heartbeat_s)
@@ -288,7 +324,7 @@ def _finish(result: SearchResult, model: nn.Module, data: DataSplits, hw: Hardwa
         for rec in cands:
             assert rec.design is not None
             try:
-                built = build_design(model, rec.design, full, ft, seed=seed, crossbar=hw.crossbar)
+                built = build_design(model, rec.design, full, ft, seed=seed, crossbar=hw.crossbar, memory=hw.memory)
             except StageError as exc:
                 result.notes.append(f"trial {rec.number}: full fine-tuning failed ({exc})")
                 continue

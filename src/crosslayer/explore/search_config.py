@@ -9,6 +9,7 @@ from typing import Literal
 from crosslayer.approx import DEFAULT_NAMES
 from crosslayer.config import MAX_EPOCHS, Config, check_range
 from crosslayer.errors import ConfigError
+from crosslayer.memory.curves import BerCurve, check_voltage, resolve_curve
 from crosslayer.prune import SCHEMES
 
 __all__ = ["OBJECTIVES", "SearchConfig"]
@@ -44,6 +45,14 @@ class SearchConfig(Config):
     validation split and measured once on the test split; the reported point is the cheapest whose validation
     loss is within ``budget_pp``. Constraints for the sampler: ``max_loss_pp``, ``max_energy``, ``max_latency_ms``
     (0 = none).
+
+    Weight-memory voltage (issue 19; empty ``memory_voltages`` = off, the default): the network-level
+    ``memory_voltage`` is chosen among ``memory_voltages``; a trial reads its weights through one chip's
+    persistent faults at that voltage (``memory_curve``: a built-in BER curve or a CSV table, default the
+    ``kc705b-28nm-probit`` fit as the ``memory`` stage; the chip drawn from ``memory_chip_seed``), fine-tuned
+    with those faults in the forward pass when ``memory_adapt`` (MATIC, Kim et al., DATE 2018; Adam at
+    ``memory_adapt_lr``), and costs the ``memory_buffer`` level's per-access energy scaled to the voltage
+    (:func:`crosslayer.hw.voltage.at_memory_voltage`, ``memory_leakage_share`` of it leakage at nominal).
     """
 
     objectives: tuple[str, ...] = ("accuracy", "energy")
@@ -82,6 +91,13 @@ class SearchConfig(Config):
     max_loss_pp: float = 0.0
     max_energy: float = 0.0
     max_latency_ms: float = 0.0
+    memory_voltages: tuple[float, ...] = ()
+    memory_curve: str = "kc705b-28nm-probit"
+    memory_chip_seed: int = 0
+    memory_adapt: bool = True
+    memory_adapt_lr: float = 1e-3
+    memory_leakage_share: float = 0.0
+    memory_buffer: Literal["glb", "rf"] = "glb"
 
     def validate(self) -> None:
         if not self.objectives:
@@ -128,6 +144,37 @@ class SearchConfig(Config):
         check_range("budget_pp", self.budget_pp, 0.0, 100.0)
         for key in ("max_loss_pp", "max_energy", "max_latency_ms"):
             check_range(key, getattr(self, key), 0.0)
+        self._validate_memory()
+
+    def _validate_memory(self) -> None:
+        check_range("memory_chip_seed", self.memory_chip_seed, 0, 2**31 - 1)
+        check_range("memory_adapt_lr", self.memory_adapt_lr, 0.0, 1.0, lo_open=True)
+        check_range("memory_leakage_share", self.memory_leakage_share, 0.0, 1.0)
+        if self.memory_buffer not in ("glb", "rf"):
+            raise ConfigError(f"memory_buffer = {self.memory_buffer!r} is unknown; allowed: glb, rf")
+        if not self.memory_voltages:
+            return
+        for v in self.memory_voltages:
+            check_voltage(v, "memory_voltages[]")
+        if len(set(self.memory_voltages)) != len(self.memory_voltages):
+            raise ConfigError(f"memory_voltages = {list(self.memory_voltages)} lists a voltage twice")
+        curve = self.memory_curve_model()
+        for v in self.memory_voltages:
+            try:
+                curve.ber(v)
+            except ConfigError as exc:  # outside the curve's range: the message names the range
+                raise ConfigError(f"memory_voltages: {exc}") from None
+        if self.imc:
+            raise ConfigError("memory_voltages with imc = true: in-memory execution keeps the weights in crossbar "
+                              "conductances, not in the SRAM weight buffer the voltage scales; use one or the other")
+        if any(m != "exact" for m in self.multipliers):
+            raise ConfigError("memory_voltages needs multipliers = ['exact']: the weight-memory faults act on the "
+                              "stored codes of the quantized layers, which the approximate-multiplier emulation "
+                              "does not read through the chip")
+
+    def memory_curve_model(self) -> BerCurve:
+        """The BER curve of the weight memory (``memory_curve``: a built-in name or a CSV table)."""
+        return resolve_curve(self.memory_curve)
 
     @property
     def directions(self) -> list[str]:

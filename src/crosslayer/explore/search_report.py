@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from crosslayer.explore.pareto import pareto_front
-from crosslayer.explore.search import SearchResult, TrialRecord
+from crosslayer.explore.search import SearchResult, TrialRecord, memory_target
+from crosslayer.explore.search_space import Design
 from crosslayer.report import Figure, Report
 
 __all__ = ["AXES", "fill_report", "fronts_figure", "parallel_figure"]
@@ -134,12 +135,19 @@ def fill_report(rep: Report, result: SearchResult, sequential: Mapping[str, floa
                              "latency_ms": c.test.latency_ms})
         if sequential and "energy" in sequential:
             rep.metrics["energy_gain_vs_sequential"] = sequential["energy"] / c.test.energy
+    knob = bool(cfg.memory_voltages)  # the weight-memory voltage column only when the search chose it
+    if c is not None and knob and c.design.memory_voltage is not None:
+        memory = memory_target(cfg)
+        assert memory is not None
+        rep.metrics.update({"memory_voltage": c.design.memory_voltage, "memory_curve": memory.curve.name,
+                            "weight_memory_energy_ratio": memory.energy.access_energy_ratio(c.design.memory_voltage)})
     rep.add_table("Pareto set fine-tuned in full (validation chooses, test measured once)",
-                  ["trial", "dataflow", "execution", "sparsity", "val loss pp", "test loss pp", "test accuracy",
-                   "energy", "latency ms", "size B", "reported"],
-                  [[p.trial, p.design.dataflow, p.design.execution, round(p.test.sparsity, 4), round(p.val_loss_pp, 3),
-                    round(p.test_loss_pp, 3), p.test.accuracy, round(p.test.energy), round(p.test.latency_ms, 5),
-                    round(p.test.size_bytes), "yes" if c is not None and p.trial == c.trial else ""]
+                  ["trial", "dataflow", "execution", *(["memory V"] if knob else []), "sparsity", "val loss pp",
+                   "test loss pp", "test accuracy", "energy", "latency ms", "size B", "reported"],
+                  [[p.trial, p.design.dataflow, p.design.execution, *([p.design.memory_voltage] if knob else []),
+                    round(p.test.sparsity, 4), round(p.val_loss_pp, 3), round(p.test_loss_pp, 3), p.test.accuracy,
+                    round(p.test.energy), round(p.test.latency_ms, 5), round(p.test.size_bytes),
+                    "yes" if c is not None and p.trial == c.trial else ""]
                    for p in result.final])
     rep.add_table("Per-layer configuration of each finished Pareto point",
                   ["trial", "layer", "sparsity", "weight bits", "act bits", "multiplier"],
@@ -152,12 +160,22 @@ def fill_report(rep: Report, result: SearchResult, sequential: Mapping[str, floa
         assert r.design is not None
         rows.append([n, round(float(r.metrics["loss_pp"]), 3), round(float(r.metrics["energy"])),
                      round(float(r.metrics["latency_ms"]), 5), round(float(r.metrics["size_bytes"])),
-                     r.design.dataflow, r.design.summary()])
+                     r.design.dataflow, *([r.design.memory_voltage] if knob else []),
+                     Design(r.design.layers).summary()])
     rep.add_table("Pareto trials (validation subset, short fine-tune)",
-                  ["trial", "loss pp", "energy", "latency ms", "size B", "dataflow", "per-layer choices"], rows)
+                  ["trial", "loss pp", "energy", "latency ms", "size B", "dataflow", *(["memory V"] if knob else []),
+                   "per-layer choices"], rows)
     rep.notes.extend(result.notes)
     rep.notes.append(f"trials scored on {cfg.trial_val_limit or 'all'} validation images after {cfg.trial_epochs} "
                      f"epoch(s) of quantization-aware fine-tuning on {cfg.trial_train_limit or 'all'} training images; "
                      f"finished points fine-tuned {cfg.final_epochs} epoch(s) on "
                      f"{cfg.final_train_limit or 'all'} training images; the test split chose nothing")
+    if knob:
+        memory = memory_target(cfg)
+        assert memory is not None
+        rep.notes.append(f"weight-memory voltage chosen among {', '.join(f'{v:g}' for v in cfg.memory_voltages)} V "
+                         f"(BER curve {memory.curve.name}, nominal {memory.curve.nominal_v:g} V): accuracy with the "
+                         f"weights read through chip {cfg.memory_chip_seed}'s faults at that voltage"
+                         f"{', fine-tuned with them (MATIC)' if cfg.memory_adapt else ''}; energy with the "
+                         f"{cfg.memory_buffer} buffer's per-access energy scaled to it")
     rep.notes.append(f"study {result.study!r} in {result.storage}; open it with optuna-dashboard (docs/search.md)")

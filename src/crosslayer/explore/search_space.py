@@ -14,6 +14,9 @@ Two parameterisations share the same :class:`Design`:
   CVPR 2019, and AMC, He et al., ECCV 2018, choose bit widths and pruning ratios per layer in the same spirit).
   The multiplier applies to a layer with 8-bit weights and activations (:data:`MULTIPLIER_BITS`); with
   narrower operands the layer decodes to the exact multiplier, so the space stays the same for every trial;
+- with the weight-memory voltage knob (``memory_voltages`` non-empty), both add the network-level
+  ``memory_voltage`` (categorical over those voltages, asked last), the supply of the SRAM holding the weights;
+  without it nothing is asked and a design's ``memory_voltage`` is None (nominal);
 - ``grid``: the existing sweep of :mod:`crosslayer.explore.sweep` (scheme x global sparsity x weight bits, 8-bit
   activations, exact multipliers). Its magnitude masks are per-layer magnitude thresholds, so a grid point is
   the layerwise design with the per-layer sparsities that scheme reaches on the baseline's weights.
@@ -57,30 +60,41 @@ class LayerChoice:
 
 @dataclass(frozen=True)
 class Design:
-    """One point of the space: a choice per layer (by module name) and the network's dataflow and execution."""
+    """One point of the space: a choice per layer (by module name) and the network's dataflow and execution;
+    ``memory_voltage`` is the weight memory's supply in volts (None: nominal, fault-free, the memory not modelled;
+    set only when the search's voltage knob is on)."""
 
     layers: dict[str, LayerChoice]
     dataflow: str = "min-energy"
     execution: str = "digital"
+    memory_voltage: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"layers": {n: asdict(c) for n, c in self.layers.items()}, "dataflow": self.dataflow,
-                "execution": self.execution}
+        doc: dict[str, Any] = {"layers": {n: asdict(c) for n, c in self.layers.items()}, "dataflow": self.dataflow,
+                               "execution": self.execution}
+        if self.memory_voltage is not None:  # absent when off: the records of a search without the knob unchanged
+            doc["memory_voltage"] = self.memory_voltage
+        return doc
 
     @staticmethod
     def from_json(doc: Mapping[str, Any]) -> Design:
+        """The design of a :meth:`to_json` record; a record without ``memory_voltage`` reads as nominal (None)."""
         try:
             layers = {str(n): LayerChoice(sparsity=float(c["sparsity"]), weight_bits=int(c["weight_bits"]),
                                           act_bits=int(c["act_bits"]), multiplier=str(c.get("multiplier", "exact")))
                       for n, c in dict(doc["layers"]).items()}
-            return Design(layers, str(doc.get("dataflow", "min-energy")), str(doc.get("execution", "digital")))
+            raw = doc.get("memory_voltage")
+            voltage = None if raw is None else float(raw)
+            return Design(layers, str(doc.get("dataflow", "min-energy")), str(doc.get("execution", "digital")),
+                          voltage)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"not a design record: {exc}") from exc
 
     def summary(self) -> str:
-        """One line per layer, for tables: ``conv1 s0.50 w4 a8 drum5``."""
-        return "; ".join(f"{n} s{c.sparsity:.2f} w{c.weight_bits} a{c.act_bits} {c.multiplier}"
+        """One line per layer, for tables: ``conv1 s0.50 w4 a8 drum5`` (then ``memory 0.45 V`` when set)."""
+        text = "; ".join(f"{n} s{c.sparsity:.2f} w{c.weight_bits} a{c.act_bits} {c.multiplier}"
                          for n, c in self.layers.items())
+        return text if self.memory_voltage is None else f"{text}; memory {self.memory_voltage:g} V"
 
 
 def search_layers(model: nn.Module) -> list[str]:
@@ -123,6 +137,7 @@ class SearchSpace:
     mode: SpaceMode = "layerwise"
     grid_sparsity: dict[str, dict[str, float]] = field(default_factory=dict)
     grid_act_bits: int = 8
+    memory_voltages: tuple[float, ...] = ()
 
     # ----- building ---------------------------------------------------------------------------------
     @staticmethod
@@ -137,7 +152,7 @@ class SearchSpace:
 
     @staticmethod
     def grid(model: nn.Module, schemes: Sequence[str], sparsities: Sequence[float], bits: Sequence[int],
-             act_bits: int = 8, dataflow: str = "min-energy") -> SearchSpace:
+             act_bits: int = 8, dataflow: str = "min-energy", memory_voltages: Sequence[float] = ()) -> SearchSpace:
         """The grid sweep's space (:func:`crosslayer.explore.sweep.sweep`): scheme x global sparsity x weight bits,
         ``act_bits`` activations, exact multipliers, the cost model's least-energy dataflow per layer."""
         layers = tuple(search_layers(model))
@@ -149,7 +164,8 @@ class SearchSpace:
                 per = layer_sparsity(masks)
                 table[_grid_key(scheme, float(s))] = {n: per[f"{n}.weight" if n else "weight"] for n in layers}
         space = SearchSpace(layers=layers, weight_bits=tuple(int(b) for b in bits), act_bits=(act_bits,),
-                            dataflows=(dataflow,), mode="grid", grid_sparsity=table, grid_act_bits=act_bits)
+                            dataflows=(dataflow,), mode="grid", grid_sparsity=table, grid_act_bits=act_bits,
+                            memory_voltages=tuple(float(v) for v in memory_voltages))
         space.check()
         return space
 
@@ -177,13 +193,25 @@ class SearchSpace:
         for ex in self.executions:
             if ex not in EXECUTIONS:
                 raise ConfigError(f"execution {ex!r} is unknown; allowed: {', '.join(EXECUTIONS)}")
+        if len(set(self.memory_voltages)) != len(self.memory_voltages):
+            raise ConfigError(f"memory_voltages = {list(self.memory_voltages)} lists a voltage twice")
+        if self.memory_voltages and "imc" in self.executions:
+            raise ConfigError("the weight-memory voltage and in-memory execution exclude each other")
+
+    @property
+    def grid_size(self) -> int:
+        """Points of the ``grid`` mode (scheme x sparsity x weight bits, times the memory voltages)."""
+        return len(self.grid_sparsity) * len(self.weight_bits) * max(1, len(self.memory_voltages))
 
     # ----- Optuna -----------------------------------------------------------------------------------
     def grid_search_space(self) -> dict[str, list[Any]]:
         """The parameter grid of the ``grid`` mode, for :class:`optuna.samplers.GridSampler`."""
         if self.mode != "grid":
             raise ConfigError("grid_search_space needs a grid space (SearchSpace.grid)")
-        return {"point": sorted(self.grid_sparsity), "weight_bits": list(self.weight_bits)}
+        grid: dict[str, list[Any]] = {"point": sorted(self.grid_sparsity), "weight_bits": list(self.weight_bits)}
+        if self.memory_voltages:
+            grid["memory_voltage"] = list(self.memory_voltages)
+        return grid
 
     def suggest(self, trial: Any) -> Design:
         """Ask ``trial`` (an ``optuna.Trial``) for every parameter of the space; the design it names."""
@@ -202,16 +230,19 @@ class SearchSpace:
                 trial.suggest_categorical("dataflow", list(self.dataflows))
             if len(self.executions) > 1:
                 trial.suggest_categorical("execution", list(self.executions))
+        if self.memory_voltages:  # last, so that a search without the knob asks exactly what it asked before
+            trial.suggest_categorical("memory_voltage", list(self.memory_voltages))
         return self.decode(trial.params)
 
     def decode(self, params: Mapping[str, Any]) -> Design:
         """The design of a trial's parameters (as ``study.trials[i].params`` holds them)."""
         try:
+            voltage = float(params["memory_voltage"]) if self.memory_voltages else None
             if self.mode == "grid":
                 per = self.grid_sparsity[str(params["point"])]
                 wb = int(params["weight_bits"])
                 return Design({n: LayerChoice(per[n], wb, self.grid_act_bits) for n in self.layers},
-                              self.dataflows[0], "digital")
+                              self.dataflows[0], "digital", voltage)
             layers = {}
             for n in self.layers:
                 wb, ab = int(params[f"{n}:weight_bits"]), int(params[f"{n}:act_bits"])
@@ -221,7 +252,7 @@ class SearchSpace:
                 sparsity = round(1.0 - float(params.get(f"{n}:density", 1.0)), 4)
                 layers[n] = LayerChoice(max(sparsity, 0.0), wb, ab, mult)
             return Design(layers, str(params.get("dataflow", self.dataflows[0])),
-                          str(params.get("execution", self.executions[0])))
+                          str(params.get("execution", self.executions[0])), voltage)
         except KeyError as exc:
             raise ConfigError(f"trial parameters lack {exc}; they belong to another search space") from exc
 
@@ -229,6 +260,10 @@ class SearchSpace:
         """The space as plain JSON (stored with the study; its digest guards against mixing spaces)."""
         d = asdict(self)
         d["layers"] = list(self.layers)
+        if not self.memory_voltages:
+            del d["memory_voltages"]  # without the knob: the description (and digest) of a search before it
+        else:
+            d["memory_voltages"] = list(self.memory_voltages)
         return d
 
     def digest(self) -> str:

@@ -1,69 +1,42 @@
-"""One call from a torch model to its hardware cost, and the report tables the stage and CLI share."""
+"""The hardware step's report tables (shared by the stage and the CLI) and :func:`analyse_model`, the
+keyword form of :func:`~crosslayer.hw.api.hardware_cost` kept for the benchmarks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from crosslayer.hw.accelerator import Accelerator
+from crosslayer.hw.api import CostConfig, HardwareCostResult, hardware_cost, relative_power_of, summary_metrics
 from crosslayer.hw.mapping import LEVELS, Objective
-from crosslayer.hw.network import NetworkCost, evaluate_network
-from crosslayer.hw.shapes import LayerShape
 from crosslayer.hw.sparsity import SparsityConfig
-from crosslayer.hw.workload import extract_workload
 from crosslayer.report import Report
 
 __all__ = ["ModelCost", "add_tables", "analyse_model", "relative_power_from_assignment", "summary_metrics"]
 
+ModelCost = HardwareCostResult
+"""The result of :func:`analyse_model` (its ``workload`` and ``cost``)."""
 
-@dataclass(frozen=True)
-class ModelCost:
-    workload: tuple[LayerShape, ...]
-    cost: NetworkCost
-
-
-def relative_power_from_assignment(assignment: Mapping[str, Any] | None) -> dict[str, float]:
-    """``{layer: relative_power}`` from the approximate stage's ``multiplier_assignment`` artifact."""
-    out: dict[str, float] = {}
-    for layer, entry in (assignment or {}).items():
-        if isinstance(entry, Mapping) and "relative_power" in entry:
-            out[str(layer)] = float(entry["relative_power"])
-    return out
+relative_power_from_assignment = relative_power_of
 
 
 def analyse_model(model: nn.Module, inputs: torch.Tensor, acc: Accelerator, *,
                   dataflows: Sequence[str] | None = None, objective: Objective = "energy",
                   sparsity: SparsityConfig | None = None, relative_power: Mapping[str, float] | None = None,
-                  float_bits: int | None = None, include_pooling: bool = True) -> ModelCost:
-    """Extract the workload of ``model`` on ``inputs`` and cost it on ``acc``. Layers that are not quantized
-    run at ``float_bits``, by default the accelerator's own precision (``mac.reference_bits``): a float
-    model is costed as the accelerator would run it, not at 32 bits on a 16-bit array."""
-    bits = acc.reference_bits if float_bits is None else float_bits
-    wl = extract_workload(model, inputs, float_bits=bits, include_pooling=include_pooling)
-    return ModelCost(wl, evaluate_network(wl, acc, dataflows=dataflows, objective=objective, sparsity=sparsity,
-                                          relative_power=relative_power))
+                  float_bits: int | None = None, include_pooling: bool = True) -> HardwareCostResult:
+    """Extract the workload of ``model`` on ``inputs`` and cost it on ``acc`` (:func:`hardware_cost`). Layers that
+    are not quantized run at ``float_bits``, by default the accelerator's own precision (``mac.reference_bits``):
+    a float model is costed as the accelerator would run it, not at 32 bits on a 16-bit array."""
+    cfg = CostConfig(dataflows=tuple(dataflows or ()), objective=objective, sparsity=sparsity or SparsityConfig(),
+                     relative_power=dict(relative_power or {}), float_bits=float_bits or 0,
+                     include_pooling=include_pooling)
+    return hardware_cost(model, acc, cfg, inputs=inputs)
 
 
-def summary_metrics(nc: NetworkCost, prefix: str = "") -> dict[str, Any]:
-    """Scalar metrics of a network cost (best per-layer mix, plus each dataflow's totals)."""
-    m: dict[str, Any] = {
-        f"{prefix}energy_per_inference": nc.energy("best"),
-        f"{prefix}energy_per_mac": nc.energy_per_mac("best"),
-        f"{prefix}latency_ms": nc.latency_s("best") * 1e3,
-        f"{prefix}cycles": nc.cycles("best"),
-        f"{prefix}best_dataflow": nc.best_dataflow(),
-    }
-    for df in nc.dataflows:
-        m[f"{prefix}energy_{df}"] = nc.energy(df)
-        m[f"{prefix}latency_ms_{df}"] = nc.latency_s(df) * 1e3
-    return m
-
-
-def add_tables(rep: Report, current: ModelCost, baseline: ModelCost | None) -> None:
+def add_tables(rep: Report, current: HardwareCostResult, baseline: HardwareCostResult | None) -> None:
     """Workload, per-layer (best dataflow) and dataflow-comparison tables."""
     rep.add_table("Workload (current model)",
                   ["layer", "kind", "shape", "MACs", "weight bits", "act bits", "weight density", "act density"],

@@ -1,5 +1,6 @@
 """Flow stage ``hardware``: the current (compressed, approximated) model and the dense baseline on an
-accelerator, per layer and dataflow; publishes ``hw_energy_per_inference`` and ``hw_energy_per_mac``."""
+accelerator, per layer and dataflow (thin caller of :func:`~crosslayer.hw.api.hardware_cost`); publishes
+``hw_energy_per_inference`` and ``hw_energy_per_mac``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ from typing import Literal
 from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
 from crosslayer.hw.accelerator import DATAFLOWS, load_accelerator
-from crosslayer.hw.analysis import ModelCost, add_tables, analyse_model, relative_power_from_assignment, summary_metrics
+from crosslayer.hw.analysis import add_tables
+from crosslayer.hw.api import CostConfig, HardwareCostResult, hardware_cost, relative_power_of, summary_metrics
 from crosslayer.hw.plots import dataflow_comparison_figure, layer_breakdown_figure, level_breakdown_figure
 from crosslayer.hw.sparsity import SparsityConfig
 from crosslayer.report import Report
-from crosslayer.stage import StageContext, StageResult, register_stage
+from crosslayer.stage import (
+    HW_ENERGY_PER_INFERENCE,
+    HW_ENERGY_PER_MAC,
+    MULTIPLIER_ASSIGNMENT,
+    StageContext,
+    StageResult,
+    register_stage,
+)
 
 __all__ = ["HardwareConfig", "hardware_stage"]
 
@@ -49,23 +58,23 @@ def hardware_stage(ctx: StageContext, cfg: HardwareConfig) -> StageResult:
     acc = load_accelerator(cfg.accelerator)
     float_bits = cfg.float_bits or acc.reference_bits
     inputs = ctx.data.test.images[: cfg.samples]
-    assignment = ctx.artifacts.get("multiplier_assignment")
-    rp = relative_power_from_assignment(assignment)
+    assignment = ctx.get(MULTIPLIER_ASSIGNMENT)
     if assignment is None:
         rep.notes.append("no multiplier_assignment artifact (approximate stage not run): exact multipliers, "
                          "relative power 1")
-    sparsity = SparsityConfig(skip=cfg.skip, index_bits=cfg.index_bits)
-    dfs = cfg.dataflows or None
-    current = analyse_model(ctx.model, inputs, acc, dataflows=dfs, objective=cfg.objective, sparsity=sparsity,
-                            relative_power=rp, float_bits=float_bits)
-    baseline: ModelCost | None = None
+    cost = CostConfig(dataflows=cfg.dataflows, objective=cfg.objective, float_bits=float_bits,
+                      sparsity=SparsityConfig(skip=cfg.skip, index_bits=cfg.index_bits),
+                      relative_power=relative_power_of(assignment))
+    current = hardware_cost(ctx.model, acc, cost, inputs=inputs)
+    baseline: HardwareCostResult | None = None
     base_model = ctx.models.get("baseline")
     if cfg.compare_baseline:
         if base_model is None:
             rep.notes.append("no 'baseline' model published: no dense comparison")
         else:
-            baseline = analyse_model(base_model, inputs, acc, dataflows=dfs, objective=cfg.objective,
-                                     sparsity=SparsityConfig(skip="none"), float_bits=float_bits)
+            dense = CostConfig(dataflows=cfg.dataflows, objective=cfg.objective, float_bits=float_bits,
+                               sparsity=SparsityConfig(skip="none"))
+            baseline = hardware_cost(base_model, acc, dense, inputs=inputs)
     nc = current.cost
     rep.metrics.update(summary_metrics(nc))
     rep.metrics.update({"accelerator": acc.name, "objective": cfg.objective, "macs": nc.macs, "skip": cfg.skip,
@@ -91,5 +100,5 @@ def hardware_stage(ctx: StageContext, cfg: HardwareConfig) -> StageResult:
     best = nc.costs("best")
     rep.notes.append("best dataflow per layer: " + ", ".join(f"{c.layer}={c.dataflow}" for c in best)
                      + f"; best single dataflow: {nc.best_dataflow()}")
-    return StageResult(report=rep, artifacts={"hw_energy_per_inference": nc.energy("best"),
-                                              "hw_energy_per_mac": nc.energy_per_mac("best")})
+    return StageResult(report=rep, artifacts={HW_ENERGY_PER_INFERENCE: nc.energy("best"),
+                                              HW_ENERGY_PER_MAC: nc.energy_per_mac("best")})

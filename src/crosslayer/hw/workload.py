@@ -1,6 +1,8 @@
 """Workload extraction: a torch model run on real inputs -> a tuple of :class:`LayerShape`.
 
-The only torch-touching part of the hardware model. Forward hooks record each conv / linear / pooling
+The only torch-touching part of the hardware model, and the owner of the project's forward-hook tracing
+(:func:`trace_layers`, which the MAC counts of pruning, approximate multipliers, the detector and the crossbar
+cost use too). Forward hooks record each conv / linear / pooling
 layer's input shape and the measured fraction of non-zero input activations (after the layer's own input
 quantization when it is a ``crosslayer.quant`` layer: values that round to zero are zeros the hardware
 sees); the weights give the weight density and the non-zeros per output channel. Bit widths come from a
@@ -10,8 +12,8 @@ quantized layer's ``weight_spec`` / ``act_spec``; plain float layers use ``float
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +22,7 @@ from torch import nn
 from crosslayer.hw.errors import MappingError
 from crosslayer.hw.shapes import LayerKind, LayerShape
 
-__all__ = ["extract_workload"]
+__all__ = ["LayerCall", "extract_workload", "trace_layers"]
 
 log = logging.getLogger(__name__)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
@@ -38,31 +40,76 @@ def _bits(spec: Any, float_bits: int) -> int:
     return int(spec.bits) if spec is not None else float_bits
 
 
-@contextmanager
-def _recording(model: nn.Module, store: dict[str, dict[str, Any]]) -> Iterator[None]:
-    handles = []
+@dataclass(frozen=True)
+class LayerCall:
+    """One call of a layer during a traced forward pass: its name, the module, the shapes of its first input
+    and of its output (batch dimension included)."""
 
-    def hook(name: str, mod: nn.Module):
-        def fn(_m: nn.Module, args: tuple[Any, ...], _out: Any) -> None:
-            x = args[0]
-            q = getattr(mod, "quant_input", None)
-            if callable(q) and getattr(mod, "act_spec", None) is not None:
-                with torch.no_grad():
-                    x = q(x)
-            rec = store.setdefault(name, {"nonzero": 0, "total": 0})
-            rec["shape"] = tuple(x.shape)
-            rec["nonzero"] += int(torch.count_nonzero(x))
-            rec["total"] += x.numel()
+    name: str
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+
+    @property
+    def weight_per_output(self) -> int:
+        """Weights feeding one output value: ``in_channels / groups x kernel`` of a conv, ``in_features`` of a
+        linear (of the wrapped layer, for a quantized or approximate wrapper with ``.layer``)."""
+        w = getattr(getattr(self.module, "layer", self.module), "weight", None)
+        if not isinstance(w, torch.Tensor):
+            raise MappingError(f"layer {self.name!r} ({type(self.module).__name__}) has no weight tensor")
+        return int(w[0].numel())
+
+    @property
+    def outputs_per_sample(self) -> int:
+        """Output values per sample (all dimensions but the batch)."""
+        n = 1
+        for d in self.output_shape[1:]:
+            n *= int(d)
+        return n
+
+    @property
+    def macs_per_sample(self) -> int:
+        """Multiply-accumulates of this call per sample: every output value is one dot product."""
+        return self.outputs_per_sample * self.weight_per_output
+
+
+OnCall = Callable[[str, nn.Module, tuple[Any, ...], Any], None]
+
+
+@torch.no_grad()
+def trace_layers(model: nn.Module, inputs: torch.Tensor, select: Callable[[str, nn.Module], bool], *,
+                 on_call: OnCall | None = None) -> list[LayerCall]:
+    """Run ``inputs`` through ``model`` once (eval mode, no gradients; its mode restored, inputs moved to its
+    device) and record every call of the modules ``select(name, module)`` picks, in execution order (a module
+    called twice appears twice). ``on_call(name, module, args, output)`` also sees each call as it happens.
+
+    The one forward-hook tracer of the project: MAC counts and layer shapes everywhere come from it."""
+    calls: list[LayerCall] = []
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        def fn(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            x = args[0] if args else None
+            calls.append(LayerCall(name, mod, tuple(x.shape) if isinstance(x, torch.Tensor) else (),
+                                   tuple(out.shape) if isinstance(out, torch.Tensor) else ()))
+            if on_call is not None:
+                on_call(name, mod, args, out)
         return fn
 
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear, *_POOLS)):
-            handles.append(mod.register_forward_hook(hook(name, mod)))
+    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules() if select(name, m)]
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
-        yield
+        model(inputs.to(device))
     finally:
         for h in handles:
             h.remove()
+        model.train(was_training)
+    return calls
+
+
+def _workload_layer(name: str, mod: nn.Module) -> bool:
+    return isinstance(mod, (nn.Conv2d, nn.Linear, *_POOLS))
 
 
 @torch.no_grad()
@@ -73,14 +120,18 @@ def extract_workload(model: nn.Module, inputs: torch.Tensor, *, float_bits: int 
     if inputs.ndim < 2 or inputs.shape[0] == 0:
         raise MappingError(f"inputs must be a non-empty batch, got shape {tuple(inputs.shape)}")
     store: dict[str, dict[str, Any]] = {}
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        with _recording(model, store):
-            model(inputs.to(device))
-    finally:
-        model.train(was_training)
+
+    def record(name: str, mod: nn.Module, args: tuple[Any, ...], _out: Any) -> None:
+        x = args[0]
+        q = getattr(mod, "quant_input", None)
+        if callable(q) and getattr(mod, "act_spec", None) is not None:
+            x = q(x)  # values that round to zero are zeros the hardware sees
+        rec = store.setdefault(name, {"nonzero": 0, "total": 0})
+        rec["shape"] = tuple(x.shape)
+        rec["nonzero"] += int(torch.count_nonzero(x))
+        rec["total"] += x.numel()
+
+    trace_layers(model, inputs, _workload_layer, on_call=record)
     modules = dict(model.named_modules())
     out: list[LayerShape] = []
     for name, rec in store.items():  # dict order = first-call order = execution order

@@ -24,7 +24,6 @@ MAC-normalised units (Eyeriss, Chen et al., ISCA 2016: MAC = 1).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,9 +32,10 @@ from torch import nn
 
 from crosslayer.config import Config, check_range
 from crosslayer.errors import StageError
+from crosslayer.hw.workload import trace_layers
 from crosslayer.imc.spec import CrossbarSpec
 
-__all__ = ["CostParams", "LayerCost", "LayerShape", "layer_cost", "layer_shapes", "network_cost"]
+__all__ = ["CostParams", "LayerCost", "MatrixShape", "layer_cost", "layer_shapes", "network_cost"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +63,9 @@ class CostParams(Config):
 
 
 @dataclass(frozen=True)
-class LayerShape:
-    """One crossbar-mapped layer: its matrix (in x out) and how many input vectors one inference feeds it."""
+class MatrixShape:
+    """One crossbar-mapped layer: its matrix (in x out) and how many input vectors one inference feeds it (the
+    hardware model's :class:`~crosslayer.hw.shapes.LayerShape` describes a layer for a digital accelerator)."""
 
     name: str
     in_features: int
@@ -92,7 +93,7 @@ class LayerCost:
         return {**asdict(self), "energy_pj": self.energy_pj}
 
 
-def layer_cost(shape: LayerShape, spec: CrossbarSpec, params: CostParams | None = None) -> LayerCost:
+def layer_cost(shape: MatrixShape, spec: CrossbarSpec, params: CostParams | None = None) -> LayerCost:
     """Energy per inference, area and latency of one layer (ideal converters, 0 bits, are costed as 8 bits)."""
     p = params or CostParams()
     if shape.in_features < 1 or shape.out_features < 1 or shape.vectors < 1:
@@ -119,7 +120,7 @@ def layer_cost(shape: LayerShape, spec: CrossbarSpec, params: CostParams | None 
     return LayerCost(shape.name, tiles, shape.vectors, array_pj, dac_pj, adc_pj, adc_conv, area, latency)
 
 
-def network_cost(shapes: list[LayerShape], spec: CrossbarSpec, params: CostParams | None = None
+def network_cost(shapes: list[MatrixShape], spec: CrossbarSpec, params: CostParams | None = None
                  ) -> tuple[list[LayerCost], dict[str, float]]:
     """Per-layer costs and totals (energy in pJ and in digital-MAC units, area, latency, MACs)."""
     p = params or CostParams()
@@ -134,37 +135,24 @@ def network_cost(shapes: list[LayerShape], spec: CrossbarSpec, params: CostParam
     return costs, totals
 
 
-def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerShape]:
+def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[MatrixShape]:
     """The Linear / Conv2d (or crossbar) layers of ``model`` as matrices, with input vectors per inference,
-    found by one forward pass of a zero image of ``input_shape`` (C, H, W)."""
+    found by one traced forward pass (:func:`~crosslayer.hw.workload.trace_layers`) of a zero image of
+    ``input_shape`` (C, H, W)."""
     from crosslayer.imc.crossbar import CrossbarLayer
 
-    found: list[LayerShape] = []
-    handles = []
+    def mapped(_name: str, m: nn.Module) -> bool:
+        return isinstance(m, (nn.Linear, nn.Conv2d, CrossbarLayer))
 
-    def hook(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
-        def fn(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            if isinstance(mod, nn.Conv2d) or (isinstance(mod, CrossbarLayer) and mod.kind == "conv"):
-                vectors = int(out.shape[-1] * out.shape[-2])
-            else:
-                vectors = int(inp[0].numel() // inp[0].shape[-1])
-            w = mod.effective_weight() if isinstance(mod, CrossbarLayer) else mod.get_parameter("weight")
-            found.append(LayerShape(name, int(w[0].numel()), int(w.shape[0]), vectors))
-        return fn
-
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d, CrossbarLayer)):
-            handles.append(m.register_forward_hook(hook(name)))
-    if not handles:
+    if not any(mapped(n, m) for n, m in model.named_modules()):
         raise StageError("the model has no Linear or Conv2d layer to cost on a crossbar")
-    try:
-        dev = next((b.device for b in model.parameters()), torch.device("cpu"))
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=dev))
-        model.train(was)
-    finally:
-        for h in handles:
-            h.remove()
+    found: list[MatrixShape] = []
+    for c in trace_layers(model, torch.zeros(1, *input_shape), mapped):
+        mod = c.module
+        if isinstance(mod, nn.Conv2d) or (isinstance(mod, CrossbarLayer) and mod.kind == "conv"):
+            vectors = int(c.output_shape[-1] * c.output_shape[-2])
+        else:
+            vectors = math.prod(c.input_shape) // c.input_shape[-1]
+        w = mod.effective_weight() if isinstance(mod, CrossbarLayer) else mod.get_parameter("weight")
+        found.append(MatrixShape(c.name, int(w[0].numel()), int(w.shape[0]), vectors))
     return found

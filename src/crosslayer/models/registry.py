@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -20,7 +21,7 @@ from crosslayer.models.normalize import set_input_stats
 from crosslayer.models.resnet import ResNet20
 from crosslayer.models.vgg import SmallVGG
 
-__all__ = ["MODELS", "build_model", "count_params", "load_weights"]
+__all__ = ["MODELS", "build_model", "count_params", "load_factory", "load_weights"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": LeNet5,
@@ -37,16 +38,22 @@ _ALIASES = {"lenet-5": "lenet5", "lenet300100": "lenet300", "lenet-300-100": "le
             "mobilenet-v2": "mobilenetv2", "mobilenet_v2": "mobilenetv2"}
 
 
-def _load_factory(spec: str) -> Callable[..., nn.Module]:
+def load_factory(spec: str, what: str = "user model") -> Callable[..., Any]:
+    """The callable ``factory`` of ``path/to/file.py:factory`` or ``package.module:factory``: the one loader of
+    user code (models, detectors). A file is imported once per process and content as one stable module (the
+    same classes every time); it is code and runs as code. Every failure is a ``ModelError`` naming ``what``
+    was loaded."""
     target, sep, factory = spec.rpartition(":")
     if not sep or not target or not factory:
-        raise ModelError(f"user model {spec!r} must look like path/to/file.py:factory or package.module:factory")
+        raise ModelError(f"{what} {spec!r} must look like path/to/file.py:factory or package.module:factory")
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target).expanduser()
         if not path.is_file():
-            raise ModelError(f"user model file {str(path)!r} does not exist")
-        # one stable module per file and process: the same classes every time the model is built
-        mod_name = "crosslayer_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+            raise ModelError(f"{what} file {str(path)!r} does not exist")
+        # one stable module per file (and its content) and process: the same classes every time the model is
+        # built; a file edited since is imported afresh
+        digest = hashlib.sha256(str(path.resolve()).encode() + b"\0" + path.read_bytes())
+        mod_name = "crosslayer_user_" + digest.hexdigest()[:16]
         cached = sys.modules.get(mod_name)
         if cached is not None:
             fn = getattr(cached, factory, None)
@@ -54,7 +61,7 @@ def _load_factory(spec: str) -> Callable[..., nn.Module]:
                 return fn
         mspec = importlib.util.spec_from_file_location(mod_name, path)
         if mspec is None or mspec.loader is None:
-            raise ModelError(f"cannot import user model file {str(path)!r}")
+            raise ModelError(f"cannot import {what} file {str(path)!r}")
         module = importlib.util.module_from_spec(mspec)
         sys.modules[mod_name] = module
         try:
@@ -66,7 +73,7 @@ def _load_factory(spec: str) -> Callable[..., nn.Module]:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise ModelError(f"cannot import module {target!r} for user model {spec!r}: {exc}") from exc
+            raise ModelError(f"cannot import module {target!r} for {what} {spec!r}: {exc}") from exc
     fn = getattr(module, factory, None)
     if not callable(fn):
         raise ModelError(f"{target!r} has no callable factory {factory!r}")
@@ -102,7 +109,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_si
     MobileNetV2; a user model with one too); models without one are left as they are.
     """
     if ":" in name:
-        fn = _load_factory(name)
+        fn = load_factory(name)
         kwargs = _factory_kwargs(fn, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
         try:
             model = fn(**kwargs)

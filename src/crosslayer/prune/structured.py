@@ -18,6 +18,7 @@ from torch import nn
 
 from crosslayer.config import check_range
 from crosslayer.errors import ConfigError, StageError
+from crosslayer.hw.workload import trace_layers
 from crosslayer.prune.tracer import ChannelGroup, trace_channel_groups
 
 __all__ = ["Importance", "StructuredResult", "channel_importance", "count_macs", "prunable_groups",
@@ -177,32 +178,17 @@ def prune_structured(model: nn.Module, example_input: torch.Tensor, amount: floa
                             sum(p.numel() for p in model.parameters()), macs0, count_macs(model, example_input))
 
 
-@torch.no_grad()
 def count_macs(model: nn.Module, example_input: torch.Tensor, *, nonzero: bool = False) -> int:
     """Multiply-accumulates of one forward pass of ``example_input`` (one sample) over Conv2d / Linear.
 
     With ``nonzero`` only MACs with a non-zero weight count (what a sparse accelerator executes).
     """
     total = 0
-
-    def hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        nonlocal total
-        w = m.weight
+    for c in trace_layers(model, example_input[:1], lambda _n, m: isinstance(m, nn.Conv2d | nn.Linear)):
+        w = c.module.weight
         assert isinstance(w, torch.Tensor)
         per_out = int(torch.count_nonzero(w)) if nonzero else w.numel()
-        if isinstance(m, nn.Conv2d):
-            total += per_out * out[0].shape[-1] * out[0].shape[-2]
-        else:
-            total += per_out * (out[0].numel() // max(1, out.shape[-1]))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    was_training = model.training
-    model.eval()
-    try:
-        dev = next(model.parameters()).device
-        model(example_input[:1].to(dev))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+        out = c.output_shape
+        positions = out[-1] * out[-2] if isinstance(c.module, nn.Conv2d) else c.outputs_per_sample // max(1, out[-1])
+        total += per_out * positions
     return total

@@ -23,7 +23,7 @@ from crosslayer.quant import FixedPointSpec
 from crosslayer.resilience.batched import campaign_correct_counts, correct_counts, fault_correct_counts
 from crosslayer.resilience.faults import check_bit, sample_distinct
 from crosslayer.resilience.inject import LayerWeights, Representation, stored_weights
-from crosslayer.resilience.stats import leveugle_sample_size, mean_interval, wilson_interval
+from crosslayer.resilience.stats import DROP_BOUNDS_PP, leveugle_sample_size, mean_interval, wilson_interval
 from crosslayer.train import progress
 
 __all__ = ["CampaignResult", "CellResult", "FaultRecord", "bit_sensitivity", "evaluate_sites", "rank_layers",
@@ -79,7 +79,7 @@ class CampaignResult:
 
 def _aggregate(layer: str, bit: int, drops: list[float], population: int, critical_pp: float,
                confidence: float) -> CellResult:
-    mean, lo, hi = mean_interval(drops, confidence)
+    mean, lo, hi = mean_interval(drops, confidence, DROP_BOUNDS_PP)
     crit = sum(d > critical_pp for d in drops)
     clo, chi = wilson_interval(crit, len(drops), confidence)
     return CellResult(layer, bit, len(drops), population, mean, (lo, hi), max(drops) if drops else float("nan"),

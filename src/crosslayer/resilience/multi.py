@@ -42,7 +42,7 @@ from crosslayer.resilience.inject import (
     resolve_layers,
     stored_weights,
 )
-from crosslayer.resilience.stats import mean_interval
+from crosslayer.resilience.stats import DROP_BOUNDS_PP, mean_interval
 from crosslayer.train import progress
 
 __all__ = ["TrialStats", "activation_bitflips", "ber_campaign", "noise_campaign"]
@@ -62,7 +62,7 @@ class TrialStats:
 
 
 def _stats(target: str, level: float, drops: list[float], faults: list[int], confidence: float) -> TrialStats:
-    m, lo, hi = mean_interval(drops, confidence)
+    m, lo, hi = mean_interval(drops, confidence, DROP_BOUNDS_PP)
     return TrialStats(target, level, len(drops), m, (lo, hi), max(drops), sum(faults) / max(1, len(faults)))
 
 

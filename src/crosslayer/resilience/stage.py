@@ -11,17 +11,17 @@ come from the campaign named by ``rank_by``.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from crosslayer.config import Config, check_range
 from crosslayer.errors import ConfigError
-from crosslayer.quant import FixedPointSpec, QuantLayer
+from crosslayer.quant import QuantLayer
 from crosslayer.report import Report
-from crosslayer.resilience.campaign import bit_sensitivity, rank_layers
+from crosslayer.resilience.api import FaultConfig, inject_faults
+from crosslayer.resilience.campaign import rank_layers
 from crosslayer.resilience.faults import check_ber
-from crosslayer.resilience.multi import TrialStats, ber_campaign, noise_campaign
+from crosslayer.resilience.multi import TrialStats
 from crosslayer.resilience.plots import ber_figure, heatmap_figure
 from crosslayer.stage import StageContext, StageResult, register_stage
 from crosslayer.train import evaluate
@@ -74,23 +74,23 @@ class ResilienceConfig(Config):
 @register_stage("resilience", ResilienceConfig, "fault / noise injection campaigns and a layer resilience ranking")
 def resilience_stage(ctx: StageContext, cfg: ResilienceConfig) -> StageResult:
     rep = Report("resilience")
-    model = copy.deepcopy(ctx.model).eval()
     n = min(cfg.test_subset, len(ctx.data.test))
-    x, y = ctx.data.test.images[:n], ctx.data.test.labels[:n]
-    layers = list(cfg.layers) or None
-    quantized = any(isinstance(m, QuantLayer) and m.weight_spec is not None for m in model.modules())
-    code_spec = FixedPointSpec(bits=cfg.code_bits) if cfg.representation == "codes" else None
+    quantized = any(isinstance(m, QuantLayer) and m.weight_spec is not None for m in ctx.model.modules())
     bits = cfg.bits or (FLOAT_BITS if cfg.representation == "float32" or
                         (cfg.representation == "auto" and not quantized) else ())
     if not quantized:
         rep.notes.append("the current model is not quantized: "
                          + ("its weights were quantized to "
-                            f"{cfg.code_bits}-bit codes for the campaign" if code_spec else
+                            f"{cfg.code_bits}-bit codes for the campaign" if cfg.representation == "codes" else
                             "bits of the float32 weights were flipped"))
+    common = FaultConfig(layers=cfg.layers, representation=cfg.representation, code_bits=cfg.code_bits,
+                         confidence=cfg.confidence, eval_limit=n)
     seed = ctx.seed
-    sens = bit_sensitivity(model, x, y, layers=layers, bits=bits, representation=cfg.representation,
-                           code_spec=code_spec, injections=cfg.injections, margin=cfg.margin,
-                           confidence=cfg.confidence, critical_pp=cfg.critical_pp, seed=seed)
+    sens_res = inject_faults(ctx.model, replace(common, campaign="sensitivity", bits=bits, injections=cfg.injections,
+                                                margin=cfg.margin, critical_pp=cfg.critical_pp),
+                             ctx.data.test, seed=seed)
+    sens = sens_res.cells
+    assert sens is not None  # a single-flip campaign has cells
     ci_pct = f"{cfg.confidence:.0%}"
     rep.add_table(f"Single-bit-flip sensitivity per layer and bit ({ci_pct} intervals)",
                   ["layer", "bit", "faults", "population", "mean drop pp", "drop CI lo", "drop CI hi", "max drop pp",
@@ -100,16 +100,16 @@ def resilience_stage(ctx: StageContext, cfg: ResilienceConfig) -> StageResult:
     rep.figures.append(heatmap_figure(sens.cells))
     ber_base, ber_stats = sens.baseline_accuracy, list[TrialStats]()
     if cfg.bers:
-        ber_base, ber_stats = ber_campaign(model, x, y, bers=cfg.bers, layers=layers, trials=cfg.ber_trials,
-                                           mode=cfg.ber_mode, representation=cfg.representation, code_spec=code_spec,
-                                           confidence=cfg.confidence, seed=seed + 1)
+        ber = inject_faults(ctx.model, replace(common, campaign="ber", bers=cfg.bers, trials=cfg.ber_trials,
+                                               mode=cfg.ber_mode), ctx.data.test, seed=seed + 1)
+        ber_base, ber_stats = ber.baseline_accuracy, list(ber.trials)
         rep.add_table(f"Weight-memory bit errors ({cfg.ber_mode}, {cfg.ber_trials} trials, {ci_pct} intervals)",
                       ["target", "BER", "mean bit errors", "mean drop pp", "CI lo", "CI hi", "max drop pp"],
                       [[s.target, s.level, s.mean_faults, s.mean_drop_pp, s.drop_ci[0], s.drop_ci[1], s.max_drop_pp]
                        for s in ber_stats])
         rep.figures.append(ber_figure(ber_stats))
-    _, noise = noise_campaign(model, x, y, sigma=cfg.noise_sigma, layers=layers, trials=cfg.noise_trials,
-                              confidence=cfg.confidence, seed=seed + 2)
+    noise = inject_faults(ctx.model, replace(common, campaign="noise", noise_sigma=cfg.noise_sigma,
+                                             trials=cfg.noise_trials), ctx.data.test, seed=seed + 2).trials
     rep.add_table(f"Gaussian noise on layer outputs (sigma = {cfg.noise_sigma} x output std)",
                   ["layer", "mean drop pp", "CI lo", "CI hi", "max drop pp"],
                   [[s.target, s.mean_drop_pp, s.drop_ci[0], s.drop_ci[1], s.max_drop_pp] for s in noise])

@@ -18,7 +18,9 @@ from scipy import stats as sps
 
 from crosslayer.config import check_range
 
-__all__ = ["leveugle_sample_size", "mean_interval", "wilson_interval", "z_value"]
+DROP_BOUNDS_PP = (-100.0, 100.0)  # an accuracy drop in percentage points
+
+__all__ = ["DROP_BOUNDS_PP", "leveugle_sample_size", "mean_interval", "wilson_interval", "z_value"]
 
 
 def z_value(confidence: float) -> float:
@@ -51,8 +53,11 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return (lo, hi)
 
 
-def mean_interval(values: torch.Tensor | list[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and its two-sided interval (Student t; a single value gives a zero-width interval)."""
+def mean_interval(values: torch.Tensor | list[float], confidence: float = 0.95,
+                  bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float]:
+    """Mean and its two-sided interval (Student t; a single value gives a zero-width interval), clipped to
+    ``bounds``, the range the quantity can take (with two or three values Student's t is so wide that an
+    accuracy drop's interval would otherwise reach far beyond +-100 pp)."""
     v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
     if v.numel() == 0:
         return (math.nan, math.nan, math.nan)
@@ -62,4 +67,4 @@ def mean_interval(values: torch.Tensor | list[float], confidence: float = 0.95) 
     z_value(confidence)  # validates the level
     t = float(sps.t.ppf(0.5 + confidence / 2, df=v.numel() - 1))
     half = t * float(v.std(unbiased=True)) / math.sqrt(v.numel())
-    return (m, m - half, m + half)
+    return (m, max(bounds[0], m - half), min(bounds[1], m + half))

@@ -1,0 +1,49 @@
+"""One tracer for every MAC count: ``trace_layers`` (crosslayer.hw.workload) agrees with the workload the cost
+model uses, pruning's ``count_macs``, the approximate step's ``layer_macs`` and the crossbar's matrix shapes, on
+LeNet-5 and on user-style models (residual adds, depthwise convolutions, functional ops)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from crosslayer.hw.workload import extract_workload, trace_layers
+from crosslayer.imc.cost import layer_shapes
+from crosslayer.models import build_model
+from crosslayer.prune.structured import count_macs
+from user_models import build_user_model
+
+
+def _convs_and_linears(_name: str, m: nn.Module) -> bool:
+    return isinstance(m, (nn.Conv2d, nn.Linear))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet_tiny", "mobilenet_tiny", "functional_cnn"])
+def test_every_mac_count_agrees(name: str) -> None:
+    net = build_model("lenet5") if name == "lenet5" else build_user_model(name)
+    net.train()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    calls = trace_layers(net, x[:1], _convs_and_linears)
+    assert net.training  # the mode is restored
+    traced = sum(c.macs_per_sample for c in calls)
+    assert traced == count_macs(net, x)
+    assert traced == sum(s.macs for s in extract_workload(net, x, include_pooling=False))
+    assert traced == sum(s.in_features * s.out_features * s.vectors for s in layer_shapes(net, (1, 28, 28)))
+    if name == "lenet5":
+        assert traced == 2_293_000
+
+
+def test_a_module_called_twice_is_recorded_twice() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.fc(x)))
+
+    seen: list[str] = []
+    calls = trace_layers(Twice(), torch.rand(2, 4), _convs_and_linears, on_call=lambda n, *_: seen.append(n))
+    assert [c.name for c in calls] == ["fc", "fc"] == seen
+    assert calls[0].input_shape == (2, 4) and calls[0].macs_per_sample == 16
