@@ -17,20 +17,26 @@ def _head(d: dict[str, Any]) -> str:
     return produced_by("hardware", command_of(d, USAGE)) + f" {machine_line(d)}."
 
 
+WORKLOADS = {"mnist_models": "LeNet-5, SmallVGG and varied shapes", "alexnet_batch4": "AlexNet convolutions, batch 4"}
+
+
 def speed(load: Loader) -> str:
     d = load("hardware")
     sp: dict[str, Any] = d["speed_full_layer_costs_per_second"]
-    presets = [p for p in PRESETS if p in sp]
-    rows = [[label, *(num(sp[p][key]) for p in presets)]
-            for key, label in SITUATIONS if all(key in sp[p] for p in presets)]
+    layers: dict[str, list[str]] = d["speed_workloads"]
     mem = d.get("speed_peak_traced_mib_cold_call", {})
-    return "\n".join([
-        _head(d) + f" {d['speed_rounds']} interleaved rounds, medians, over {d['speed_layers']} layers; raw rounds in "
-        "`speed_raw_rounds`.", "",
-        table(["full layer costs per second", *(PRESETS[p] for p in presets)], rows), "",
-        "Peak traced memory of one cold call: "
-        + ", ".join(f"{mem[p]:.1f} MiB ({PRESETS[p]})" for p in presets if p in mem) + ".",
-    ])
+    lines = [_head(d) + f" {d['speed_rounds']} interleaved rounds, medians, one thread; raw rounds in "
+             "`speed_raw_rounds`; per CPU second in `speed_full_layer_costs_per_cpu_second`.", ""]
+    for wl, per in sp.items():
+        presets = [p for p in PRESETS if p in per]
+        rows = [[label, *(num(per[p][key]) for p in presets)]
+                for key, label in SITUATIONS if all(key in per[p] for p in presets)]
+        lines += [f"{WORKLOADS.get(wl, wl)} ({len(layers.get(wl, []))} layers):", "",
+                  table(["full layer costs per second", *(PRESETS[p] for p in presets)], rows), "",
+                  "Peak traced memory of one cold call: "
+                  + ", ".join(f"{mem[f'{wl}_{p}']:.1f} MiB ({PRESETS[p]})" for p in presets if f"{wl}_{p}" in mem)
+                  + ".", ""]
+    return "\n".join(lines).rstrip("\n")
 
 
 def scalesim(load: Loader) -> str:

@@ -50,7 +50,7 @@ BLOCKS: tuple[Block, ...] = (
     Block(doc="docs/protocol.md", name="protocol-records", sources=proto.RECORD_SOURCES, render=proto.records,
           headline=("imc", ("command",))),
     Block(doc="docs/hw.md", name="hw-speed", sources=("hardware",), render=hw.speed,
-          headline=("hardware", ("speed_full_layer_costs_per_second", "tpu", "search"))),
+          headline=("hardware", ("speed_full_layer_costs_per_second", "mnist_models", "tpu", "search"))),
     Block(doc="docs/hw.md", name="hw-scalesim", sources=("hardware",), render=hw.scalesim,
           headline=("hardware", ("scalesim_total_cycle_error_with_stalls",))),
     Block(doc="docs/hw.md", name="hw-zigzag", sources=("hardware",), render=hw.zigzag,

@@ -32,8 +32,9 @@ from crosslayer.data.split import Batches
 from crosslayer.errors import DataError
 from crosslayer.fileio import save_torch
 
-__all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "load_cached", "predict",
-           "progress", "random_affine", "random_shift", "seed_everything", "store_cached", "within_budget"]
+__all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "fit", "fit_cached", "keep_pruned_zeros",
+           "load_cached", "predict", "progress", "random_affine", "random_shift", "seed_everything", "store_cached",
+           "within_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,23 @@ def _save_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, batch
                       "best_state": best_state if best_state is not None else {},
                       "batch_rng": batches._gen.get_state(), "aug_rng": aug_gen.get_state(),
                       "torch_rng": torch.get_rng_state(), "meta": json.dumps(state)})
+
+
+def keep_pruned_zeros(model: nn.Module) -> StepHook | None:
+    """An ``on_step`` hook for :func:`fit` that keeps the weights that are exactly zero now (pruned) at zero
+    after every optimizer step; None when no weight tensor (dim > 1) holds a zero."""
+    masks = {id(p): p.detach() != 0 for p in model.parameters() if p.dim() > 1 and bool((p == 0).any())}
+    if not masks:
+        return None
+
+    def keep_zeros(m: nn.Module) -> None:
+        with torch.no_grad():
+            for p in m.parameters():
+                mask = masks.get(id(p))
+                if mask is not None:
+                    p.mul_(mask)
+
+    return keep_zeros
 
 
 def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig, *, seed: int = 0,

@@ -33,3 +33,24 @@ def test_chunked_training_equals_one_run(tmp_path):
     cached = fit_cached("m", build_user_model("mobilenet_tiny", num_classes=4, image_size=12), train, val, cfg,
                         seed=3, cache=tmp_path)
     assert cached.cached and cached.best_epoch == ref.best_epoch
+
+
+def test_keep_pruned_zeros_holds_pruned_weights_at_zero_through_steps() -> None:
+    from torch import nn
+
+    from crosslayer.train import keep_pruned_zeros
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert keep_pruned_zeros(net) is None  # nothing pruned: no hook
+    with torch.no_grad():
+        net[0].weight[0, :2] = 0.0
+    hook = keep_pruned_zeros(net)
+    assert hook is not None
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(8, 4)).square().sum().backward()
+        opt.step()
+        hook(net)
+    assert torch.equal(net[0].weight[0, :2], torch.zeros(2)) and bool((net[0].weight[1:] != 0).all())

@@ -7,13 +7,12 @@ weights that were exactly zero (pruned) stay zero.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from crosslayer.approx.emulate import approx_layers
 from crosslayer.data import ImageDataset
 from crosslayer.errors import StageError
-from crosslayer.train import TrainConfig, TrainResult, fit
+from crosslayer.train import TrainConfig, TrainResult, fit, keep_pruned_zeros
 
 __all__ = ["finetune"]
 
@@ -24,13 +23,4 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: Trai
     layers = [m for _, m in approx_layers(model)]
     if not layers:
         raise StageError("the model has no approximate layer to fine-tune; assign multipliers first")
-    masks = {id(p): p.detach() != 0 for p in model.parameters() if p.dim() > 1 and bool((p == 0).any())}
-
-    def keep_zeros(m: nn.Module) -> None:
-        with torch.no_grad():
-            for p in m.parameters():
-                mask = masks.get(id(p))
-                if mask is not None:
-                    p.mul_(mask)
-
-    return fit(model, train, val, cfg, seed=seed, on_step=keep_zeros if masks else None, desc=desc)
+    return fit(model, train, val, cfg, seed=seed, on_step=keep_pruned_zeros(model), desc=desc)

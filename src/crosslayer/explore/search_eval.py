@@ -47,7 +47,7 @@ from crosslayer.memory import AdaptConfig, BerCurve, ChipMap, chip_weights, memo
 from crosslayer.prune import apply_masks, magnitude_masks, mask_sparsity, prunable_weights
 from crosslayer.quant.pipeline import QuantizeConfig, quantize
 from crosslayer.quant.storage import quantized_storage
-from crosslayer.train import evaluate, fit, predict
+from crosslayer.train import evaluate, fit, keep_pruned_zeros, predict
 
 __all__ = ["BuiltDesign", "FineTune", "HardwareTarget", "Measured", "MemoryTarget", "build_design", "design_chip",
            "evaluate_design", "hardware_cost", "measure", "measure_model", "read_through_chip"]
@@ -177,21 +177,14 @@ def _memory_adapt(q: nn.Module, chips: Mapping[str, ChipMap], voltage: float, da
     :func:`crosslayer.memory.memory_adaptive_train`, on the per-layer chips of :func:`design_chip` (that function
     takes one chip of one word width; a design mixes widths)."""
     net = copy.deepcopy(q)
-    masks = {id(p): p.detach() != 0 for p in net.parameters() if p.dim() > 1 and bool((p == 0).any())}
-
-    def keep_zeros(m: nn.Module) -> None:
-        with torch.no_grad():
-            for p in m.parameters():
-                mask = masks.get(id(p))
-                if mask is not None:
-                    p.mul_(mask)
+    keep_zeros = keep_pruned_zeros(net)
 
     cfg = AdaptConfig(epochs=finetune.epochs, lr=memory.adapt_lr, batch_size=finetune.batch_size)
     with read_through_chip(net, chips, voltage):
         start = copy.deepcopy(net.state_dict())
         before = float(predict(net, data.val.images).argmax(1).eq(data.val.labels).to(torch.float64).mean())
         result = fit(net, data.train, data.val, cfg.train_config(), seed=seed, desc="memory-adaptive",
-                     on_step=keep_zeros if masks else None)
+                     on_step=keep_zeros)
         if result.best_val_accuracy <= before:
             net.load_state_dict(start)
     return net.eval()

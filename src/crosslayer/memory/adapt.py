@@ -27,7 +27,7 @@ from crosslayer.data.datasets import ImageDataset
 from crosslayer.memory.chip import ChipMap
 from crosslayer.memory.weights import chip_weights
 from crosslayer.quant import FixedPointSpec
-from crosslayer.train import TrainConfig, TrainResult, fit, predict
+from crosslayer.train import TrainConfig, TrainResult, fit, keep_pruned_zeros, predict
 
 __all__ = ["AdaptConfig", "ChipAccuracy", "chip_accuracy", "chip_correct", "memory_adaptive_train"]
 
@@ -70,20 +70,12 @@ def memory_adaptive_train(model: nn.Module, chip: ChipMap | None, voltage: Volta
     (pruned) stay zero.
     """
     net = copy.deepcopy(model)
-    masks = {id(p): p.detach() != 0 for p in net.parameters() if p.dim() > 1 and bool((p == 0).any())}
-
-    def keep_zeros(m: nn.Module) -> None:  # pruned weights stay pruned
-        with torch.no_grad():
-            for p in m.parameters():
-                mask = masks.get(id(p))
-                if mask is not None:
-                    p.mul_(mask)
-
+    keep_zeros = keep_pruned_zeros(net)  # pruned weights stay pruned
     with chip_weights(net, chip, voltage, code_spec):
         start = copy.deepcopy(net.state_dict())
         before = float(predict(net, val.images).argmax(1).eq(val.labels).to(torch.float64).mean())
         result = fit(net, train, val, (cfg or AdaptConfig()).train_config(), seed=seed, desc="memory-adaptive",
-                     on_step=keep_zeros if masks else None)
+                     on_step=keep_zeros)
         if result.best_val_accuracy <= before:
             net.load_state_dict(start)
             result.best_val_accuracy, result.best_epoch = before, 0
