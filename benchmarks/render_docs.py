@@ -40,7 +40,7 @@ BLOCKS: tuple[Block, ...] = (
     Block(doc="docs/quant.md", name="quant", sources=("quant",), render=mod.quant,
           headline=("quant", ("lenet5", "qat4_accuracy_loss_pp"))),
     Block(doc="docs/resilience.md", name="resilience", sources=("resilience",), render=mod.resilience,
-          headline=("resilience", ("speedup",))),
+          headline=("resilience", ("equal", "speedup"))),
     Block(doc="docs/approx.md", name="approx", sources=("approx",), render=mod.approx,
           headline=("approx", ("selected_accuracy_loss_pp",))),
     Block(doc="docs/security.md", name="security", sources=("security",), render=mod.security,
