@@ -39,6 +39,8 @@ MAX_EPOCHS = 10_000
 """The most training epochs any option accepts."""
 MAX_NESTING = 16
 """The deepest nesting of tables and arrays a config may use."""
+MAX_TILE = 4096
+"""The largest detector tile (px) ``detect`` accepts, checked before a detector or a frame is built."""
 
 
 class Config:

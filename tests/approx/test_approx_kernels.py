@@ -9,7 +9,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from approx_models import user_net
 from torch import nn
 
 from crosslayer.approx import ApproxLayer, Multiplier, approximate_model, get_multiplier, integer_reference_model
@@ -18,6 +17,7 @@ from crosslayer.approx.factor import factorize, table_factors
 from crosslayer.approx.kernels import build_kernel
 from crosslayer.errors import StageError
 from crosslayer.quant import FixedPointSpec, calibrating, quantize_model
+from small_models import user_net
 
 EXTRA_NAMES = ("trunc1", "trunc10", "trunc14", "bam_h4_v8", "bam_h7_v0", "drum2", "drum7", "ppp3_4", "ppp0_7",
                "etm1", "etm7")

@@ -8,7 +8,6 @@ import copy
 
 import pytest
 import torch
-from res_models import PlainCNN, UserNet, user_net
 from torch import nn
 
 from crosslayer.quant import FixedPointSpec, calibrating, quantize_model
@@ -22,6 +21,7 @@ from crosslayer.resilience import (
 from crosslayer.resilience.batched import faults_by_position, run_campaign
 from crosslayer.resilience.delta import delta_plan
 from crosslayer.resilience.lipschitz import conv_norms, margin_radius
+from small_models import PlainCNN, UserNet, user_net
 
 
 def _faults(model: nn.Module, n: int, seed: int, scale: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

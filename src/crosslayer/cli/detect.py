@@ -14,8 +14,7 @@ from types import FrameType
 import typer
 
 from crosslayer.cli.common import DeviceOpt, JsonOpt, SeedOpt, console, emit, handle_errors, setup_logging
-
-MAX_TILE = 4096  # px; checked before a detector or a frame is built (crosslayer.detect.api.MAX_TILE)
+from crosslayer.config import MAX_TILE
 
 
 @contextlib.contextmanager

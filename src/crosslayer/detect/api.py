@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from crosslayer.config import Config, check_range
+from crosslayer.config import MAX_TILE, Config, check_range
 from crosslayer.data.scenes import CLASS_NAMES, SceneConfig
 from crosslayer.data.video import VideoReader, VideoWriter
 from crosslayer.detect.detectors import Detector
@@ -30,9 +30,6 @@ from crosslayer.errors import ConfigError
 
 __all__ = ["MAX_TILE", "DetectConfig", "DetectVideoResult", "VideoSource", "check_frame_size", "detect_video",
            "open_video"]
-
-MAX_TILE = 4096
-"""The largest tile (detector input) side accepted, in px."""
 
 GroundTruth = tuple[NDArray[np.float32], NDArray[np.int64]]
 

@@ -1,6 +1,6 @@
-"""Small user-style models for the fault-campaign tests: residual adds with BatchNorm, depthwise
-and grouped convs with ReLU6, a squeeze-and-excitation block, token attention with LayerNorm / GELU,
-and functional ops in ``forward`` (``F.max_pool2d``, ``x.view(x.size(0), -1)``)."""
+"""Small user-style models for the fault-campaign and approximate-emulation tests: residual adds with
+BatchNorm, depthwise and grouped convs with ReLU6, a squeeze-and-excitation block, token attention with
+LayerNorm / GELU, and functional ops in ``forward`` (``F.max_pool2d``, ``x.view(x.size(0), -1)``)."""
 
 from __future__ import annotations
 
