@@ -4,23 +4,17 @@ and the TPU preset's 8-bit words."""
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
+from hw_reference import option_cost, storage
 
 from crosslayer.hw import cost_workload, evaluate_network, load_accelerator
-from crosslayer.hw.accelerator import Accelerator, EnergyTable, mac_energy
+from crosslayer.hw.accelerator import Accelerator, EnergyTable
 from crosslayer.hw.costing import clear_caches
 from crosslayer.hw.dataflows import ArrayCounts, array_counts, rs_candidates
 from crosslayer.hw.mapping import dram_tiling, evaluate_layer
 from crosslayer.hw.shapes import LayerShape, conv, distinct_ceils, linear
-from crosslayer.hw.sparsity import (
-    SparsityConfig,
-    activation_imbalance,
-    compressed_bits,
-    skip_fraction,
-    weight_imbalance,
-)
+from crosslayer.hw.sparsity import SparsityConfig
 
 USER_STYLE = (
     conv("stem", 3, 16, 32, 3, padding=1),
@@ -39,39 +33,11 @@ USER_STYLE = (
 def _reference(layer: LayerShape, acc: Accelerator, arr: ArrayCounts, sp: SparsityConfig,
                relative_power: float = 1.0) -> tuple[float, int]:
     """Total energy and cycles of one option, written out scalar by scalar (the definition in docs/hw.md)."""
-    psum = max(acc.psum_bits, layer.act_bits)
-    wr = ir = 1.0
-    if sp.skips_weights and layer.weight_count:
-        wr = compressed_bits(layer.weight_count, layer.weight_density, layer.weight_bits, sp.index_bits,
-                             sp.pointer_bits, layer.out_channels)[0] / (layer.weight_count * layer.weight_bits)
-    if sp.skips_activations:
-        ir = compressed_bits(layer.input_count, layer.act_density, layer.act_bits, sp.index_bits, sp.pointer_bits,
-                             layer.in_channels * layer.batch)[0] / (layer.input_count * layer.act_bits)
-    frac = skip_fraction(sp, layer.weight_density, layer.act_density) if layer.kind != "pool" else 1.0
-    t = dram_tiling(layer, acc, weight_ratio=wr, input_ratio=ir, psum_bits=psum)
+    st = storage(layer, acc, sp)
+    t = dram_tiling(layer, acc, weight_ratio=st.weight_ratio, input_ratio=st.input_ratio, psum_bits=st.psum_bits)
     dram = (t["weight_bits"] + t["input_bits"] + t["output_bits"]) / acc.word_bits
-    bits = {"weight": layer.weight_bits, "input": layer.act_bits, "output": psum}
-    store = {"weight": wr, "input": ir, "output": 1.0}
-    glb = dram + sum(arr.counts["glb"][o] * bits[o] * store[o] / acc.word_bits for o in bits)
-    noc = sum(arr.counts["noc"][o] * bits[o] * store[o] / acc.word_bits for o in bits) * frac
-    rf = sum(arr.counts["rf"][o] * bits[o] / acc.word_bits for o in bits) * frac
-    e = acc.energy
-    energy = (dram * e.dram + glb * e.glb + noc * e.noc + rf * e.rf
-              + layer.macs * frac * mac_energy(acc, layer.weight_bits, layer.act_bits, relative_power))
-    imb = 1.0
-    if frac < 1.0:
-        if sp.skips_weights and arr.filter_lanes > 0 and layer.filter_nnz:
-            imb *= weight_imbalance(layer.filter_nnz, arr.filter_lanes)
-        elif sp.skips_weights:
-            imb *= activation_imbalance(arr.temporal_length, layer.weight_density, max(arr.parallel_pes, 1))
-        if sp.skips_activations:
-            imb *= activation_imbalance(arr.temporal_length, layer.act_density, max(arr.parallel_pes, 1))
-    scale = min(1.0, frac * imb) if frac < 1.0 else 1.0
-    compute = math.ceil(arr.stream_cycles * scale - 1e-9) + arr.overhead_cycles
     exposed = (t["first_tile_bits"] + t["last_tile_bits"]) / acc.word_bits / acc.dram_bandwidth
-    rest = max(dram / acc.dram_bandwidth - exposed, 0.0)
-    cycles = math.ceil(exposed + max(compute, rest, glb / acc.glb_bandwidth) - 1e-9)
-    return energy, cycles
+    return option_cost(layer, acc, arr, sp, st, dram, exposed, relative_power)
 
 
 @pytest.mark.parametrize("skip", ["none", "both", "weights"])

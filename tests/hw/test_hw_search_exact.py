@@ -7,28 +7,22 @@ it), on LeNet-5, SmallVGG, the user-style models and user-style layers, both pre
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
+from hw_reference import option_cost, storage
 
 from crosslayer.hw import cost_workload, evaluate_network, load_accelerator
 from crosslayer.hw import tiling as tiling_mod
-from crosslayer.hw.accelerator import Accelerator, mac_energy
+from crosslayer.hw.accelerator import Accelerator
 from crosslayer.hw.costing import clear_caches
 from crosslayer.hw.dataflows import ArrayCounts, option_table
 from crosslayer.hw.errors import MappingError
 from crosslayer.hw.shapes import LayerShape, conv, linear
-from crosslayer.hw.sparsity import (
-    SparsityConfig,
-    activation_imbalance,
-    compressed_bits,
-    skip_fraction,
-    weight_imbalance,
-)
+from crosslayer.hw.sparsity import SparsityConfig
 from crosslayer.hw.tiling import CASE_ORDER, shape_key, tilings_bits
 from crosslayer.hw.tiling_grid import exhaustive_tilings
 from crosslayer.hw.workload import extract_workload
@@ -85,23 +79,13 @@ def _scalar_best(layer: LayerShape, acc: Accelerator, df: str, sp: SparsityConfi
                  objective: str) -> tuple[float, int, dict[str, int], tuple[object, ...]]:
     """Every option of ``layer`` under ``df`` scored one by one, scalar by scalar (docs/hw.md's definition);
     the best under ``objective`` (the other key breaks ties, then the first option)."""
-    psum = max(acc.psum_bits, layer.act_bits)
-    wr = ir = 1.0
-    if sp.skips_weights and layer.weight_count:
-        wr = compressed_bits(layer.weight_count, layer.weight_density, layer.weight_bits, sp.index_bits,
-                             sp.pointer_bits, layer.out_channels)[0] / (layer.weight_count * layer.weight_bits)
-    if sp.skips_activations:
-        ir = compressed_bits(layer.input_count, layer.act_density, layer.act_bits, sp.index_bits, sp.pointer_bits,
-                             layer.in_channels * layer.batch)[0] / (layer.input_count * layer.act_bits)
-    frac = skip_fraction(sp, layer.weight_density, layer.act_density) if layer.kind != "pool" else 1.0
-    tiling = _tiling(layer, acc, wr, ir, psum)
+    st = storage(layer, acc, sp)
+    psum = st.psum_bits
+    tiling = _tiling(layer, acc, st.weight_ratio, st.input_ratio, psum)
     assert not isinstance(tiling, int)
     _order, _m, _p, _c, w_bits, i_bits, o_bits, first, last = tiling
     dram = (float(w_bits) + float(i_bits) + float(o_bits)) / acc.word_bits   # type: ignore[arg-type]
     exposed = (float(first) + float(last)) / acc.word_bits / acc.dram_bandwidth  # type: ignore[arg-type]
-    bits = {"weight": layer.weight_bits, "input": layer.act_bits, "output": psum}
-    store = {"weight": wr, "input": ir, "output": 1.0}
-    e = acc.energy
     table = option_table(layer, acc, df)
     best: tuple[float, float, int] | None = None
     scored: dict[int, tuple[float, int]] = {}
@@ -111,23 +95,7 @@ def _scalar_best(layer: LayerShape, acc: Accelerator, df: str, sp: SparsityConfi
             if p * q * s * layer.weight_bits + q * s * layer.act_bits + p * psum > acc.rf_bytes * 8:
                 continue
         arr: ArrayCounts = table.column(k)
-        glb = dram + sum(arr.counts["glb"][o] * bits[o] * store[o] / acc.word_bits for o in bits)
-        noc = sum(arr.counts["noc"][o] * bits[o] * store[o] / acc.word_bits for o in bits) * frac
-        rf = sum(arr.counts["rf"][o] * bits[o] / acc.word_bits for o in bits) * frac
-        energy = (dram * e.dram + glb * e.glb + noc * e.noc + rf * e.rf
-                  + layer.macs * frac * mac_energy(acc, layer.weight_bits, layer.act_bits, power))
-        imb = 1.0
-        if frac < 1.0:
-            if sp.skips_weights and arr.filter_lanes > 0 and layer.filter_nnz:
-                imb *= weight_imbalance(layer.filter_nnz, arr.filter_lanes)
-            elif sp.skips_weights:
-                imb *= activation_imbalance(arr.temporal_length, layer.weight_density, max(arr.parallel_pes, 1))
-            if sp.skips_activations:
-                imb *= activation_imbalance(arr.temporal_length, layer.act_density, max(arr.parallel_pes, 1))
-        scale = min(1.0, frac * imb) if frac < 1.0 else 1.0
-        compute = math.ceil(arr.stream_cycles * scale - 1e-9) + arr.overhead_cycles
-        rest = max(dram / acc.dram_bandwidth - exposed, 0.0)
-        cycles = math.ceil(exposed + max(compute, rest, glb / acc.glb_bandwidth) - 1e-9)
+        energy, cycles = option_cost(layer, acc, arr, sp, st, dram, exposed, power)
         key = (energy, cycles, k) if objective == "energy" else (cycles, energy, k)
         scored[k] = (energy, cycles)
         if best is None or key < best:
