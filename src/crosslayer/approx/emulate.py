@@ -28,9 +28,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crosslayer.approx.catalog import resolve
+from crosslayer.approx.catalog import get_multiplier, resolve
 from crosslayer.approx.kernels import ConvGeometry, LayerKernel, Method, build_kernel
 from crosslayer.approx.tables import Multiplier
+from crosslayer.checkpoint import ChildBuilder, LayerCodec, register_layer_codec
 from crosslayer.errors import StageError
 from crosslayer.quant import FixedPointSpec, QuantConv2d, QuantizedTensor, QuantLayer, QuantLinear, qrange
 
@@ -154,9 +155,13 @@ class ApproxLayer(nn.Module):
         a = torch.arange(alo, ahi + 1, dtype=torch.int64)
         self.register_buffer("error_table", table - w[:, None] * a[None, :])
         self.w_lo, self.a_lo = wlo, alo
-        self.is_exact = not bool(self.error_table.any())
         self._cache: tuple[Any, LayerKernel] | None = None
         self._wcache: tuple[Any, QuantizedTensor] | None = None
+
+    @property
+    def is_exact(self) -> bool:
+        """Whether this layer's products are all exact (its error table is all zero)."""
+        return not bool(self.error_table.any())
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -249,6 +254,30 @@ class ApproxLayer(nn.Module):
             fq = self.layer(x)
             return out.to(fq.dtype) + (fq - fq.detach())  # value: approximate; gradient: fake-quantized
         return out
+
+
+def _encode_approx(m: nn.Module) -> dict[str, Any]:
+    assert isinstance(m, ApproxLayer)
+    return {"multiplier": m.multiplier_name, "relative_power": m.relative_power, "method": m.method}
+
+
+def _decode_approx(settings: dict[str, Any], original: nn.Module, child: ChildBuilder) -> nn.Module:
+    """An :class:`ApproxLayer` around its recorded quantized layer. The product table itself is data of the
+    state dict (``error_table``, loaded strictly afterwards), so a multiplier read from a truth-table file
+    comes back as saved; the record gives its name, power figure and kernel method."""
+    name, power, method = settings.get("multiplier"), settings.get("relative_power"), settings.get("method")
+    if not isinstance(name, str) or not 0 < len(name) <= 64 or not name.isprintable():
+        raise StageError("an approximate layer's multiplier name must be a short printable string")
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0.0 < float(power) <= 10.0:
+        raise StageError(f"relative_power of multiplier {name!r} = {power!r}; allowed (0, 10]")
+    if method not in ("auto", "factors", "lookup"):
+        raise StageError(f"method = {method!r}; allowed auto, factors, lookup")
+    layer = ApproxLayer(child("layer"), get_multiplier("exact", float(power)), method=method)
+    layer.multiplier_name = name
+    return layer
+
+
+register_layer_codec(LayerCodec("approx.layer", ApproxLayer, _encode_approx, _decode_approx, children=("layer",)))
 
 
 def _zero_point_fix_conv(acc: torch.Tensor, x: torch.Tensor, w: torch.Tensor, za: int, zw: torch.Tensor,
