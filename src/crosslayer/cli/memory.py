@@ -126,13 +126,13 @@ def train_cmd(run_dir: Path = _RUN, model: str = _MODEL, weights: Path = _WEIGHT
     from crosslayer.errors import ConfigError
     from crosslayer.fileio import save_torch
     from crosslayer.flow import load_run_model
-    from crosslayer.memory import chip_accuracy, memory_adaptive_train, memory_layout, sample_chip, weight_targets
     from crosslayer.memory.adapt import AdaptConfig
+    from crosslayer.memory.api import adapt_to_chip
     from crosslayer.memory.curves import check_voltage, resolve_curve
     from crosslayer.models import build_model, load_weights
 
-    check_range("--chip", chip, 0)
-    v = check_voltage(voltage, "--voltage")
+    check_range("--chip", chip, 0)  # option errors before any data is loaded
+    check_voltage(voltage, "--voltage")
     c = resolve_curve(curve, nominal_v=nominal or None, fault_mode=None if mode == "curve" else mode)  # type: ignore[arg-type]
     data = load_splits(dataset, data_dir, train_limit=train_limit or None, test_limit=test_limit or None, seed=seed)
     if run_dir is not None:
@@ -144,16 +144,12 @@ def train_cmd(run_dir: Path = _RUN, model: str = _MODEL, weights: Path = _WEIGHT
         net = build_model(model, num_classes=data.num_classes, in_channels=ch, image_size=h)
         load_weights(net, weights)
         net.eval()
-    tensors, width = memory_layout(weight_targets(net))
-    chip_map = sample_chip(tensors, width, c, v_low=v, seed=chip)
-    before = chip_accuracy(net, data.test, [chip_map], v).mean
-    adapted, res = memory_adaptive_train(net, chip_map, v, data.train, data.val, AdaptConfig(epochs=epochs, lr=lr),
-                                         seed=seed)
-    after = chip_accuracy(adapted, data.test, [chip_map], v).mean
-    save_torch(out, adapted.state_dict())
-    emit({"voltage": v, "ber": c.ber(v), "chip": chip, "faulty_bits": chip_map.fault_count(v),
-          "test_accuracy_before": before, "test_accuracy_after": after, "best_epoch": res.best_epoch,
-          "train_seconds": res.train_seconds, "out": str(out)}, as_json, title="memory-adaptive training")
+    res = adapt_to_chip(net, c, voltage, data, AdaptConfig(epochs=epochs, lr=lr), chip=chip, seed=seed)
+    save_torch(out, res.model.state_dict())
+    emit({"voltage": res.voltage, "ber": res.ber, "chip": chip, "faulty_bits": res.faulty_bits,
+          "test_accuracy_before": res.test_accuracy_before, "test_accuracy_after": res.test_accuracy_after,
+          "best_epoch": res.best_epoch, "train_seconds": res.train_seconds, "out": str(out)}, as_json,
+         title="memory-adaptive training")
 
 
 memory_app.command("curve")(curve_cmd)

@@ -21,7 +21,7 @@ from crosslayer.config import Config, check_range
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError
 from crosslayer.hw.voltage import SramVoltageModel
-from crosslayer.memory.adapt import AdaptConfig, ChipAccuracy, chip_accuracy, chip_correct
+from crosslayer.memory.adapt import AdaptConfig, ChipAccuracy, chip_accuracy, chip_correct, memory_adaptive_train
 from crosslayer.memory.chip import ChipMap, sample_chip
 from crosslayer.memory.curves import BerCurve, check_voltage, resolve_curve
 from crosslayer.memory.energy import accelerator_energy
@@ -29,7 +29,7 @@ from crosslayer.memory.search import adapted_search, lowest_within_budget, volta
 from crosslayer.memory.weights import memory_layout, weight_targets
 from crosslayer.quant import FixedPointSpec, QuantLayer
 
-__all__ = ["MemoryConfig", "MemoryResult", "scale_memory_voltage"]
+__all__ = ["ChipAdaptation", "MemoryConfig", "MemoryResult", "adapt_to_chip", "scale_memory_voltage"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,3 +194,36 @@ def scale_memory_voltage(model: nn.Module, config: MemoryConfig, data: DataSplit
     energy = accelerator_energy(model, test.images[:64], cfg.accelerator, grid, vm, level=cfg.buffer)
     return MemoryResult(curve, chips, grid, sel.split, len(sel), len(test), ref_sel, ref_test, conv_sel, conv_test,
                         v_conv, ad_sel, ad_test, v_adapt, adapted, below, energy, vm, quantized)
+
+
+@dataclass
+class ChipAdaptation:
+    """One chip's memory-adaptive training at one voltage: the chip, its bit-error rate and faulty bits there,
+    test accuracy with the chip's faults before and after, and the adapted ``model`` (the input is not modified)."""
+
+    chip: ChipMap
+    voltage: float
+    ber: float
+    faulty_bits: int
+    test_accuracy_before: float
+    test_accuracy_after: float
+    best_epoch: int
+    train_seconds: float
+    model: nn.Module
+
+
+def adapt_to_chip(model: nn.Module, curve: BerCurve, voltage: float, data: DataSplits, config: AdaptConfig, *,
+                  chip: int = 0, seed: int = 0) -> ChipAdaptation:
+    """Memory-adaptive training (MATIC, Kim et al., DATE 2018) of ``model`` for chip number ``chip`` (its fault
+    map sampled from ``curve`` with that seed) at ``voltage``: the weights are trained through the chip's
+    persistent failing bits, the best validation epoch kept; accuracy measured on the test split."""
+    check_range("chip", chip, 0)
+    v = check_voltage(voltage, "voltage")
+    net = copy.deepcopy(model).eval()
+    tensors, width = memory_layout(weight_targets(net))
+    chip_map = sample_chip(tensors, width, curve, v_low=v, seed=chip)
+    before = chip_accuracy(net, data.test, [chip_map], v).mean
+    adapted, res = memory_adaptive_train(net, chip_map, v, data.train, data.val, config, seed=seed)
+    after = chip_accuracy(adapted, data.test, [chip_map], v).mean
+    return ChipAdaptation(chip_map, v, curve.ber(v), chip_map.fault_count(v), before, after, res.best_epoch,
+                          res.train_seconds, adapted)
