@@ -126,6 +126,8 @@ _LAZY: dict[str, str] = {
     "scale_memory_voltage": "crosslayer.memory.api",
     "MemoryConfig": "crosslayer.memory.api",
     "MemoryResult": "crosslayer.memory.api",
+    "adapt_to_chip": "crosslayer.memory.api",
+    "ChipAdaptation": "crosslayer.memory.api",
     # the co-design search
     "search": "crosslayer.explore.search",
     "SearchConfig": "crosslayer.explore.search",
@@ -149,7 +151,7 @@ __all__ += ["FaultConfig", "FaultResult", "inject_faults"]
 __all__ += ["CostConfig", "HardwareCostResult", "hardware_cost"]
 __all__ += ["ApproximateConfig", "ApproximateResult", "approximate"]
 __all__ += ["DetectConfig", "DetectVideoResult", "detect_video"]
-__all__ += ["MemoryConfig", "MemoryResult", "scale_memory_voltage"]
+__all__ += ["ChipAdaptation", "MemoryConfig", "MemoryResult", "adapt_to_chip", "scale_memory_voltage"]
 
 
 def __getattr__(name: str) -> Any:
@@ -193,7 +195,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     )
     from crosslayer.imc.spec import CrossbarSpec
     from crosslayer.imc.training import AwareTrainConfig
-    from crosslayer.memory.api import MemoryConfig, MemoryResult, scale_memory_voltage
+    from crosslayer.memory.api import ChipAdaptation, MemoryConfig, MemoryResult, adapt_to_chip, scale_memory_voltage
     from crosslayer.models import build_model, load_weights
     from crosslayer.prune.api import ChannelPruneConfig, MagnitudePruneConfig, sparsify
     from crosslayer.prune.schedule import PruneResult, ScheduleConfig

@@ -23,9 +23,8 @@ import tomllib
 
 from crosslayer.errors import ConfigError
 
-__all__ = ["MAX_BATCH", "MAX_CONFIG_BYTES", "MAX_EPOCHS", "MAX_INT", "Config", "check_finite", "check_range",
-           "from_mapping", "load_toml",
-           "parse_toml", "to_mapping"]
+__all__ = ["MAX_BATCH", "MAX_CONFIG_BYTES", "MAX_EPOCHS", "MAX_INT", "MAX_TILE", "Config", "check_finite",
+           "check_range", "from_mapping", "load_toml", "parse_toml", "to_mapping"]
 
 T = TypeVar("T")
 
