@@ -82,8 +82,38 @@ def compression(load: Loader) -> str:
         else:
             out.append(f"- {MODELS[m]}: every step's observed validation loss is within the budget, so the point "
                        f"rule keeps the same point.")
-    out += ["", _peers(data, models)]
+    out += ["", _over_seeds(data, models), "", _peers(data, models)]
     return "\n".join(out)
+
+
+SEED_ROWS = (("baseline test accuracy", "baseline_accuracy", "pct"),
+             ("pruning: kept sparsity", "pruned_fraction", "pct"),
+             ("pruning: test loss (pp)", "pruned_accuracy_loss_pp", "pp"),
+             ("PTQ 8/8: test loss (pp)", "ptq8_accuracy_loss_pp", "pp"),
+             ("QAT 4/4: test loss (pp)", "qat4_accuracy_loss_pp", "pp"),
+             ("ternary weights: test loss (pp)", "ternary_accuracy_loss_pp", "pp"),
+             ("joint: test loss (pp)", "joint_accuracy_loss_pp", "pp"),
+             ("joint: packed compression", "joint_compression_ratio", "ratio"))
+
+
+def _over_seeds(data: dict[str, Any], models: list[str]) -> str:
+    """The headline figures as mean +- sample SD over the seeds, each seed's value in brackets."""
+    have = [m for m in models if isinstance(data[m].get("over_seeds"), dict)]
+    if not have:
+        return "This file records one seed per model: no spread over seeds."
+    fmt = {"pct": lambda v: pct(v), "pp": lambda v: pp(v), "ratio": lambda v: ratio(v, 1)}
+
+    def cell(s: dict[str, Any], how: str) -> str:
+        scale = 100.0 if how == "pct" else 1.0
+        f = fmt[how]
+        sd = f"{scale * s['std']:.2f}" if how != "ratio" else f"{s['std']:.1f}"
+        return f"{f(s['mean'])} +- {sd} ({', '.join(f(v) for v in s['per_seed'])})"
+
+    seeds = sorted({tuple(data[m]["over_seeds"]["seeds"]) for m in have})
+    rows = [[label, *(cell(data[m]["over_seeds"][key], how) for m in have)] for label, key, how in SEED_ROWS]
+    return (f"Over seeds {', '.join(' '.join(map(str, s)) for s in seeds)} (`over_seeds`: each seed trains its own "
+            "baseline with the same recipe and compresses it; mean +- sample SD, then each seed's value):\n\n"
+            + table(["", *(MODELS[m] for m in have)], rows))
 
 
 def _other_joint(r: dict[str, Any]) -> str:

@@ -14,7 +14,12 @@
 - peers: benchmarks/_pruning_peers.py (``torch.nn.utils.prune.global_unstructured`` at equal sparsity,
   Torch-Pruning at equal FLOPs).
 
-    python benchmarks/compression.py                     # full run, both models
+Seeds (``--seeds``, default 0 1 2): each seed trains its own baseline (same recipe, training cache) and runs
+steps 1-3; the headline accuracy differences are reported as mean and spread over the seeds
+(``over_seeds``). The first seed's run is the one shown in detail (and the one the plot, the peers and the
+saved compressed model come from).
+
+    python benchmarks/compression.py                     # full run, both models, seeds 0 1 2
     python benchmarks/compression.py --quick             # smoke run, writes compression_quick.json
     python benchmarks/compression.py --models lenet5 --skip-peers
 
@@ -107,9 +112,10 @@ def quick_plan() -> Plan:
                 one, 500, one, "_quick")
 
 
-def packed_figures(model: torch.nn.Module, dense_bytes: int) -> dict[str, Any]:
-    """Size of the real packed file (crosslayer.encode) and its compression ratio vs. dense fp32."""
-    data, acct = pack_model(model)
+def packed_figures(model: torch.nn.Module, dense_bytes: int, example: torch.Tensor) -> dict[str, Any]:
+    """Size of the real packed file (crosslayer.encode, graph traced on ``example``) and its compression ratio
+    vs. dense fp32."""
+    data, acct = pack_model(model, example)
     return {"packed_bytes": len(data), "packed_compression_ratio": dense_bytes / len(data),
             "packed_bits_by_part": acct["total_bits"]}
 
@@ -119,7 +125,9 @@ def _loss(base: float, acc: float) -> float:
 
 
 def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, resume: bool = False,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, extras: bool = True) -> dict[str, Any]:
+    """Steps 1-3 (pruning, quantization, joint) for one seed; ``extras`` adds the scheme plot, the peers and
+    the saved compressed model (seed 0 only: they are not headline differences)."""
     t_start = time.perf_counter()
     res: dict[str, Any] = {}
     work = WORK / "compression"
@@ -131,12 +139,13 @@ def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, resume: b
     base = evaluate(model, data.test).accuracy
     n_params = sum(p.numel() for p in model.parameters())
     dense_bytes = 4 * n_params
+    example = torch.zeros(1, *data.input_shape)
     res.update({"baseline_accuracy": base, "baseline_cached": tr.cached, "params": n_params,
                 "baseline_training": dataclasses.asdict(plan.baselines[name])})
     t_stage = time.perf_counter()
 
     # 1. iterative pruning within budget (state file: a rerun or the joint run below resumes it)
-    state = work / f"{name}_prune{plan.suffix}.pt"
+    state = work / f"{name}_prune{plan.suffix}{'' if seed == 0 else f'_seed{seed}'}.pt"
     if not resume:  # a resumed schedule would leave its fine-tuning out of the stage's wall time
         state.unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -167,7 +176,7 @@ def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, resume: b
                            "accuracy_loss_pp": _loss(base, seq.test_accuracy), "storage_bits": st.bits,
                            "storage_index_bits": st.index_bits_total, "storage_scale_bits": st.scale_bits_total,
                            "counted_compression_ratio": st.compression_ratio, "seconds": seq_s,
-                           **packed_figures(seq.model, dense_bytes)}
+                           **packed_figures(seq.model, dense_bytes, example)}
     ol_targets = (*(t for t in (0.5, 0.75, 0.9) if t < seq.sparsity - 1e-3), round(seq.sparsity, 4))
     t0 = time.perf_counter()
     ol = one_loop(model, data, ol_targets, plan.joint_quant, scheme=plan.prune[name].scheme, seed=seed)
@@ -177,7 +186,7 @@ def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, resume: b
                          "accuracy_loss_pp": _loss(base, ol.test_accuracy), "storage_bits": st.bits,
                          "storage_index_bits": st.index_bits_total, "storage_scale_bits": st.scale_bits_total,
                          "counted_compression_ratio": st.compression_ratio, "seconds": ol_s,
-                         **packed_figures(ol.model, dense_bytes)}
+                         **packed_figures(ol.model, dense_bytes, example)}
     joint["quantization"] = {k: v for k, v in dataclasses.asdict(plan.joint_quant).items() if not k.startswith("sweep")}
     # headline: the Deep Compression order, fixed beforehand (choosing the variant by its test loss would select
     # on the test set); the one-loop variant is reported beside it
@@ -190,6 +199,9 @@ def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, resume: b
     res["seconds"] = time.perf_counter() - t_stage
     res["seconds_note"] = ("wall time of pruning + PTQ8/QAT4/ternary + both joint variants, baseline training "
                            f"excluded; load average {os.getloadavg()[0]:.1f} at the end")
+    if not extras:
+        res["total_seconds"] = time.perf_counter() - t_start
+        return res
     chosen = seq.model if pick == "sequential" else ol.model
     path = work / f"{name}_compressed{plan.suffix}.pt"
     torch.save(chosen, path)
@@ -221,6 +233,23 @@ def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, resume: b
     return res
 
 
+# the headline figures whose spread over seeds is reported (docs/protocol.md: >= 3 seeds)
+HEADLINE_KEYS = ("baseline_accuracy", "pruned_fraction", "pruned_accuracy_loss_pp", "ptq8_accuracy_loss_pp",
+                 "qat4_accuracy_loss_pp", "ternary_accuracy_loss_pp", "joint_accuracy_loss_pp",
+                 "joint_compression_ratio")
+
+
+def seed_summary(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean, sample standard deviation (ddof 1), min, max and the per-seed values of each headline figure."""
+    out: dict[str, Any] = {"seeds": sorted(runs)}
+    for key in HEADLINE_KEYS:
+        vals = [float(runs[s][key]) for s in sorted(runs)]
+        t = torch.tensor(vals, dtype=torch.float64)
+        out[key] = {"mean": float(t.mean()), "std": float(t.std()) if len(vals) > 1 else 0.0,
+                    "min": min(vals), "max": max(vals), "per_seed": vals}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="lenet5,lenet300")
@@ -229,6 +258,8 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true",
                     help="resume an interrupted pruning schedule (its earlier steps then miss from `seconds`)")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="seeds of baseline training + compression; the first also runs the plot and the peers")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -239,8 +270,15 @@ def main() -> None:
                            "load_average_start": list(os.getloadavg())}
     for name in args.models.split(","):
         print(f"== {name}", flush=True)
-        out[name] = run_model(name, data, plan, peers=not args.skip_peers, resume=args.resume)
-        print({k: v for k, v in out[name].items() if not isinstance(v, dict | list)}, flush=True)
+        runs: dict[int, dict[str, Any]] = {}
+        for i, seed in enumerate(args.seeds):
+            runs[seed] = run_model(name, data, plan, peers=not args.skip_peers, resume=args.resume, seed=seed,
+                                   extras=i == 0)
+            print(seed, {k: v for k, v in runs[seed].items() if not isinstance(v, dict | list)}, flush=True)
+        out[name] = {**runs[args.seeds[0]], "seed": args.seeds[0], "over_seeds": seed_summary(runs),
+                     "other_seeds": {str(s): r for s, r in runs.items() if s != args.seeds[0]}}
+    out["seeds"] = args.seeds
+    out["command"] = " ".join(["python benchmarks/compression.py", *sys.argv[1:]])
     out["load_average_end"] = list(os.getloadavg())
     out["peak_rss_mb"] = peak_rss_mb()
     previous = RESULTS / f"compression{plan.suffix}.json"

@@ -313,7 +313,7 @@ def main() -> None:
     if not comp_path.is_file():
         raise SystemExit(f"{comp_path} is missing: run benchmarks/compression.py{' --quick' if args.quick else ''}")
     compressed = torch.load(comp_path, map_location="cpu", weights_only=False).eval()
-    blob, acct = pack_model(compressed)
+    blob, acct = pack_model(compressed, torch.zeros(1, *data.input_shape))
     (DIR / "lenet5.xlm").write_bytes(blob)
     unpacked = unpack_model(blob)
     packed_acc = evaluate(unpacked, data.test).accuracy
