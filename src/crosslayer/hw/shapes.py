@@ -2,8 +2,9 @@
 
 Convolutions follow the usual 7-loop nest (N, M, C, P, Q, R, S; Sze et al., "Efficient Processing of
 Deep Neural Networks: A Tutorial and Survey", Proc. IEEE 2017). A linear layer is a 1x1 convolution on a
-1x1 map; a depthwise convolution is ``groups = C`` independent single-channel convolutions; pooling has
-no MACs but moves its input and output through the memory hierarchy.
+1x1 map, or on a T x 1 map when it is applied to T tokens per sample (``in_h = T``); a depthwise convolution
+is ``groups = C`` independent single-channel convolutions; pooling has no MACs but moves its input and output
+through the memory hierarchy.
 """
 
 from __future__ import annotations

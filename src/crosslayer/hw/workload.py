@@ -12,6 +12,7 @@ quantized layer's ``weight_spec`` / ``act_spec``; plain float layers use ``float
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from torch import nn
 from crosslayer.hw.errors import MappingError
 from crosslayer.hw.shapes import LayerKind, LayerShape
 
-__all__ = ["LayerCall", "extract_workload", "trace_layers"]
+__all__ = ["LayerCall", "attention_shapes", "extract_workload", "trace_layers"]
 
 log = logging.getLogger(__name__)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
@@ -109,7 +110,41 @@ def trace_layers(model: nn.Module, inputs: torch.Tensor, select: Callable[[str, 
 
 
 def _workload_layer(name: str, mod: nn.Module) -> bool:
-    return isinstance(mod, (nn.Conv2d, nn.Linear, *_POOLS))
+    return isinstance(mod, (nn.Conv2d, nn.Linear, nn.MultiheadAttention, *_POOLS))
+
+
+def _tokens(shape: tuple[int, ...], batch_first: bool) -> int:
+    """Tokens per sample of an attention input: (N, T, E) when ``batch_first``, else (T, N, E); (T, E) unbatched."""
+    if len(shape) == 2:
+        return int(shape[0])
+    return int(shape[1] if batch_first else shape[0])
+
+
+def attention_shapes(name: str, mod: nn.MultiheadAttention, q_tokens: int, kv_tokens: int, *, bits: int,
+                     act_density: float = 1.0) -> list[LayerShape]:
+    """``nn.MultiheadAttention`` as the four GEMMs it runs per sample (Vaswani et al., NeurIPS 2017): the
+    Q / K / V input projections (one GEMM when query, key and value share their width; else three), the scores
+    ``Q K^T`` and the context ``softmax(.) V`` per head (grouped 1x1 convolutions, a group per head, whose
+    "weights" are the keys / values of the sample), and the output projection. Its internal linears are
+    called functionally, so a module hook sees only the block: this is how its MACs reach the cost model.
+    Softmax, scaling and masking are not costed (no MACs)."""
+    e, h = mod.embed_dim, mod.num_heads
+    dh = e // h
+
+    def gemm(part: str, cin: int, cout: int, tokens: int, groups: int = 1, density: float = 1.0) -> LayerShape:
+        return LayerShape(name=f"{name}.{part}", kind="linear" if groups == 1 else "conv", in_channels=cin,
+                          out_channels=cout, in_h=tokens, groups=groups, weight_bits=bits, act_bits=bits,
+                          act_density=density)
+
+    if mod.kdim == e and mod.vdim == e and q_tokens == kv_tokens:
+        out = [gemm("in_proj", e, 3 * e, q_tokens, density=act_density)]
+    else:
+        out = [gemm("q_proj", e, e, q_tokens, density=act_density), gemm("k_proj", mod.kdim, e, kv_tokens),
+               gemm("v_proj", mod.vdim, e, kv_tokens)]
+    out += [gemm("scores", h * dh, h * kv_tokens, q_tokens, groups=h),
+            gemm("context", h * kv_tokens, h * dh, q_tokens, groups=h),
+            gemm("out_proj", e, e, q_tokens)]
+    return out
 
 
 @torch.no_grad()
@@ -128,6 +163,9 @@ def extract_workload(model: nn.Module, inputs: torch.Tensor, *, float_bits: int 
             x = q(x)  # values that round to zero are zeros the hardware sees
         rec = store.setdefault(name, {"nonzero": 0, "total": 0})
         rec["shape"] = tuple(x.shape)
+        if isinstance(mod, nn.MultiheadAttention):  # key given by keyword or omitted: self-attention
+            key = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else x
+            rec["tokens"] = (_tokens(tuple(x.shape), mod.batch_first), _tokens(tuple(key.shape), mod.batch_first))
         rec["nonzero"] += int(torch.count_nonzero(x))
         rec["total"] += x.numel()
 
@@ -139,6 +177,9 @@ def extract_workload(model: nn.Module, inputs: torch.Tensor, *, float_bits: int 
         act_density = rec["nonzero"] / max(rec["total"], 1)
         shape = rec["shape"]
         lname = name or type(mod).__name__
+        if isinstance(mod, nn.MultiheadAttention):
+            out.extend(attention_shapes(lname, mod, *rec["tokens"], bits=float_bits, act_density=act_density))
+            continue
         if isinstance(mod, _POOLS):
             if not include_pooling:
                 continue
@@ -158,8 +199,11 @@ def extract_workload(model: nn.Module, inputs: torch.Tensor, *, float_bits: int 
                   "weight_density": float(nz.sum()) / weight.numel(), "act_density": act_density,
                   "filter_nnz": tuple(int(v) for v in nz.tolist())}
         if isinstance(mod, nn.Linear):
+            # a Linear applied to tokens ((N, T, ..., F): an MLP or attention projection) is one GEMM with a
+            # row per token per sample: a 1x1 convolution on a T x 1 map
+            tokens = math.prod(int(d) for d in shape[1:-1])
             out.append(LayerShape(name=lname, kind="linear", in_channels=mod.in_features,
-                                  out_channels=mod.out_features, **common))
+                                  out_channels=mod.out_features, in_h=tokens, **common))
         else:
             assert isinstance(mod, nn.Conv2d)
             if isinstance(mod.padding, str):     # "same" keeps the size (stride 1), "valid" pads nothing
