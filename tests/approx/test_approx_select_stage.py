@@ -24,6 +24,7 @@ from crosslayer.config import from_mapping
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError, StageError
 from crosslayer.flow import StageContext, load_flow_config, run_flow
+from crosslayer.rundir import RunDir
 
 LAYERS = ["conv1", "conv2", "fc1", "fc2"]
 MACS = {"conv1": 288_000, "conv2": 1_600_000, "fc1": 400_000, "fc2": 5_000}
@@ -160,3 +161,10 @@ def test_stage_in_a_flow_after_baseline(tmp_path: Path) -> None:
     assert (rep.metrics["selection_accuracy_loss_pp"] + rep.metrics["selection_margin_pp"] <= 0.5 + 1e-9
             or rep.metrics["approximated_layers"] == 0)
     assert (tmp_path / "run" / "reports" / "approximate.json").is_file()
+    # the approximate model is kept in the run directory as data and comes back with its multipliers
+    assert not any("not kept" in n for n in rep.notes)
+    back = RunDir(tmp_path / "run").load_model("approximate")
+    chosen = {n: a["name"] for n, a in rep.metrics["multiplier_assignment"].items()}
+    kept = {n: a["name"] for n, a in assignment_of(back).items()}
+    assert kept and all(chosen[n] == m for n, m in kept.items())
+    assert {n for n, m in chosen.items() if m != "exact"} <= set(kept)
