@@ -291,11 +291,16 @@ def save_checkpoint(stem: str | Path, model: nn.Module, base: nn.Module, **meta:
     """Write ``stem.pt`` (state dict) and ``stem.json`` (architecture record + ``meta``); checks that the
     pair rebuilds to the same parameter names and shapes before writing."""
     stem = Path(stem)
-    record = architecture_record(model, base)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     import copy
 
-    check = rebuild(copy.deepcopy(base), json.loads(json.dumps(record)), state)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    try:
+        record = architecture_record(model, base)
+        check = rebuild(copy.deepcopy(base), json.loads(json.dumps(record)), state)
+    except CheckpointError:
+        raise
+    except CrossLayerError as exc:  # a codec refusing its own record: the model cannot be kept, the run goes on
+        raise CheckpointError(f"checkpoint {stem.name!r} would not rebuild: {exc}") from exc
     got = {k: tuple(v.shape) for k, v in check.state_dict().items()}
     want = {k: tuple(v.shape) for k, v in state.items()}
     if got != want:

@@ -84,3 +84,22 @@ def test_an_approximate_layer_without_its_quantized_layer_record_is_refused(tmp_
     with pytest.raises(CrossLayerError, match="integer codes|quantize"):
         load_checkpoint(tmp_path / "m", user_net())
     assert issubclass(CheckpointError, CrossLayerError)
+
+
+def test_a_codec_refusing_its_own_record_makes_a_checkpoint_error(tmp_path: Path, monkeypatch) -> None:
+    """The flow catches CheckpointError to go on without keeping a model; any refusal while checking that a
+    record rebuilds must arrive as one."""
+    import dataclasses
+
+    from crosslayer import checkpoint
+    from crosslayer.errors import StageError
+
+    def refuse(settings, original, child):  # type: ignore[no-untyped-def]
+        raise StageError("this layer cannot be rebuilt")
+
+    codec = checkpoint._CODECS["approx.layer"]
+    monkeypatch.setitem(checkpoint._CODECS, "approx.layer", dataclasses.replace(codec, decode=refuse))
+    base, model = _approximated()
+    with pytest.raises(CheckpointError, match="would not rebuild: this layer cannot be rebuilt"):
+        save_checkpoint(tmp_path / "m", model, base)
+    assert not (tmp_path / "m.pt").exists()
