@@ -142,11 +142,22 @@ def _type_records(model: nn.Module, base: nn.Module) -> dict[str, dict[str, Any]
     return records
 
 
+def _codec_named(kind: str) -> LayerCodec | None:
+    """The codec registered as ``kind``; the steps register theirs when imported, so a process that has not
+    imported them yet (a command reading a run directory) imports the project's own step modules first
+    (``crosslayer.stage.discover``: crosslayer's packages only, never code named by the record)."""
+    if kind not in _CODECS:
+        from crosslayer.stage import discover
+
+        discover()
+    return _CODECS.get(kind)
+
+
 def _decode(path: str, records: Mapping[str, Any], original: nn.Module) -> nn.Module:
     rec = records[path]
     if not isinstance(rec, Mapping) or not isinstance(rec.get("kind"), str):
         raise CheckpointError(f"architecture record of layer {path!r} is malformed")
-    codec = _CODECS.get(rec["kind"])
+    codec = _codec_named(rec["kind"])
     if codec is None:
         raise CheckpointError(f"layer {path!r} has unknown kind {rec['kind']!r}; known: "
                               f"{', '.join(sorted(_CODECS)) or '(none)'}")
@@ -173,7 +184,7 @@ def _apply_types(base: nn.Module, records: Mapping[str, Any]) -> nn.Module:
     for path in sorted(records, key=_depth):
         if path in consumed:
             continue
-        codec = _CODECS.get(records[path].get("kind", "")) if isinstance(records[path], Mapping) else None
+        codec = _codec_named(str(records[path].get("kind", ""))) if isinstance(records[path], Mapping) else None
         if codec is not None:
             consumed.update(f"{path}.{c}" for c in codec.children)
         try:

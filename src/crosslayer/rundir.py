@@ -272,7 +272,9 @@ class RunDir:
         return load_checkpoint(stem, self.model_spec().build(trusted_model))
 
     def model_of(self, stage: str | None = None) -> str:
-        """The name of the model ``stage`` left as the current model (default: the last one any stage left)."""
+        """The name of the model ``stage`` left as the current model (default: the last one any stage left). A
+        stage that left no current model but published models (``approximate``, ``imc``, ``memory``) gives the
+        one it published under its own name, or its only one."""
         done = self.done()
         if stage is not None:
             check_name(stage, "stage")
@@ -280,11 +282,17 @@ class RunDir:
             if not match:
                 raise RunDirError(f"run directory {str(self.path)!r} has no finished stage {stage!r}; its stages: "
                                   f"{', '.join(d.stage for d in done) or '(none)'}")
-            if match[0].model is None:
-                with_models = [d.stage for d in done if d.model]
+            rec = match[0]
+            if rec.model is None and rec.published:
+                if len(rec.published) == 1:
+                    return next(iter(rec.published.values()))
+                if stage in rec.published:
+                    return rec.published[stage]
+            if rec.model is None:
+                with_models = [d.stage for d in done if d.model or d.published]
                 raise RunDirError(f"stage {stage!r} of {str(self.path)!r} left no model; stages that did: "
                                   f"{', '.join(with_models) or '(none)'}")
-            return match[0].model
+            return rec.model
         for d in reversed(done):
             if d.model is not None:
                 return d.model

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +171,11 @@ def test_stage_in_a_flow_after_baseline(tmp_path: Path) -> None:
     kept = {n: a["name"] for n, a in assignment_of(back).items()}
     assert kept and all(chosen[n] == m for n, m in kept.items())
     assert {n for n, m in chosen.items() if m != "exact"} <= set(kept)
+    # a fresh process (a command reading the run) has imported no step yet: the codecs are found all the same,
+    # and `--stage approximate` names the model the stage published
+    code = ("import sys; from crosslayer import load_run_model; from crosslayer.approx import assignment_of; "
+            "print(sorted(assignment_of(load_run_model(sys.argv[1], 'approximate'))))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(sorted(kept))
