@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -9,7 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ BASELINE_RECIPES: dict[str, dict[str, Any]] = {
     # SGD momentum 0.9, weight decay 5e-4, cosine; the learning rate chosen on the validation split by
     # `baseline.py --pilot` (results/baseline.json "pilot_*"), the epochs fixed by the time budget beforehand.
     "resnet20@fashion-mnist": {"epochs": 10, "batch_size": 256, "optimizer": "sgd", "lr": 0.1},
+    "mobilenetv2-0.5@fashion-mnist": {"epochs": 10, "batch_size": 256, "optimizer": "sgd", "lr": 0.05},
 }
 
 os.environ.setdefault("CROSSLAYER_NO_PROGRESS", "1")
@@ -54,6 +56,34 @@ def machine_info() -> dict[str, Any]:
 
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform()}
+
+
+TIMING_LOCK = Path(os.environ.get("CROSSLAYER_TIMING_LOCK", "/tmp/crosslayer-timing.lock"))
+
+
+@contextlib.contextmanager
+def quiet_machine() -> Iterator[None]:
+    """Hold the timing lock exclusively while timing rounds run.
+
+    Long jobs that may share the machine with a benchmark (trainings in another terminal) take the same lock
+    shared (``flock -s $CROSSLAYER_TIMING_LOCK cmd``), so timing waits until none of them runs; while it waits
+    or times, the file ``<lock>.want`` exists, and such jobs should not start a new piece of work until it is
+    gone (flock grants a shared lock even while an exclusive one waits). Advisory: it orders only the
+    processes that use it.
+    """
+    import fcntl
+
+    want = TIMING_LOCK.with_suffix(".want")
+    want.touch()
+    try:
+        with open(TIMING_LOCK, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        want.unlink(missing_ok=True)
 
 
 def peak_rss_mb() -> float:

@@ -124,7 +124,7 @@ def _pilot(key: str, before: dict[str, Any] | None = None) -> dict[str, Any]:
 
     from crosslayer.train import TrainConfig, fit
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     ctx = _zoo_context(key)
     init = copy.deepcopy(ctx.model.state_dict())
     sub = ctx.data.train.subset(PILOT_TRAIN)
@@ -160,7 +160,7 @@ def _zoo_train(key: str, chunk_epochs: int | None, pilot: dict[str, Any] | None)
 
     from crosslayer.train import TrainConfig, evaluate, fit_cached
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     model, dataset = ZOO[key]
     recipe = BASELINE_RECIPES[f"{model}@{dataset}"]
     if pilot is None or "chosen" not in pilot:

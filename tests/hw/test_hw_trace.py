@@ -34,7 +34,7 @@ def test_every_mac_count_agrees(name: str) -> None:
         t, e = 49, 32  # 7 x 7 patches of 4 x 4 px, width 32
         attention = t * e * 3 * e + 2 * t * t * e + t * e * e  # in_proj, scores + context over heads, out_proj
     assert traced + attention == sum(s.macs for s in extract_workload(net, x, include_pooling=False))
-    assert traced == sum(s.in_features * s.out_features * s.vectors for s in layer_shapes(net, (1, 28, 28)))
+    assert traced == sum(s.macs_per_vector * s.vectors for s in layer_shapes(net, (1, 28, 28)))
     if name == "lenet5":
         assert traced == 2_293_000
 

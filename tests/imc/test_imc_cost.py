@@ -47,6 +47,30 @@ def test_network_cost_lenet5_shapes_and_totals() -> None:
     assert layer_shapes(to_crossbar(model, CrossbarSpec()), (1, 28, 28)) == shapes
 
 
+def test_depthwise_cost_counts_only_the_diagonal_blocks() -> None:
+    spec = CrossbarSpec(rows=128, cols=128, dac_bits=8, adc_bits=8)
+    # depthwise 3x3 over 32 channels: 288 block-diagonal rows; row tiles hold rows 0-127 (channels 0-14),
+    # 128-255 (channels 14-28) and 256-287 (channels 28-31)
+    dw = MatrixShape("dw", 32 * 9, 32, 10, groups=32)
+    assert dw.row_tiles(128) == [(128, 15), (128, 15), (32, 4)]
+    c = layer_cost(dw, spec)
+    assert c.tiles == 3
+    assert c.adc_conversions == 8 * 10 * (15 + 15 + 4)
+    assert c.dac_pj == pytest.approx(8 * 10 * 288 * 0.390625)
+    assert c.array_pj == pytest.approx(8 * 10 * 2 * 288 * 30.0 / 16384)  # 9 cells per channel, not 288 x 32
+    _, totals = network_cost([dw], spec)
+    assert totals["macs"] == 32 * 9 * 10
+    # one group is the dense layer
+    assert layer_cost(MatrixShape("d", 288, 32, 10, groups=1), spec).adc_conversions == 8 * 10 * 3 * 32
+    model = build_model("mobilenetv2-0.5")
+    shapes = {s.name: s for s in layer_shapes(model, (1, 28, 28))}
+    dws = [s for s in shapes.values() if s.groups > 1]
+    assert dws and all(s.groups * 9 == s.in_features and s.groups == s.out_features for s in dws)
+    assert layer_shapes(to_crossbar(model, CrossbarSpec()), (1, 28, 28)) == list(shapes.values())
+    with pytest.raises(StageError, match="groups do not divide"):
+        layer_cost(MatrixShape("x", 10, 4, 1, groups=3), spec)
+
+
 def test_cost_bad_input() -> None:
     with pytest.raises(StageError, match="empty shape"):
         layer_cost(MatrixShape("x", 0, 3, 1), CrossbarSpec())

@@ -8,7 +8,7 @@ from torch import nn
 
 from crosslayer.errors import StageError
 from crosslayer.imc import CrossbarLayer, CrossbarSpec, crossbar_layers, to_crossbar
-from crosslayer.imc.crossbar import adc_quantize, dac_encode, dac_quantize
+from crosslayer.imc.crossbar import adc_quantize, block_diagonal, dac_encode, dac_quantize
 from crosslayer.train import evaluate
 
 IDEAL = CrossbarSpec(levels=2**22, dac_bits=0, adc_bits=0, rows=16, cols=8)
@@ -30,6 +30,25 @@ def test_ideal_crossbar_matches_digital_layers() -> None:
     layer = dict(crossbar_layers(cb))["2"]
     assert layer.n_tiles == 2  # 6 * 2 * 2 = 24 inputs on 16-row tiles
     assert torch.allclose(layer.effective_weight(), net[2].weight, atol=1e-5)
+
+
+@pytest.mark.parametrize(("cin", "cout", "groups"), [(6, 6, 6), (6, 12, 6), (8, 4, 2)])
+def test_grouped_and_depthwise_convs_map_block_diagonally(cin: int, cout: int, groups: int) -> None:
+    torch.manual_seed(1)
+    conv = nn.Conv2d(cin, cout, 3, padding=1, groups=groups).eval()
+    x = torch.randn(3, cin, 6, 6)
+    cb = to_crossbar(nn.Sequential(conv), IDEAL, seed=0)
+    layer = cb[0]
+    assert isinstance(layer, CrossbarLayer) and layer.groups == groups
+    assert layer.in_features == cin * 9 and layer.out_features == cout
+    with torch.no_grad():
+        assert torch.allclose(cb(x), conv(x), atol=1e-4)
+    assert torch.allclose(layer.effective_weight(), conv.weight, atol=1e-5)
+    # off-block cells hold no device: nothing outside the diagonal blocks conducts
+    mask = block_diagonal(torch.ones(cout, cin * 9 // groups), groups).t()
+    assert bool((layer.w_norm[mask == 0] == 0).all())
+    noisy = to_crossbar(nn.Sequential(conv), CrossbarSpec(d2d_sigma=0.3, rows=16, cols=8), seed=0)[0]
+    assert bool((noisy.w_norm[mask == 0] == 0).all())
 
 
 def test_dac_and_adc_quantizers() -> None:
@@ -96,7 +115,7 @@ def test_bad_models_and_layers() -> None:
         to_crossbar(nn.Sequential(nn.ReLU()), CrossbarSpec())
     with pytest.raises(StageError, match="no Linear/Conv2d layer named 'fc9'"):
         to_crossbar(nn.Sequential(nn.Linear(2, 2)), CrossbarSpec(), layers=["fc9"])
-    with pytest.raises(StageError, match="groups = 1"):
-        to_crossbar(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), CrossbarSpec())
+    with pytest.raises(StageError, match="numeric zero padding"):
+        to_crossbar(nn.Sequential(nn.Conv2d(4, 4, 3, padding="same")), CrossbarSpec())
     partial = to_crossbar(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), CrossbarSpec(), layers=["1"])
     assert not isinstance(partial[0], CrossbarLayer) and isinstance(partial[1], CrossbarLayer)

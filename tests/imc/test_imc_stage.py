@@ -30,6 +30,7 @@ adc_bits_sweep = [3, 8]
 seeds = 1
 eval_limit = 150
 calibration_images = 64
+aware_limit = 200
 
 [imc.crossbar]
 d2d_sigma = 0.5
@@ -51,6 +52,7 @@ def test_stage_report(imc_run: Path) -> None:
         assert key in metrics
     assert 0.0 <= metrics["noisy_accuracy_standard"] <= 1.0
     assert metrics["imc_energy_pj"] > 0 and metrics["imc_tiles"] == 65
+    assert metrics["aware_train_images"] == 200  # aware_limit: the fine-tuning's subset of the 1,350 images
     rep = json.loads((imc_run / "reports" / "imc.json").read_text())
     assert len(rep["figures"]) == 3
     titles = [t["title"] for t in rep["tables"]]

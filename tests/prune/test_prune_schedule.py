@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -108,6 +109,25 @@ def test_structured_schedule_shrinks_lenet5(lenet5_trained: nn.Module, tiny: Dat
     assert resumed.resumed_from == 2 and resumed.channels == out.channels
 
 
+def test_finetune_limit_fine_tunes_on_a_training_subset(lenet5_trained: nn.Module, tiny: DataSplits,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import crosslayer.prune.schedule as schedule
+
+    seen: list[int] = []
+    real_fit = schedule.fit
+
+    def spy(model: nn.Module, train: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(len(train))
+        return real_fit(model, train, *args, **kwargs)
+
+    monkeypatch.setattr(schedule, "fit", spy)
+    cfg = ScheduleConfig(structured=True, targets=(0.25,), budget_pp=50.0, finetune_epochs=1, finetune_limit=64,
+                         round_to=4)
+    out = IterativePruner(lenet5_trained, tiny, cfg, seed=0).run()
+    assert seen == [64] and len(tiny.train) > 64
+    assert all(n % 4 == 0 for n in out.channels.values())
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"targets": [0.5, 0.4]}, "strictly increasing"),
     ({"targets": [0.5, 1.0]}, r"targets\[1\] = 1.0 is out of range"),
@@ -117,6 +137,8 @@ def test_structured_schedule_shrinks_lenet5(lenet5_trained: nn.Module, tiny: Dat
     ({"stop_confidence": 1.0}, "stop_confidence = 1.0 is out of range"),
     ({"scheme": "random"}, "class-blind"),
     ({"finetune_lr": 0.0}, "finetune_lr"),
+    ({"finetune_limit": -1}, "finetune_limit"),
+    ({"round_to": 0}, "round_to"),
 ])
 def test_config_errors(options: dict, message: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ConfigError, match=message):

@@ -11,6 +11,7 @@ from crosslayer.models import LeNet5, SmallVGG
 from crosslayer.prune import (
     channel_importance,
     count_macs,
+    kept_channels,
     prunable_groups,
     prune_groups,
     prune_structured,
@@ -157,3 +158,27 @@ def test_bad_input() -> None:
 
     with pytest.raises(StageError, match="torch.fx-traceable"):
         prunable_groups(Dynamic(), X)
+
+
+@pytest.mark.parametrize(("size", "amount", "round_to", "kept"), [
+    (16, 0.3, 1, 11), (16, 0.3, 8, 8), (32, 0.3, 8, 24), (64, 0.3, 8, 48), (64, 0.3, 4, 44),
+    (16, 0.0, 8, 16), (16, 0.9, 8, 8), (6, 0.5, 8, 3), (10, 0.05, 8, 8), (12, 0.0, 8, 12),
+])
+def test_kept_channels_rounds_to_a_multiple_within_the_group(size: int, amount: float, round_to: int,
+                                                            kept: int) -> None:
+    assert kept_channels(size, amount, round_to) == kept
+
+
+def test_round_to_keeps_every_group_a_multiple() -> None:
+    from crosslayer.models import build_model
+    from crosslayer.prune import ChannelPruneConfig, sparsify
+
+    model = build_model("resnet20", num_classes=10, in_channels=1, image_size=28)
+    plain = sparsify(model, ChannelPruneConfig(amount=0.3, input_shape=(1, 28, 28))).model
+    rounded = sparsify(model, ChannelPruneConfig(amount=0.3, round_to=8, input_shape=(1, 28, 28))).model
+    widths = {m.out_channels for m in rounded.modules() if isinstance(m, nn.Conv2d)}
+    assert widths == {8, 24, 48}
+    assert {m.out_channels for m in plain.modules() if isinstance(m, nn.Conv2d)} == {11, 22, 45}
+    assert rounded(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="round_to"):
+        ChannelPruneConfig(amount=0.3, round_to=0)

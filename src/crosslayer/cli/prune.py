@@ -50,6 +50,8 @@ def prune_cmd(
                                 help="Increasing sparsities (or channel fractions with --structured)."),
     structured: bool = typer.Option(False, "--structured", help="Remove whole channels instead of weights."),
     importance: str = typer.Option("l1", "--importance", help="Channel importance for --structured: l1 or l2."),
+    round_to: int = typer.Option(1, "--round-to", help="With --structured: keep channel counts multiples of this "
+                                                      "(8 suits ONNX Runtime on AVX2 CPUs)."),
     layers: str = typer.Option("", "--layers", help="Comma-separated layer names to prune (default: all)."),
     epochs: int = typer.Option(2, "--epochs", help="Fine-tuning epochs per step."),
     lr: float = typer.Option(0.001, "--lr", help="Fine-tuning learning rate (Adam)."),
@@ -71,7 +73,7 @@ def prune_cmd(
     cfg = from_mapping(PruneConfig, {
         "scheme": scheme, "targets": list(_floats(targets, "--targets")), "budget_pp": budget,
         "stop_confidence": stop_confidence, "augment_shift": shift, "structured": structured,
-        "importance": importance, "finetune_epochs": epochs, "finetune_lr": lr,
+        "importance": importance, "round_to": round_to, "finetune_epochs": epochs, "finetune_lr": lr,
         "layers": [s.strip() for s in layers.split(",") if s.strip()]}, section="prune")
     rep = run_standalone("prune", cfg, out, run_dir=run_dir, force=force, options={
         "model": model, "weights": str(weights) if weights else "", "dataset": dataset, "seed": seed,

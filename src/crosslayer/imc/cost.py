@@ -11,6 +11,11 @@ Per matrix-vector product (MVM) of a layer with ``in`` inputs and ``out`` output
 * ADC conversions: ``ceil(in / rows) * out`` per cycle (the pair is subtracted in the analog domain,
   each tile's partial sum is digitised; the periphery shifts and adds).
 
+A grouped or depthwise convolution (``groups`` blocks of ``in / groups`` x ``out / groups``) is mapped
+block-diagonally (see :mod:`crosslayer.imc.crossbar`): each ``rows``-high row tile holds the columns of the
+groups whose rows it contains and only those, so the formulas above run per row tile over its active columns,
+and only the diagonal blocks' cells are read.
+
 Default unit figures are ISAAC's (Shafiee et al., ISCA 2016, Table 2, 32 nm, 10 MHz crossbar
 cycle of 100 ns): 8 ADCs (8 bit, 1.28 GS/s) 16 mW and 0.0096 mm^2; 8 x 128 one-bit DACs 4 mW and
 0.00017 mm^2; 8 arrays of 128 x 128 cells 2.4 mW and 0.0002 mm^2. Hence 1.56 pJ per 8-bit
@@ -71,6 +76,21 @@ class MatrixShape:
     in_features: int
     out_features: int
     vectors: int
+    groups: int = 1
+
+    @property
+    def macs_per_vector(self) -> int:
+        return self.in_features * self.out_features // self.groups
+
+    def row_tiles(self, rows: int) -> list[tuple[int, int]]:
+        """(rows used, active output columns) of each ``rows``-high row tile of the block-diagonal matrix."""
+        in_g, out_g = self.in_features // self.groups, self.out_features // self.groups
+        out = []
+        for r0 in range(0, self.in_features, rows):
+            r1 = min(self.in_features, r0 + rows)
+            touched = (r1 - 1) // in_g - r0 // in_g + 1
+            out.append((r1 - r0, touched * out_g))
+        return out
 
 
 @dataclass(frozen=True)
@@ -98,23 +118,26 @@ def layer_cost(shape: MatrixShape, spec: CrossbarSpec, params: CostParams | None
     p = params or CostParams()
     if shape.in_features < 1 or shape.out_features < 1 or shape.vectors < 1:
         raise StageError(f"layer {shape.name!r} has an empty shape {shape}")
-    row_tiles = math.ceil(shape.in_features / spec.rows)
-    col_tiles = math.ceil(2 * shape.out_features / spec.cols)
+    if shape.groups < 1 or shape.in_features % shape.groups or shape.out_features % shape.groups:
+        raise StageError(f"layer {shape.name!r}: {shape.groups} groups do not divide {shape}")
+    per_tile = shape.row_tiles(spec.rows)
+    col_tiles = [math.ceil(2 * active / spec.cols) for _, active in per_tile]
     dac_bits = spec.dac_bits or 8
     adc_bits = spec.adc_bits or 8
     k = min(p.input_bits_per_cycle, dac_bits)
     cycles = math.ceil(dac_bits / k) * shape.vectors
-    cells = 2 * shape.in_features * shape.out_features
-    adc_conv = cycles * row_tiles * shape.out_features
+    cells = 2 * shape.macs_per_vector
+    adc_conv = cycles * sum(active for _, active in per_tile)
     adc_pj = adc_conv * p.adc_pj_8bit * 2.0 ** (adc_bits - 8)
-    dac_pj = cycles * shape.in_features * col_tiles * p.dac_pj_1bit * (2 ** k - 1)
+    dac_pj = cycles * sum(used * c for (used, _), c in zip(per_tile, col_tiles, strict=True)) * p.dac_pj_1bit * (
+        2 ** k - 1)
     array_pj = cycles * cells * p.cell_read_pj
-    tiles = row_tiles * col_tiles
+    tiles = sum(col_tiles)
     area = tiles * (p.array_mm2_128 * spec.rows * spec.cols / (128 * 128)
                     + p.adcs_per_tile * p.adc_mm2_8bit * 2.0 ** (adc_bits - 8)
                     + spec.rows * p.dac_mm2_1bit * (2 ** k - 1))
     # columns of a tile share its ADCs: one read cycle lasts max(cycle, conversions / ADC rate)
-    conv_per_adc = math.ceil(min(spec.cols // 2, shape.out_features) / p.adcs_per_tile)
+    conv_per_adc = math.ceil(min(spec.cols // 2, max(active for _, active in per_tile)) / p.adcs_per_tile)
     adc_rate = 1.28e9 / 2.0 ** (adc_bits - 8)  # ISAAC's 8-bit SAR rate; one bit more halves it
     latency = cycles * max(p.cycle_s, conv_per_adc / adc_rate)
     return LayerCost(shape.name, tiles, shape.vectors, array_pj, dac_pj, adc_pj, adc_conv, area, latency)
@@ -126,7 +149,7 @@ def network_cost(shapes: list[MatrixShape], spec: CrossbarSpec, params: CostPara
     p = params or CostParams()
     costs = [layer_cost(s, spec, p) for s in shapes]
     energy = sum(c.energy_pj for c in costs)
-    macs = sum(s.in_features * s.out_features * s.vectors for s in shapes)
+    macs = sum(s.macs_per_vector * s.vectors for s in shapes)
     totals = {"energy_pj": energy, "energy_mac_units": energy / p.digital_mac_pj if p.digital_mac_pj else math.inf,
               "area_mm2": sum(c.area_mm2 for c in costs), "latency_s": sum(c.latency_s for c in costs),
               "tiles": float(sum(c.tiles for c in costs)), "macs": float(macs),
@@ -154,5 +177,6 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[MatrixS
         else:
             vectors = math.prod(c.input_shape) // c.input_shape[-1]
         w = mod.effective_weight() if isinstance(mod, CrossbarLayer) else mod.get_parameter("weight")
-        found.append(MatrixShape(c.name, int(w[0].numel()), int(w.shape[0]), vectors))
+        groups = int(getattr(mod, "groups", 1))
+        found.append(MatrixShape(c.name, int(w[0].numel()) * groups, int(w.shape[0]), vectors, groups))
     return found

@@ -6,7 +6,13 @@ accelerator does (ISAAC, Shafiee et al., ISCA 2016; PRIME, Chi et al., ISCA 2016
 vector is scaled by its absolute maximum and coded by the DAC, every ``rows``-high tile produces
 analog partial sums (Kirchhoff current sums, ``sum_r x_r (G+_r - G-_r)``) that its ADC digitises,
 and the digital periphery adds the tiles, undoes the scales and adds the bias.
-Convolutions are lowered to matrix products with ``unfold`` (im2col), as crossbar mappings do.
+Convolutions are lowered to matrix products with ``unfold`` (im2col), as crossbar mappings do. A grouped or
+depthwise convolution is one block-diagonal matrix: group ``g``'s filters take the rows of its own input
+channels' patches and its own output columns, and the cells off the diagonal blocks are not programmed (they
+hold no device and add no current), so each row tile digitises only the columns of the groups it holds: the
+plain mapping of a grouped layer, whose row tiles are used to ``1 / groups`` of the block rows' width at most
+(depthwise layers use crossbars poorly); :func:`crosslayer.imc.cost.layer_cost` counts the same tiles and
+conversions.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from crosslayer.errors import StageError
 from crosslayer.imc.devices import Conductances, program
 from crosslayer.imc.spec import CrossbarSpec
 
-__all__ = ["CrossbarLayer", "adc_quantize", "calibrating_adc", "crossbar_layers", "crossbar_mvm", "dac_encode",
-           "dac_quantize", "mappable_layers", "to_crossbar"]
+__all__ = ["CrossbarLayer", "adc_quantize", "block_diagonal", "calibrating_adc", "crossbar_layers", "crossbar_mvm",
+           "dac_encode", "dac_quantize", "mappable_layers", "to_crossbar"]
 
 
 def dac_quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -92,11 +98,13 @@ class CrossbarLayer(nn.Module):
 
     def __init__(self, layer: nn.Linear | nn.Conv2d, spec: CrossbarSpec, *, chip_seed: int, cycle_seed: int) -> None:
         super().__init__()
+        self.groups = 1
         if isinstance(layer, nn.Conv2d):
-            if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-                raise StageError("crossbar mapping supports Conv2d with groups = 1, numeric zero padding; "
-                                 f"got groups = {layer.groups}, padding = {layer.padding!r}")
+            if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                raise StageError("crossbar mapping supports Conv2d with numeric zero padding; "
+                                 f"got padding = {layer.padding!r}, padding_mode = {layer.padding_mode!r}")
             self.kind = "conv"
+            self.groups = layer.groups
             self.conv_args = {"kernel_size": layer.kernel_size, "dilation": layer.dilation,
                               "padding": layer.padding, "stride": layer.stride}
         elif isinstance(layer, nn.Linear):
@@ -108,11 +116,14 @@ class CrossbarLayer(nn.Module):
         quant_weight = getattr(layer, "quant_weight", None)
         w = (quant_weight() if callable(quant_weight) else layer.weight).detach()
         self.weight_shape = tuple(w.shape)
-        w2 = w.reshape(w.shape[0], -1).cpu()
+        w2 = block_diagonal(w.reshape(w.shape[0], -1).cpu(), self.groups)
         self.cond: Conductances = program(w2, spec, chip_seed=chip_seed, cycle_seed=cycle_seed)
         window = spec.g_max - spec.g_min
         self.n_tiles = math.ceil(w2.shape[1] / spec.rows)
-        w_norm = ((self.cond.g_pos - self.cond.g_neg) / window).t().contiguous()
+        w_norm = ((self.cond.g_pos - self.cond.g_neg) / window)
+        if self.groups > 1:  # off-block cells are not programmed: no device, no current
+            w_norm = w_norm * block_diagonal(torch.ones_like(w.reshape(w.shape[0], -1).cpu()), self.groups)
+        w_norm = w_norm.t().contiguous()
         self.register_buffer("w_norm", w_norm.to(w.device))
         self.w_unit = window * self.cond.w_per_g * self.cond.gain
         self.register_buffer("adc_fs", torch.zeros(self.n_tiles, device=w.device))
@@ -131,7 +142,13 @@ class CrossbarLayer(nn.Module):
 
     def effective_weight(self) -> torch.Tensor:
         """The weight the programmed conductances realise (converters aside), in the layer's shape."""
-        return (self.w_norm.t() * self.w_unit).reshape(self.weight_shape)
+        full = self.w_norm.t() * self.w_unit
+        if self.groups > 1:
+            g = self.groups
+            blocks = full.reshape(g, full.shape[0] // g, g, full.shape[1] // g)
+            idx = torch.arange(g, device=full.device)
+            full = blocks[idx, :, idx, :]  # (groups, out / groups, in / groups): the diagonal blocks
+        return full.reshape(self.weight_shape)
 
     def _mvm(self, xq: torch.Tensor) -> torch.Tensor:
         record = self.adc_fs if self.calibrating else None
@@ -159,6 +176,19 @@ class CrossbarLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.kind}, {self.in_features}->{self.out_features}, tiles={self.n_tiles}"
+
+
+def block_diagonal(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped layer's ``(out, in / groups)`` weight as its ``(out, in)`` block-diagonal matrix: output rows of
+    group ``g`` read only the input columns of group ``g``."""
+    if groups == 1:
+        return w
+    out, in_g = w.shape
+    full = w.new_zeros(out, in_g * groups)
+    out_g = out // groups
+    for g in range(groups):
+        full[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = w[g * out_g:(g + 1) * out_g]
+    return full
 
 
 def crossbar_layers(model: nn.Module) -> Iterator[tuple[str, CrossbarLayer]]:

@@ -7,7 +7,7 @@ fine-tuning alone, leaving the fine-tuned model as the current one); thin caller
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from torch import nn
@@ -48,7 +48,7 @@ class ImcConfig(Config):
     augmentation ``aware_augment_shift`` / ``aware_augment_rotate`` / ``aware_augment_scale`` (give the
     baseline's values for longer fine-tuning, as benchmarks/imc.py does). Evaluation:
     ``seeds`` chips on the first ``eval_limit`` test images (0 = all); ADC ranges calibrated on
-    ``calibration_images``."""
+    ``calibration_images``. ``aware_limit``: fine-tune on the first N training images (0: all)."""
 
     source: Literal["current", "baseline"] = "current"
     crossbar: CrossbarSpec = field(default_factory=_default_spec)
@@ -60,6 +60,7 @@ class ImcConfig(Config):
     aware_augment_shift: int = 0
     aware_augment_rotate: float = 0.0
     aware_augment_scale: float = 0.0
+    aware_limit: int = 0
     seeds: int = 2
     eval_limit: int = 1000
     calibration_images: int = 256
@@ -76,6 +77,7 @@ class ImcConfig(Config):
         check_range("[imc] aware_epochs", self.aware_epochs, 1)
         check_range("[imc] aware_lr", self.aware_lr, 0.0, lo_open=True)
         self.aware_config()  # the augmentation is checked where it is used
+        check_range("[imc] aware_limit", self.aware_limit, 0)
         check_range("[imc] seeds", self.seeds, 1)
         check_range("[imc] eval_limit", self.eval_limit, 0)
         check_range("[imc] calibration_images", self.calibration_images, 0)
@@ -163,7 +165,8 @@ def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
     model = _source_model(ctx, cfg, rep)
     spec = cfg.crossbar
     seeds = [ctx.seed * 1000 + i for i in range(cfg.seeds)]
-    trained = imc_train(model, ImcTrainConfig(crossbar=spec, training=cfg.aware_config()), ctx.data, seed=ctx.seed)
+    data = replace(ctx.data, train=ctx.data.train.subset(cfg.aware_limit)) if cfg.aware_limit else ctx.data
+    trained = imc_train(model, ImcTrainConfig(crossbar=spec, training=cfg.aware_config()), data, seed=ctx.seed)
     sim = SimulateConfig(crossbar=spec, sigmas=cfg.sigmas, adc_bits_sweep=cfg.adc_bits_sweep,
                          eval_limit=cfg.eval_limit, calibration_images=cfg.calibration_images)
     std = imc_simulate(model, sim, ctx.data, seeds=seeds)
@@ -173,6 +176,7 @@ def imc_stage(ctx: StageContext, cfg: ImcConfig) -> StageResult:
                                                 calibration_images=cfg.calibration_images),
                           ctx.data, seeds=seeds[:1]).point.accuracies[0]
     _accuracy_report(rep, cfg, std, aw, no_var, trained.training.train_seconds, len(seeds))
+    rep.metrics["aware_train_images"] = len(data.train)
     energy = _cost_report(ctx, rep, model, spec)
     return StageResult(report=rep, publish={"imc_aware": trained.model},
                        artifacts={IMC_ENERGY_PER_INFERENCE_PJ.name: energy})

@@ -44,15 +44,19 @@ class MagnitudePruneConfig(Config):
 class ChannelPruneConfig(Config):
     """One-shot structured pruning: remove ``amount`` of the channels of every prunable group.
 
-    ``input_shape`` (C, H, W) traces the model when no data is given."""
+    ``input_shape`` (C, H, W) traces the model when no data is given. ``round_to`` keeps channel counts
+    multiples of it (8 suits ONNX Runtime on AVX2 CPUs; see :func:`crosslayer.prune.structured.kept_channels`).
+    """
 
     amount: float
     importance: Importance = "l1"
     layers: tuple[str, ...] = ()
     input_shape: tuple[int, ...] = ()
+    round_to: int = 1
 
     def validate(self) -> None:
         check_range("amount", self.amount, 0.0, 1.0, hi_open=True)
+        check_range("round_to", self.round_to, 1, 1024)
         if self.input_shape and (len(self.input_shape) != 3 or min(self.input_shape) < 1):
             raise ConfigError(f"input_shape = {list(self.input_shape)} must be (channels, height, width)")
 
@@ -92,7 +96,8 @@ def sparsify(model: nn.Module, config: PruneConfigs, data: DataSplits | None = N
     if isinstance(config, ChannelPruneConfig):
         example = _example(config, data).to(next(out.parameters()).device)
         prunable_groups(out, example, config.layers or None)  # a clear error for a model without prunable groups
-        res = prune_structured(out, example, config.amount, config.importance, config.layers or None)
+        res = prune_structured(out, example, config.amount, config.importance, config.layers or None,
+                               config.round_to)
         return PruneResult(model=out, masks=_masks_of(out), history=[], kept_step=0,
                            stop_reason=f"one-shot structured pruning of {config.amount:g} of the channels",
                            channels=dict(res.channels_after))

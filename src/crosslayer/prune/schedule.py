@@ -50,7 +50,7 @@ from crosslayer.prune.masks import (
     mask_sparsity,
     prunable_weights,
 )
-from crosslayer.prune.structured import Importance, count_macs, prunable_groups, prune_groups
+from crosslayer.prune.structured import Importance, count_macs, kept_channels, prunable_groups, prune_groups
 from crosslayer.stats import one_sided_z, paired_loss
 from crosslayer.train import TrainConfig, evaluate, fit, predict, progress, within_budget
 
@@ -70,6 +70,8 @@ class ScheduleConfig(Config):
     ``augment_shift``: random translation (pixels) during fine-tuning, as in the baseline's training.
     ``stop_confidence``: one-sided confidence in [0.5, 1) with which the validation images must show a loss
     beyond the budget before the schedule stops (0.5: the observed loss decides; see the module docstring).
+    ``round_to`` (structured): keep channel counts multiples of it (see ``kept_channels``).
+    ``finetune_limit``: fine-tune on the first N training images (0: all; the validation split is unchanged).
     """
 
     scheme: Scheme = "class-blind"
@@ -85,6 +87,8 @@ class ScheduleConfig(Config):
     importance: Importance = "l1"
     augment_shift: int = 0
     stop_confidence: float = 0.5
+    round_to: int = 1
+    finetune_limit: int = 0
 
     def validate(self) -> None:
         if self.scheme not in SCHEMES:
@@ -101,6 +105,8 @@ class ScheduleConfig(Config):
         check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_range("stop_confidence", self.stop_confidence, 0.5, 1.0, hi_open=True)
+        check_range("round_to", self.round_to, 1, 1024)
+        check_range("finetune_limit", self.finetune_limit, 0)
         self.train_config()  # checks the fine-tuning's augmentation where it is used
         if self.importance not in ("l1", "l2"):
             raise ConfigError(f"importance = {self.importance!r} is not allowed; choose 'l1' or 'l2'")
@@ -240,7 +246,7 @@ class IterativePruner:
         cand = copy.deepcopy(model)
         lam: float | None = None
         if self.cfg.structured:
-            counts = {k: max(1, n - round(target * n)) for k, n in self.original_channels.items()}
+            counts = {k: kept_channels(n, target, self.cfg.round_to) for k, n in self.original_channels.items()}
             groups = prunable_groups(cand, self.example, self.cfg.layers or None)
             prune_groups(cand, groups, {g.key: min(g.size, counts[g.key]) for g in groups if g.key in counts},
                          self.cfg.importance)
@@ -254,7 +260,8 @@ class IterativePruner:
             def hook(m: nn.Module) -> None:
                 apply_masks(m, new_masks)
 
-            fit(cand, self.data.train, self.data.val, self.cfg.train_config(), seed=self.seed + step,
+            train = self.data.train.subset(self.cfg.finetune_limit) if self.cfg.finetune_limit else self.data.train
+            fit(cand, train, self.data.val, self.cfg.train_config(), seed=self.seed + step,
                 on_step=None if self.cfg.structured else hook, desc=f"fine-tune step {step}")
         if not self.cfg.structured:
             apply_masks(cand, new_masks)

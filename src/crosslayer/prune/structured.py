@@ -21,8 +21,8 @@ from crosslayer.errors import ConfigError, StageError
 from crosslayer.hw.workload import trace_layers
 from crosslayer.prune.tracer import ChannelGroup, trace_channel_groups
 
-__all__ = ["Importance", "StructuredResult", "channel_importance", "count_macs", "prunable_groups",
-           "prune_groups", "prune_structured"]
+__all__ = ["Importance", "StructuredResult", "channel_importance", "count_macs", "kept_channels",
+           "prunable_groups", "prune_groups", "prune_structured"]
 
 Importance = Literal["l1", "l2"]
 
@@ -158,12 +158,29 @@ class StructuredResult:
     macs_after: int
 
 
+def kept_channels(size: int, amount: float, round_to: int = 1) -> int:
+    """Channels a group of ``size`` keeps when ``amount`` of them are removed: ``size - round(amount * size)``,
+    at least one, and with ``round_to`` > 1 rounded to the nearest multiple of ``round_to`` (at least one
+    multiple, never more than ``size``; groups smaller than ``round_to`` are not rounded).
+
+    Inference kernels vectorise over channels (ONNX Runtime's NCHWc convolutions work in blocks of 8 on AVX2,
+    16 on AVX-512), so a width that is not a multiple of the block can run slower than the wider unpruned
+    layer; Torch-Pruning offers the same rounding (its ``round_to`` option).
+    """
+    keep = max(1, size - round(amount * size))
+    if round_to > 1 and size >= round_to:
+        keep = min(size, max(round_to, round_to * round(keep / round_to)))
+    return keep
+
+
 def prune_structured(model: nn.Module, example_input: torch.Tensor, amount: float | Mapping[str, float],
-                     importance: Importance = "l1", layers: Sequence[str] | None = None) -> StructuredResult:
+                     importance: Importance = "l1", layers: Sequence[str] | None = None,
+                     round_to: int = 1) -> StructuredResult:
     """Remove ``round(amount * channels)`` of the lowest-importance channels of every prunable group.
 
     ``amount`` is one fraction in ``[0, 1)`` or ``{group key: fraction}``; at least one channel
-    always stays. The model is modified in place and keeps its class.
+    always stays, and ``round_to`` rounds what stays to a multiple (see :func:`kept_channels`).
+    The model is modified in place and keeps its class.
     """
     groups = prunable_groups(model, example_input, layers)
     params0, macs0 = sum(p.numel() for p in model.parameters()), count_macs(model, example_input)
@@ -171,7 +188,7 @@ def prune_structured(model: nn.Module, example_input: torch.Tensor, amount: floa
     for g in groups:
         a = amount.get(g.key, 0.0) if isinstance(amount, Mapping) else amount
         check_range(f"amount[{g.key}]" if isinstance(amount, Mapping) else "amount", a, 0.0, 1.0, hi_open=True)
-        counts[g.key] = max(1, g.size - round(a * g.size))
+        counts[g.key] = kept_channels(g.size, a, round_to)
     before = {g.key: g.size for g in groups}
     prune_groups(model, groups, counts, importance)
     return StructuredResult(before, {g.key: g.size for g in groups}, params0,
