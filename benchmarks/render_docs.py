@@ -20,6 +20,7 @@ import _docs_hw as hw
 import _docs_imc as imc
 import _docs_modules as mod
 import _docs_protocol as proto
+import _docs_zoo as zoo
 from _docgen import Block, check, write
 
 BLOCKS: tuple[Block, ...] = (
@@ -59,6 +60,10 @@ BLOCKS: tuple[Block, ...] = (
           headline=("hardware", ("speedup_vs_scalesim",))),
     Block(doc="docs/hw.md", name="hw-energy", sources=("hardware",), render=hw.energy,
           headline=("hardware", ("tpu_best_energy_ratio",))),
+    Block(doc="docs/models.md", name="zoo-compress", sources=("zoo_compress",), render=zoo.zoo_compress,
+          headline=("zoo_compress", ("structured_timing", "speedup"))),
+    Block(doc="docs/models.md", name="zoo", sources=("zoo",), render=zoo.zoo,
+          headline=("zoo", ("resnet20", "seconds"))),
 )
 
 

@@ -22,8 +22,9 @@ report gathers them. Protocol (fixed before any run, nothing chosen on the test 
   8-bit quantization of weights (per channel) and input activations (min / max over 8 x 128 training images);
 - structured: L1 channel pruning (Li et al., ICLR 2017) of the same fraction of every prunable channel group
   (residual groups included), channel counts rounded to multiples of ``ROUND_TO`` (ONNX Runtime's CPU
-  convolutions work in blocks of 8 channels on AVX2: 11 or 22 channels ran slower than the unpruned 16 / 32 in a
-  shapes-only probe); the fraction is the smallest of ``STRUCT_GRID`` whose fp32 ONNX Runtime speed-up at
+  convolutions work in blocks of 8 channels on AVX2: 13 / 26 / 51 channels ran slower than the unpruned
+  16 / 32 / 64 in a shapes-only probe, recorded by the ``probe`` phase); the fraction is the smallest of
+  ``STRUCT_GRID`` whose fp32 ONNX Runtime speed-up at
   batch 256 reaches 1.5x, measured on the pruned shapes before any fine-tuning (speed does not depend on weight
   values, so no accuracy is looked at), then fine-tuned;
 - seeds 0, 1, 2 vary the fine-tuning (data order and augmentation); the baseline is the one cached model;
