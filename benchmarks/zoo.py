@@ -174,7 +174,8 @@ def run_section(section: str, smoke: bool) -> dict[str, Any]:
     model, dataset, key = MODELS[section]
     return {"model": model, "dataset": dataset, "recipe": BASELINE_RECIPES.get(key), "exit_code": proc.returncode,
             "stderr_tail": proc.stderr[-3000:] if proc.returncode else "", "seconds": seconds,
-            "command": " ".join(["crosslayer", *cmd[1:]]), "config": flow_toml(section, weights, smoke),
+            "command": " ".join(["crosslayer", *cmd[1:]]).replace(f"{ROOT}/", ""),
+            "config": flow_toml(section, weights, smoke),
             "stages_run": list(reports), "stages": stages,
             "layers": layer_table(reports, model_layers(section))}
 
