@@ -159,7 +159,8 @@ def run_section(section: str, smoke: bool) -> dict[str, Any]:
     weights = export_baseline(section, smoke)
     cfg = STATE / f"{section}{'_smoke' if smoke else ''}.toml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(tomli_w.dumps(flow_toml(section, weights, smoke)))
+    doc = flow_toml(section, weights, smoke)
+    cfg.write_text(tomli_w.dumps(doc))
     cmd = [str(Path(sys.executable).parent / "crosslayer"), "flow", str(cfg), "--out", str(out), "--force"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -175,7 +176,7 @@ def run_section(section: str, smoke: bool) -> dict[str, Any]:
     return {"model": model, "dataset": dataset, "recipe": BASELINE_RECIPES.get(key), "exit_code": proc.returncode,
             "stderr_tail": proc.stderr[-3000:] if proc.returncode else "", "seconds": seconds,
             "command": " ".join(["crosslayer", *cmd[1:]]).replace(f"{ROOT}/", ""),
-            "config": flow_toml(section, weights, smoke),
+            "config": doc,
             "stages_run": list(reports), "stages": stages,
             "layers": layer_table(reports, model_layers(section))}
 

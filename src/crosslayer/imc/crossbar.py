@@ -30,7 +30,7 @@ from crosslayer.imc.devices import Conductances, program
 from crosslayer.imc.spec import CrossbarSpec
 
 __all__ = ["CrossbarLayer", "adc_quantize", "block_diagonal", "calibrating_adc", "crossbar_layers", "crossbar_mvm",
-           "dac_encode", "dac_quantize", "mappable_layers", "to_crossbar"]
+           "dac_encode", "dac_quantize", "diagonal_blocks", "mappable_layers", "to_crossbar"]
 
 
 def dac_quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -116,13 +116,14 @@ class CrossbarLayer(nn.Module):
         quant_weight = getattr(layer, "quant_weight", None)
         w = (quant_weight() if callable(quant_weight) else layer.weight).detach()
         self.weight_shape = tuple(w.shape)
-        w2 = block_diagonal(w.reshape(w.shape[0], -1).cpu(), self.groups)
+        w_flat = w.reshape(w.shape[0], -1).cpu()
+        w2 = block_diagonal(w_flat, self.groups)
         self.cond: Conductances = program(w2, spec, chip_seed=chip_seed, cycle_seed=cycle_seed)
         window = spec.g_max - spec.g_min
         self.n_tiles = math.ceil(w2.shape[1] / spec.rows)
-        w_norm = ((self.cond.g_pos - self.cond.g_neg) / window)
+        w_norm = (self.cond.g_pos - self.cond.g_neg) / window
         if self.groups > 1:  # off-block cells are not programmed: no device, no current
-            w_norm = w_norm * block_diagonal(torch.ones_like(w.reshape(w.shape[0], -1).cpu()), self.groups)
+            w_norm = w_norm * block_diagonal(torch.ones_like(w_flat), self.groups)
         w_norm = w_norm.t().contiguous()
         self.register_buffer("w_norm", w_norm.to(w.device))
         self.w_unit = window * self.cond.w_per_g * self.cond.gain
@@ -142,13 +143,7 @@ class CrossbarLayer(nn.Module):
 
     def effective_weight(self) -> torch.Tensor:
         """The weight the programmed conductances realise (converters aside), in the layer's shape."""
-        full = self.w_norm.t() * self.w_unit
-        if self.groups > 1:
-            g = self.groups
-            blocks = full.reshape(g, full.shape[0] // g, g, full.shape[1] // g)
-            idx = torch.arange(g, device=full.device)
-            full = blocks[idx, :, idx, :]  # (groups, out / groups, in / groups): the diagonal blocks
-        return full.reshape(self.weight_shape)
+        return diagonal_blocks(self.w_norm.t() * self.w_unit, self.groups).reshape(self.weight_shape)
 
     def _mvm(self, xq: torch.Tensor) -> torch.Tensor:
         record = self.adc_fs if self.calibrating else None
@@ -189,6 +184,15 @@ def block_diagonal(w: torch.Tensor, groups: int) -> torch.Tensor:
     for g in range(groups):
         full[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = w[g * out_g:(g + 1) * out_g]
     return full
+
+
+def diagonal_blocks(full: torch.Tensor, groups: int) -> torch.Tensor:
+    """The inverse of :func:`block_diagonal`: the ``(out, in / groups)`` weight on the diagonal of ``full``."""
+    if groups == 1:
+        return full
+    blocks = full.reshape(groups, full.shape[0] // groups, groups, full.shape[1] // groups)
+    idx = torch.arange(groups, device=full.device)
+    return blocks[idx, :, idx, :].reshape(full.shape[0], -1)
 
 
 def crossbar_layers(model: nn.Module) -> Iterator[tuple[str, CrossbarLayer]]:
