@@ -30,7 +30,9 @@ BASELINE_RECIPES: dict[str, dict[str, Any]] = {
     # SGD momentum 0.9, weight decay 5e-4, cosine; the learning rate chosen on the validation split by
     # `baseline.py --pilot` (results/baseline.json "pilot_*"), the epochs fixed by the time budget beforehand.
     "resnet20@fashion-mnist": {"epochs": 10, "batch_size": 256, "optimizer": "sgd", "lr": 0.1},
-    "mobilenetv2-0.5@fashion-mnist": {"epochs": 10, "batch_size": 256, "optimizer": "sgd", "lr": 0.05},
+    # MobileNetV2: 20 epochs (was 10: its validation accuracy still rose at the 10th, 91.07 %; the pilot's grid
+    # extended to 0.025 since 0.05 was at its edge, and 0.05 stayed best); trained from a fresh seed (1).
+    "mobilenetv2-0.5@fashion-mnist": {"epochs": 20, "batch_size": 256, "optimizer": "sgd", "lr": 0.05},
 }
 
 os.environ.setdefault("CROSSLAYER_NO_PROGRESS", "1")

@@ -17,7 +17,7 @@ BASELINE_FIGURES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...] | None]
     ("LeNet-5", "hardware", ("lenet5_dense_test_accuracy",), ("lenet5_training",)),
     ("LeNet-5", "imc", ("clean_accuracy",), ("baseline_training",)),
     ("LeNet-5", "resilience", ("clean_accuracy",), None),
-    ("LeNet-5", "security", ("test_accuracy",), ("model",)),
+    ("LeNet-5", "security", ("test_accuracy",), ("baseline_training",)),
     ("LeNet-5", "quant", ("lenet5", "baseline_accuracy"), ("lenet5", "baseline_weights")),
     ("LeNet-300-100", "baseline", ("mnist_lenet300", "test_accuracy"), ("mnist_lenet300", "command")),
     ("LeNet-300-100", "compression", ("lenet300", "baseline_accuracy"), ("lenet300", "baseline_training")),
@@ -93,7 +93,10 @@ def baselines(load: Loader) -> str:
     rows = []
     for model, name, acc_path, train_path in BASELINE_FIGURES:
         d = load(name)
-        training = _get(d, train_path) if train_path else None
+        try:
+            training = _get(d, train_path) if train_path else None
+        except KeyError:  # a file written before it recorded its training
+            training, train_path = None, None
         rows.append([model, f"`{name}.json`", _written_by(name, d), f"`{'.'.join(acc_path)}`",
                      pct(_get(d, acc_path)), _training(training) if train_path else "not recorded",
                      _against_recipe(model, training)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _docgen import Loader, num, pct, pp, ratio, recipe
+from _docgen import Loader, machine_line, num, pct, pp, produced_by, ratio, recipe, table
 
 # Per stage, the metrics the zoo table quotes: (metric key, label, format).
 STAGE_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -123,7 +123,8 @@ def zoo(load: Loader) -> str:
             continue
         out += [f"#### {r['model']} on {r['dataset']}", "",
                 f"`{r['command']}`: exit {r['exit_code']}, {r['seconds'] / 60:.1f} min, "
-                f"{len(r['stages_run'])} stages.", "", "| stage | s | figures |", "|---|---|---|"]
+                f"{len(r['stages_run'])} stages; baseline: {recipe(r['recipe'])}, training seed "
+                f"{r.get('baseline_seed', 0)}.", "", "| stage | s | figures |", "|---|---|---|"]
         for stage, spec in STAGE_METRICS.items():
             st = r["stages"].get(stage)
             if st is None:
@@ -145,3 +146,54 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
+
+
+def deploy_resnet20(load: Loader) -> str:
+    """The deployment table of ResNet-20 (benchmarks/deploy.py --model resnet20)."""
+    from _docs_compression import _variants
+
+    d = load("deploy_resnet20")
+    out = [produced_by("deploy_resnet20", d["command"]) + f" {machine_line(d)}; whole run {d['seconds']:.0f} s. "
+           f"Timing: {d['timing']}.", "",
+           f"Baseline: {pct(d['baseline_test_accuracy'])} test, {pct(d['baseline_val_accuracy'])} validation "
+           f"({recipe(d['recipe'])}). Budget {pp(d['budget_pp'])} pp, target {ratio(d['target_ratio'])} fp32 "
+           f"PyTorch eager at batch 256. Rule: {d['selection_rule']}.", ""]
+    for tag, s in d["structured"].items():
+        out.append(f"- {tag} (channel counts multiples of {s['round_to']}; conv widths "
+                   f"{', '.join(map(str, s['conv_widths']))}):"
+                   f" {num(s['params'])} of {num(s['params_baseline'])} weights, "
+                   f"{ratio(s['macs_baseline'] / s['macs'], 2)} fewer MACs.")
+    out.append(f"- Eligible on validation: {', '.join(f'`{n}`' for n in d['eligible_on_validation']) or 'none'}; "
+               f"fastest structured variant within budget on validation: "
+               f"`{d['best_structured_within_budget']}`." if d["best_structured_within_budget"] else
+               "- No structured variant is within budget on validation.")
+    out += ["", _variants(d)]
+    return "\n".join(out)
+
+
+ZOO_BASELINES = (("ResNet-20", "fashion_resnet20"), ("MobileNetV2 width 0.5", "fashion_mobilenetv2"))
+
+
+def zoo_baselines(load: Loader) -> str:
+    """The built-in models' baselines on Fashion-MNIST: each pilot's grid and every recorded training."""
+    d = load("baseline")
+    out = ["Generated from `benchmarks/results/baseline.json`, written by `python benchmarks/baseline.py --pilot "
+           "MODEL` (the learning rate, on the validation split) and `--zoo MODEL [--seed S]` (the training); "
+           f"{machine_line(d)}.", ""]
+    rows = []
+    for label, key in ZOO_BASELINES:
+        pilot = d.get(f"pilot_{key}")
+        if pilot:
+            grid = ", ".join(f"{g['lr']:g}: {pct(g['best_val_accuracy'])}" for g in pilot["grid"])
+            out.append(f"- {label} pilot ({num(pilot['train_images'])} training images, {pilot['epochs']} epochs, "
+                       f"validation accuracy per learning rate): {grid}; chosen {pilot['chosen']['lr']:g}. Rule: "
+                       f"{pilot['rule']}.")
+        for rec_key in sorted(k for k in d if k == key or k.startswith(f"{key}_seed")):
+            r = d[rec_key]
+            last = ", ".join(pct(h["val_accuracy"]) for h in r["history"][-3:])
+            rows.append([label, str(r.get("seed", 0)), recipe(r["recipe"]), pct(r["test_accuracy"]),
+                         pct(r["val_accuracy"]), str(r["best_epoch"]), last, num(r["params"]),
+                         f"{r['train_seconds'] / 60:.0f}"])
+    out += ["", table(["model", "seed", "recipe", "test", "validation", "best epoch", "validation, last 3 epochs",
+                       "weights", "train min"], rows)]
+    return "\n".join(out)

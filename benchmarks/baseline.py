@@ -14,9 +14,13 @@ flow and every benchmark reuse the cached training; ``--chunk-epochs`` splits a 
 runs (each one command under the CPU lock), and the result is recorded once the last chunk ends. Their
 recipes come from ``--pilot``: SGD (momentum 0.9, weight decay 5e-4, cosine schedule, batch 256) at
 learning rates 0.05, 0.1 and 0.2, each trained from the same initial weights on 10,000 images of the
-training split for 3 epochs and scored on the validation split; the best learning rate, with the epoch count
-fixed by the time budget before any final run, is BASELINE_RECIPES["<model>@fashion-mnist"] (the final
-keeps its best-validation epoch). The pilot is resumable too (rows are written as they are measured).
+training split for 3 epochs and scored on the validation split; when the best rate is at an edge of the grid,
+the grid is extended past that edge (halving or doubling, at most PILOT_MAX_EXTEND times) until the best rate
+is inside it. The best learning rate, with the epoch count fixed by the time budget before any final run, is
+BASELINE_RECIPES["<model>@fashion-mnist"] (the final keeps its best-validation epoch). The pilot is
+resumable too (rows are written as they are measured). ``--seed`` trains a final from another seed (the
+flow's seeded initial weights and data order); seed 0's training is the one the flow and the other
+benchmarks reuse from the cache, other seeds are recorded under "<key>_seed<S>".
 MobileNetV2 is the width-0.5 model (``mobilenetv2-0.5``), whose training costs about what ResNet-20's does.
 Writes benchmarks/results/baseline.json (other entries kept).
 """
@@ -91,6 +95,7 @@ def _demo_seconds() -> float:
 ZOO = {"fashion_resnet20": ("resnet20", "fashion-mnist"),
        "fashion_mobilenetv2": ("mobilenetv2-0.5", "fashion-mnist")}
 PILOT_LRS = (0.05, 0.1, 0.2)
+PILOT_MAX_EXTEND = 3
 PILOT_TRAIN, PILOT_EPOCHS, PILOT_BATCH = 10_000, 3, 256
 ZOO_WORK = ROOT / "benchmarks" / ".work" / "baseline_zoo"
 
@@ -102,13 +107,31 @@ def _zoo_key(name: str) -> str:
     raise SystemExit(f"unknown model {name!r}; choose one of {', '.join(m for m, _ in ZOO.values())}")
 
 
-def _zoo_context(key: str) -> Any:
+def _zoo_context(key: str, seed: int = 0) -> Any:
     """The flow's own context for ZOO[key]: data splits, seeded model with its input normalisation."""
     from crosslayer.flow import FlowConfig, build_context
 
     model, dataset = ZOO[key]
-    flow = FlowConfig(model=model, dataset=dataset, seed=0, device="cpu", stages=("baseline",))
-    return build_context(ZOO_WORK / key / "run", flow)
+    flow = FlowConfig(model=model, dataset=dataset, seed=seed, device="cpu", stages=("baseline",))
+    return build_context(ZOO_WORK / (key if seed == 0 else f"{key}_seed{seed}") / "run", flow)
+
+
+def _next_lr(rows: list[dict[str, Any]]) -> float | None:
+    """The grid point to train next: an untried base rate, else one step past an edge holding the best rate.
+
+    Returns None once the best rate lies strictly inside the grid (or the grid was extended
+    PILOT_MAX_EXTEND times on that side): the pilot is then finished.
+    """
+    tried = sorted(r["lr"] for r in rows)
+    for lr in PILOT_LRS:
+        if lr not in tried:
+            return lr
+    best = max(rows, key=lambda r: (r["best_val_accuracy"], -r["lr"]))["lr"]
+    if best == tried[0] and sum(lr < min(PILOT_LRS) for lr in tried) < PILOT_MAX_EXTEND:
+        return round(best / 2, 6)
+    if best == tried[-1] and sum(lr > max(PILOT_LRS) for lr in tried) < PILOT_MAX_EXTEND:
+        return round(best * 2, 6)
+    return None
 
 
 def _pilot(key: str, before: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -134,9 +157,9 @@ def _pilot(key: str, before: dict[str, Any] | None = None) -> dict[str, Any]:
     rows = list(before["grid"]) if before is not None and same else []
     peak = before.get("peak_rss_mb", 0.0) if before is not None and same else 0.0
     record: dict[str, Any] = {}
-    for lr in PILOT_LRS:
-        if any(r["lr"] == lr for r in rows):
-            continue
+    rule = ("highest best-epoch validation accuracy (ties: smaller lr); a best rate at an edge of the grid "
+            f"extends the grid past it (x0.5 or x2, at most {PILOT_MAX_EXTEND} times per side)")
+    while (lr := _next_lr(rows)) is not None:
         ctx.model.load_state_dict(init)
         cfg = TrainConfig(epochs=PILOT_EPOCHS, batch_size=PILOT_BATCH, lr=lr)
         res = fit(ctx.model, sub, ctx.data.val, cfg, seed=0, desc=f"pilot lr {lr}")
@@ -144,18 +167,16 @@ def _pilot(key: str, before: dict[str, Any] | None = None) -> dict[str, Any]:
                      "seconds": res.train_seconds})
         print(json.dumps(rows[-1]), flush=True)
         rows.sort(key=lambda r: r["lr"])
-        record = {**settings, "grid": rows, "rule": "highest best-epoch validation accuracy (ties: smaller lr)",
-                  "peak_rss_mb": max(peak, peak_rss_mb())}
+        record = {**settings, "grid": rows, "rule": rule, "peak_rss_mb": max(peak, peak_rss_mb())}
         _merge({f"pilot_{key}": record})
-    if len(rows) == len(PILOT_LRS):
-        best = max(rows, key=lambda r: (r["best_val_accuracy"], -r["lr"]))
-        record = {**settings, "grid": rows, "rule": "highest best-epoch validation accuracy (ties: smaller lr)",
-                  "peak_rss_mb": max(peak, peak_rss_mb()), "chosen": {"lr": best["lr"]}}
-    return record
+    best = max(rows, key=lambda r: (r["best_val_accuracy"], -r["lr"]))
+    return {**settings, "grid": rows, "rule": rule, "peak_rss_mb": max(peak, peak_rss_mb()),
+            "chosen": {"lr": best["lr"]}}
 
 
-def _zoo_train(key: str, chunk_epochs: int | None, pilot: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Train ZOO[key] with its recipe (at most ``chunk_epochs`` more epochs); its record once finished."""
+def _zoo_train(key: str, chunk_epochs: int | None, pilot: dict[str, Any] | None,
+               seed: int = 0) -> dict[str, Any] | None:
+    """Train ZOO[key] with its recipe from ``seed`` (at most ``chunk_epochs`` more epochs); its record once done."""
     import torch
 
     from crosslayer.train import TrainConfig, evaluate, fit_cached
@@ -168,11 +189,11 @@ def _zoo_train(key: str, chunk_epochs: int | None, pilot: dict[str, Any] | None)
     if {k: recipe[k] for k in pilot["chosen"]} != pilot["chosen"]:
         raise SystemExit(f"BASELINE_RECIPES[{model}@{dataset}] {recipe} differs from the pilot's choice "
                          f"{pilot['chosen']}; run --pilot again or fix the recipe")
-    ctx = _zoo_context(key)
+    ctx = _zoo_context(key, seed)
     t0 = time.perf_counter()
-    res = fit_cached(model, ctx.model, ctx.data.train, ctx.data.val, TrainConfig(**recipe), seed=0,
+    res = fit_cached(model, ctx.model, ctx.data.train, ctx.data.val, TrainConfig(**recipe), seed=seed,
                      desc=f"{model} on {dataset}", max_epochs=chunk_epochs)
-    chunks_file = ZOO_WORK / key / "chunks.json"
+    chunks_file = ZOO_WORK / (key if seed == 0 else f"{key}_seed{seed}") / f"chunks_{_recipe_tag(recipe)}.json"
     chunks = json.loads(chunks_file.read_text()) if chunks_file.is_file() else []
     if not res.cached:
         chunks.append({"epochs_done": len(res.history), "process_seconds": time.perf_counter() - t0,
@@ -191,8 +212,15 @@ def _zoo_train(key: str, chunk_epochs: int | None, pilot: dict[str, Any] | None)
             "peak_rss_mb": max([c["peak_rss_mb"] for c in chunks] + [peak_rss_mb()]),
             "chunks": chunks, "reused_cache": res.cached, "train_samples": len(ctx.data.train),
             "val_samples": len(ctx.data.val), "test_samples": len(ctx.data.test), "recipe": recipe,
-            "recipe_key": f"{model}@{dataset}",
-            "command": f"python benchmarks/baseline.py --zoo {model} [--chunk-epochs N, repeated until done]"}
+            "recipe_key": f"{model}@{dataset}", "seed": seed,
+            "threads": torch.get_num_threads(),
+            "command": f"python benchmarks/baseline.py --zoo {model} --seed {seed} "
+                       "[--chunk-epochs N, repeated until done]"}
+
+
+def _recipe_tag(recipe: dict[str, Any]) -> str:
+    """A short file-name tag for a recipe, so chunks of different recipes are never mixed."""
+    return "_".join(f"{k}{v}" for k, v in sorted(recipe.items()))
 
 
 def _merge(entries: dict[str, Any]) -> None:
@@ -211,6 +239,8 @@ def main() -> None:
                                                          "mobilenetv2)")
     group.add_argument("--zoo", metavar="MODEL", help="train MODEL on Fashion-MNIST with its recipe and record it")
     ap.add_argument("--chunk-epochs", type=int, default=None, help="with --zoo: train at most this many more epochs")
+    ap.add_argument("--seed", type=int, default=0, help="with --zoo: the training's seed (0: the cached baseline "
+                                                        "every benchmark reuses)")
     opts = ap.parse_args()
     previous = RESULTS / "baseline.json"
     old = json.loads(previous.read_text()) if previous.is_file() else {}
@@ -220,9 +250,9 @@ def main() -> None:
         return
     if opts.zoo:
         key = _zoo_key(opts.zoo)
-        record = _zoo_train(key, opts.chunk_epochs, old.get(f"pilot_{key}"))
+        record = _zoo_train(key, opts.chunk_epochs, old.get(f"pilot_{key}"), opts.seed)
         if record is not None:
-            _merge({key: record})
+            _merge({key if opts.seed == 0 else f"{key}_seed{opts.seed}": record})
         return
     results: dict[str, object] = {}
     if opts.only_demo:
@@ -240,7 +270,7 @@ def main() -> None:
         results["demo_seconds"] = _demo_seconds()
         results["demo_seconds_note"] = ("make demo on a fresh clone with an empty model cache, venv creation and "
                                         "torch install included")
-    kept = {k: v for k, v in old.items() if k in ZOO or k.startswith("pilot_")}
+    kept = {k: v for k, v in old.items() if k.split("_seed")[0] in ZOO or k.startswith("pilot_")}
     write_results("baseline", {**results, **kept})
     shutil.rmtree(ROOT / "benchmarks" / ".work" / "baseline", ignore_errors=True)
 

@@ -21,13 +21,19 @@ reader fuzzing.
   recomputed so the parser is reached), every input goes through ``unpack_model`` under tracemalloc; a failure
   is any exception other than ``PackFormatError`` or a peak allocation above 64 x input size + 1 MiB.
 
-The structured route is model-generic (``MODEL_PLANS``); ResNet-20 joins when ``crosslayer.models`` provides it.
+``--model resnet20`` makes the same table for ResNet-20 on Fashion-MNIST (budget 0.5 pp, target 3x): the
+cached baseline of benchmarks/zoo_compress.py (full split, 54,000 / 6,000 / 10,000), structured L1 channel
+pruning of 20 % and 30 % of every group with channel counts rounded to multiples of 8, each fine-tuned as
+zoo_compress.py's structured phase does (its seed-0 fine-tuning of 30 % is reused when present), 8-bit PTQ,
+the same variants, rule and timing (validation images, 6,000 for the choice); no packed file or fuzzing
+(issue 15's benchmarks cover those).
 
     python benchmarks/compression.py --models lenet5 --skip-peers   # first: makes the compressed model
     python benchmarks/deploy.py [--rounds 5] [--fuzz 2000]
     python benchmarks/deploy.py --quick                # uses compression_quick's model, few rounds
+    python benchmarks/deploy.py --model resnet20       # after zoo_compress.py baseline: deploy_resnet20.json
 
-Writes benchmarks/results/deploy.json.
+Writes benchmarks/results/deploy.json (deploy_resnet20.json with ``--model resnet20``).
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ BUDGET_PP = 0.1
 # Per model: the structured widths tried and the throughput target of the issue (x fp32 PyTorch eager, batch 256).
 MODEL_PLANS: dict[str, dict[str, Any]] = {
     "lenet5": {"widths": (0.5, 0.6, 0.7, 0.8), "budget_pp": 0.1, "target_ratio": 8.0},
+    "resnet20": {"widths": (0.2, 0.3), "budget_pp": 0.5, "target_ratio": 3.0},
 }
 BASELINE_KEY = "fp32 dense PyTorch"
 
@@ -142,6 +149,91 @@ def worker(spec_path: str) -> None:
     res = time_runner(run, images, repeats=5, min_seconds=0.5)
     peak = window_peak_rss_mb()
     print("RESULT " + json.dumps({**res, "peak_rss_mb": peak, "working_mb": peak - rss0}), flush=True)
+
+
+# ------------------------------------------------------------------ measuring and choosing (every model)
+def accuracy_table(variants: dict[str, dict[str, Any]], splits: dict[str, Any], folder: Path,
+                   ) -> dict[str, dict[str, Any]]:
+    """Each variant's accuracy on every split through its own runner (files under ``folder``), its top-1
+    agreement with the PyTorch model it came from on the test split, and its loss against BASELINE_KEY (an
+    unavailable backend is listed with its error)."""
+    from crosslayer.encode.speed import torch_runner
+
+    table: dict[str, dict[str, Any]] = {}
+    ref_outputs: dict[int, np.ndarray] = {}
+    for name, v in variants.items():
+        spec = {"kind": v["kind"], "path": str(folder / v["path"]), "calib": str(folder / "calib.npy"),
+                "images": str(folder / "images.npy")}
+        v["spec"] = spec
+        try:
+            run = build_runner(spec)
+            ref = torch_runner(v["ref"])
+            row: dict[str, Any] = {"kind": v["kind"], "times": []}
+            for split, ds in splits.items():
+                xs = ds.images.numpy()
+                out = np.concatenate([run(np.ascontiguousarray(xs[i:i + 1000])) for i in range(0, len(xs), 1000)])
+                row[f"{split}_accuracy"] = float((out.argmax(1) == ds.labels.numpy()).mean())
+                if split == "test":
+                    if id(v["ref"]) not in ref_outputs:     # one PyTorch pass per source model
+                        ref_outputs[id(v["ref"])] = np.concatenate([ref(np.ascontiguousarray(xs[i:i + 1000]))
+                                                                    for i in range(0, len(xs), 1000)])
+                    row["top1_agreement_with_pytorch_source"] = _agreement(out, ref_outputs[id(v["ref"])])
+            table[name] = row
+        except Exception as exc:  # an unavailable backend goes in the table
+            table[name] = {"kind": v["kind"], "error": f"{type(exc).__name__}: {exc}"[:300], "times": []}
+        print(json.dumps({name: {k: x for k, x in table[name].items() if k != "times"}}), flush=True)
+    base_val, base_test = table[BASELINE_KEY]["val_accuracy"], table[BASELINE_KEY]["test_accuracy"]
+    for row in table.values():
+        if "error" not in row:
+            row["val_loss_pp"] = 100 * (base_val - row["val_accuracy"])
+            row["accuracy_loss_pp"] = 100 * (base_test - row["test_accuracy"])
+    return table
+
+
+def time_variants(variants: dict[str, dict[str, Any]], table: dict[str, dict[str, Any]], rounds: int) -> list[str]:
+    """Time every variant without an error: ``rounds`` rounds in rotated order, each measurement in its own
+    process, under the timing lock; medians and the median per-round ratio to BASELINE_KEY go into ``table``.
+    Returns the names with a full set of rounds."""
+    from _common import quiet_machine
+
+    names = [n for n in variants if "error" not in table[n]]
+    with quiet_machine():
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                sp_path = Path(variants[name]["spec"]["path"]).parent / "spec.json"
+                sp_path.write_text(json.dumps(variants[name]["spec"]))
+                proc = subprocess.run([sys.executable, __file__, "--worker", str(sp_path)], capture_output=True,
+                                      text=True, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+                line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+                if line is None:
+                    table[name]["error"] = proc.stderr[-300:]
+                    continue
+                table[name]["times"].append(json.loads(line[7:]))
+            print(f"round {r + 1}/{rounds} done", flush=True)
+    base_thr = [t["throughput_b256"] for t in table[BASELINE_KEY]["times"]]
+    for name in names:
+        t = table[name]["times"]
+        if not t or len(t) != len(base_thr):
+            continue
+        thr = [e["throughput_b256"] for e in t]
+        table[name].update({"throughput_b256_median": statistics.median(thr),
+                            "latency_ms_b1_median": statistics.median(e["latency_ms_b1"] for e in t),
+                            "peak_rss_mb_median": statistics.median(e["peak_rss_mb"] for e in t),
+                            "working_mb_median": statistics.median(e["working_mb"] for e in t),
+                            "throughput_ratio_vs_fp32_pytorch": statistics.median(
+                                a / b for a, b in zip(thr, base_thr, strict=True))})
+    return [n for n in names if "throughput_ratio_vs_fp32_pytorch" in table[n]]
+
+
+def choose_variant(table: dict[str, dict[str, Any]], timed: list[str], budget_pp: float) -> tuple[str, list[str]]:
+    """The selection rule, on validation only: among the timed variants but BASELINE_KEY, those at most
+    ``budget_pp`` below the baseline's validation accuracy; the highest median throughput ratio wins."""
+    from crosslayer.train import within_budget
+
+    eligible = [n for n in timed if n != BASELINE_KEY and within_budget(table[n]["val_loss_pp"], budget_pp)]
+    return max(eligible, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"]), eligible
+
 
 
 # ------------------------------------------------------------------ fuzzing
@@ -272,6 +364,107 @@ def structured_candidate(base: nn.Module, data: Any, width: float, *, epochs: in
     return model.eval()
 
 
+# ------------------------------------------------------------------ ResNet-20 on Fashion-MNIST
+ZOO_DIR = WORK / "deploy_resnet20"
+
+
+def zoo_structured(zc: Any, ctx: Any, base: nn.Module, amount: float) -> nn.Module:
+    """``base`` with ``amount`` of every channel group removed (multiples of zoo_compress.ROUND_TO), fine-tuned
+    as zoo_compress.py's structured phase does (seed 0); reuses zoo_compress's seed-0 model of the same amount
+    and a previous run's model with the same settings."""
+    from crosslayer.checkpoint import load_checkpoint, save_checkpoint
+
+    key = {"amount": amount, "round_to": zc.ROUND_TO, "finetune": zc.STRUCT_FT, "images": zc.FT_IMAGES, "seed": 0}
+    stem = ZOO_DIR / f"s{round(100 * amount)}"
+    theirs = zc.STATE / "model_structured_seed0"
+    choice = zc._load("structured_choice")
+    if choice is not None and choice.get("chosen") == amount and theirs.with_suffix(".json").is_file():
+        stem = theirs
+    elif not (stem.with_suffix(".key").is_file() and json.loads(stem.with_suffix(".key").read_text()) == key):
+        model = zc.pruned_shape(base, ctx, amount)
+        zc.finetune(model, ctx, zc.STRUCT_FT, 0)
+        ZOO_DIR.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(stem, model, copy.deepcopy(base))
+        stem.with_suffix(".key").write_text(json.dumps(key))
+    return load_checkpoint(stem, copy.deepcopy(base)).eval()
+
+
+def resnet20_main(args: argparse.Namespace) -> None:
+    """The deployment table of ResNet-20 on Fashion-MNIST (see the module docstring)."""
+    import zoo_compress as zc
+    from crosslayer.encode.onnx_export import onnx_model
+    from crosslayer.prune import count_macs
+
+    plan = MODEL_PLANS["resnet20"]
+    t_start = time.perf_counter()
+    ZOO_DIR.mkdir(parents=True, exist_ok=True)
+    ctx = zc.context()
+    base = zc.ready_baseline(ctx)
+    data = ctx.data
+    ex = data.test.images[:2]
+    models: dict[str, tuple[nn.Module, nn.Module]] = {"dense": (base, zc.int8(base, ctx, 0).eval())}
+    info: dict[str, Any] = {}
+    for amount in plan["widths"]:
+        m = zoo_structured(zc, ctx, base, amount)
+        tag = f"s{round(100 * amount)}"
+        models[tag] = (m, zc.int8(m, ctx, 0).eval())
+        info[f"structured {round(100 * amount)}%"] = {
+            "width_removed": amount, "round_to": zc.ROUND_TO, "params": sum(p.numel() for p in m.parameters()),
+            "params_baseline": sum(p.numel() for p in base.parameters()), "macs": count_macs(m, ex[:1]),
+            "macs_baseline": count_macs(base, ex[:1]), "channels": channel_counts(m),
+            "conv_widths": sorted({c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d)})}
+    calib = data.train.images[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:1024]]
+    np.save(ZOO_DIR / "calib.npy", calib.numpy())
+    np.save(ZOO_DIR / "images.npy", data.val.images[:256].numpy())  # timing inputs: validation images
+    variants: dict[str, dict[str, Any]] = {}
+    for tag, (m, q) in models.items():
+        label = "dense" if tag == "dense" else f"structured {tag[1:]}%"
+        torch.save(m, ZOO_DIR / f"{tag}.pt")
+        (ZOO_DIR / f"fp32_{tag}.onnx").write_bytes(onnx_model(m, example=ex).SerializeToString())
+        (ZOO_DIR / f"int8_{tag}.onnx").write_bytes(onnx_model(q, example=ex).SerializeToString())
+        variants.update({
+            BASELINE_KEY if tag == "dense" else f"fp32 {label} PyTorch": {"kind": "torch", "path": f"{tag}.pt",
+                                                                          "ref": m},
+            f"fp32 {label} ONNX Runtime": {"kind": "ort", "path": f"fp32_{tag}.onnx", "ref": m},
+            f"int8 {label} ONNX Runtime (QDQ)": {"kind": "ort", "path": f"int8_{tag}.onnx", "ref": q},
+            f"int8 {label} torch.ao FX": {"kind": "torchao", "path": f"{tag}.pt", "ref": m}})
+    table = accuracy_table(variants, {"val": data.val, "test": data.test}, ZOO_DIR)
+    timed = time_variants(variants, table, args.rounds)
+    best, eligible = choose_variant(table, timed, plan["budget_pp"])
+    structs = [n for n in timed if "structured" in n]
+    best_struct = max(structs, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"])
+    struct_ok = [n for n in structs if n in eligible]
+    write_results("deploy_resnet20", {
+        "model": "resnet20", "dataset": "fashion-mnist", "recipe": BASELINE_RECIPES["resnet20@fashion-mnist"],
+        "command": f"python benchmarks/deploy.py --model resnet20 --rounds {args.rounds}",
+        "baseline_val_accuracy": table[BASELINE_KEY]["val_accuracy"],
+        "baseline_test_accuracy": table[BASELINE_KEY]["test_accuracy"],
+        "structured": info, "structured_finetune": {**zc.STRUCT_FT, "images": zc.FT_IMAGES, "seed": 0},
+        "best_variant": best, "best_throughput_ratio": table[best]["throughput_ratio_vs_fp32_pytorch"],
+        "best_variant_val_loss_pp": table[best]["val_loss_pp"],
+        "best_variant_accuracy_loss_pp": table[best]["accuracy_loss_pp"],
+        "best_variant_test_accuracy": table[best]["test_accuracy"],
+        "best_variant_meets_target_ratio": table[best]["throughput_ratio_vs_fp32_pytorch"] >= plan["target_ratio"],
+        "best_structured_within_budget": (max(struct_ok, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"])
+                                          if struct_ok else None),
+        "best_structured_variant": best_struct,
+        "best_structured_throughput_ratio": table[best_struct]["throughput_ratio_vs_fp32_pytorch"],
+        "best_structured_accuracy_loss_pp": table[best_struct]["accuracy_loss_pp"],
+        "target_ratio": plan["target_ratio"], "budget_pp": plan["budget_pp"],
+        "selection_rule": (f"fixed before the run: among every variant but '{BASELINE_KEY}', those whose "
+                           f"validation accuracy (6,000 images) is at most {plan['budget_pp']} pp below the "
+                           "baseline's; the highest median throughput ratio wins; its test accuracy (10,000 "
+                           "images) is measured once"),
+        "eligible_on_validation": eligible,
+        "onnx_top1_agreement": min(table[n]["top1_agreement_with_pytorch_source"] for n in timed if "ONNX" in n),
+        "variants": table,
+        "timing": f"{args.rounds} rounds, variants interleaved (rotated order), each measurement in its own "
+                  f"process with {THREADS} threads under the timing lock; medians; ratio = median of per-round "
+                  f"ratios to '{BASELINE_KEY}'; inputs: 256 validation images",
+        "seconds": time.perf_counter() - t_start,
+    })
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -280,17 +473,21 @@ def main() -> None:
     ap.add_argument("--recovery-lr", type=float, default=0.01, help="initial (cosine) learning rate of the recovery")
     ap.add_argument("--fuzz", type=int, default=2000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", choices=sorted(MODEL_PLANS), default="lenet5")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker)
+        return
+    if args.model == "resnet20":
+        torch.set_num_threads(THREADS)
+        resnet20_main(args)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(THREADS)
     from crosslayer.data import load_splits
     from crosslayer.encode import pack_model, unpack_model
     from crosslayer.encode.onnx_export import onnx_model
-    from crosslayer.encode.speed import torch_runner
     from crosslayer.models import build_model
     from crosslayer.prune import count_macs
     from crosslayer.quant import QuantizeConfig, quantize
@@ -375,63 +572,12 @@ def main() -> None:
     })
 
     # 4. accuracy on validation (for the choice) and test (for the record), agreement with the PyTorch source
-    splits = {"val": data.val, "test": data.test}
-    table: dict[str, dict[str, Any]] = {}
-    for name, v in variants.items():
-        spec = {"kind": v["kind"], "path": str(DIR / v["path"]), "calib": str(DIR / "calib.npy"),
-                "images": str(DIR / "images.npy")}
-        v["spec"] = spec
-        try:
-            run = build_runner(spec)
-            ref = torch_runner(v["ref"])
-            row: dict[str, Any] = {"kind": v["kind"], "times": []}
-            for split, ds in splits.items():
-                xs = ds.images.numpy()
-                out = np.concatenate([run(np.ascontiguousarray(xs[i:i + 1000])) for i in range(0, len(xs), 1000)])
-                row[f"{split}_accuracy"] = float((out.argmax(1) == ds.labels.numpy()).mean())
-                if split == "test":
-                    ref_out = np.concatenate([ref(np.ascontiguousarray(xs[i:i + 1000]))
-                                              for i in range(0, len(xs), 1000)])
-                    row["top1_agreement_with_pytorch_source"] = _agreement(out, ref_out)
-            table[name] = row
-        except Exception as exc:  # an unavailable backend goes in the table
-            table[name] = {"kind": v["kind"], "error": f"{type(exc).__name__}: {exc}"[:300], "times": []}
+    table = accuracy_table(variants, {"val": data.val, "test": data.test}, DIR)
     base_val, base_test = table[BASELINE_KEY]["val_accuracy"], table[BASELINE_KEY]["test_accuracy"]
-    for row in table.values():
-        if "error" not in row:
-            row["val_loss_pp"] = 100 * (base_val - row["val_accuracy"])
-            row["accuracy_loss_pp"] = 100 * (base_test - row["test_accuracy"])
 
     # 5. interleaved timing, one process per measurement
-    names = [n for n in variants if "error" not in table[n]]
-    for r in range(args.rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            sp_path = DIR / "spec.json"
-            sp_path.write_text(json.dumps(variants[name]["spec"]))
-            proc = subprocess.run([sys.executable, __file__, "--worker", str(sp_path)], capture_output=True,
-                                  text=True, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                table[name]["error"] = proc.stderr[-300:]
-                continue
-            table[name]["times"].append(json.loads(line[7:]))
-        print(f"round {r + 1}/{args.rounds} done", flush=True)
-    base_thr = [t["throughput_b256"] for t in table[BASELINE_KEY]["times"]]
-    for name in names:
-        t = table[name]["times"]
-        if not t or len(t) != len(base_thr):
-            continue
-        thr = [e["throughput_b256"] for e in t]
-        table[name].update({"throughput_b256_median": statistics.median(thr),
-                            "latency_ms_b1_median": statistics.median(e["latency_ms_b1"] for e in t),
-                            "peak_rss_mb_median": statistics.median(e["peak_rss_mb"] for e in t),
-                            "working_mb_median": statistics.median(e["working_mb"] for e in t),
-                            "throughput_ratio_vs_fp32_pytorch": statistics.median(
-                                a / b for a, b in zip(thr, base_thr, strict=True))})
-    timed = [n for n in names if "throughput_ratio_vs_fp32_pytorch" in table[n]]
-    eligible = [n for n in timed if n != BASELINE_KEY and within_budget(table[n]["val_loss_pp"], BUDGET_PP)]
-    best = max(eligible, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"])
+    timed = time_variants(variants, table, args.rounds)
+    best, eligible = choose_variant(table, timed, BUDGET_PP)
     structs_timed = [n for n in timed if "structured" in n and "unstructured" not in n]
     best_struct = max(structs_timed, key=lambda n: table[n]["throughput_ratio_vs_fp32_pytorch"])
     onnx_names = [n for n in timed if "ONNX" in n]
@@ -460,7 +606,7 @@ def main() -> None:
                   f"process with {THREADS} threads; medians; ratio = median of per-round ratios to "
                   f"'{BASELINE_KEY}'; inputs: validation images; peak_rss_mb = the measuring process's peak "
                   "resident memory (runtime, model, session), working_mb = its rise while building and timing",
-        "models_not_run": {"resnet20": "not in crosslayer.models in this state of the code"},
+        "other_models": {"resnet20": "benchmarks/deploy.py --model resnet20 (results/deploy_resnet20.json)"},
     })
 
     # 6. fuzz the reader

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, peak_rss_mb, write_results
+from _common import BASELINE_RECIPES, RESULTS, peak_rss_mb, quiet_machine, write_results
 from _hw_peers import run_scalesim, run_zigzag
 from crosslayer.hw import (
     LayerShape,
@@ -420,10 +420,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (medians quoted, raw rounds kept)")
     ap.add_argument("--skip-peers", action="store_true",
                     help="no SCALE-Sim / ZigZag: print the other sections, write no results file")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="re-measure only the cost model's speed; the other sections of hardware.json are kept")
     args = ap.parse_args()
     t0 = time.perf_counter()
     res: dict[str, Any] = {"rounds": args.rounds}
-    res.update(speed_section(args.rounds))
+    with quiet_machine():
+        res.update(speed_section(args.rounds))
+    if args.speed_only:
+        old = json.loads((RESULTS / "hardware.json").read_text())
+        old.pop("machine", None)
+        speed = {k: v for k, v in res.items() if k != "rounds"}
+        write_results("hardware", {**old, **speed, "speed_measured_separately": (
+            "the speed section was re-measured alone (`python benchmarks/hardware.py --speed-only`, "
+            f"{args.rounds} rounds); the other sections are from the last full run")})
+        return
     if not args.skip_peers:
         res.update(scalesim_section(args.rounds))
         res.update(zigzag_section())

@@ -20,6 +20,7 @@ import _docs_hw as hw
 import _docs_imc as imc
 import _docs_modules as mod
 import _docs_protocol as proto
+import _docs_search as srch
 import _docs_zoo as zoo
 from _docgen import Block, check, write
 
@@ -60,6 +61,10 @@ BLOCKS: tuple[Block, ...] = (
           headline=("hardware", ("speedup_vs_scalesim",))),
     Block(doc="docs/hw.md", name="hw-energy", sources=("hardware",), render=hw.energy,
           headline=("hardware", ("tpu_best_energy_ratio",))),
+    Block(doc="docs/search.md", name="search", sources=("search",), render=srch.search,
+          headline=("search", ("energy_gain_vs_sequential",))),
+    Block(doc="docs/models.md", name="zoo-baselines", sources=("baseline",), render=zoo.zoo_baselines,
+          headline=("baseline", ("fashion_resnet20", "test_accuracy"))),
     Block(doc="docs/models.md", name="zoo-compress", sources=("zoo_compress",), render=zoo.zoo_compress,
           headline=("zoo_compress", ("structured_timing", "speedup"))),
     Block(doc="docs/models.md", name="zoo", sources=("zoo",), render=zoo.zoo,

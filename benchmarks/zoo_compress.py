@@ -96,14 +96,14 @@ def _load(name: str) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def _ready_baseline(ctx: Any) -> Any:
+def ready_baseline(ctx: Any) -> Any:
     res = baseline(ctx, chunk_epochs=0)
     if not res.finished:
         raise SystemExit("the baseline is not trained yet: run `zoo_compress.py baseline --chunk-epochs N` first")
     return ctx.model.eval()
 
 
-def _finetune(model: Any, ctx: Any, recipe: dict[str, Any], seed: int, masks: Any = None) -> Any:
+def finetune(model: Any, ctx: Any, recipe: dict[str, Any], seed: int, masks: Any = None) -> Any:
     from crosslayer.prune import apply_masks
     from crosslayer.train import TrainConfig, fit
 
@@ -112,7 +112,7 @@ def _finetune(model: Any, ctx: Any, recipe: dict[str, Any], seed: int, masks: An
                on_step=hook, desc="fine-tune")
 
 
-def _int8(model: Any, ctx: Any, seed: int) -> Any:
+def int8(model: Any, ctx: Any, seed: int) -> Any:
     from crosslayer.quant import QuantizeConfig, quantize
 
     return quantize(model, QuantizeConfig(mode="ptq", weight_bits=8, act_bits=8), ctx.data, seed=seed).model
@@ -133,11 +133,11 @@ def unstructured(ctx: Any, seed: int) -> dict[str, Any]:
     from crosslayer.prune import MagnitudePruneConfig, sparsify
     from crosslayer.train import evaluate
 
-    base = _ready_baseline(ctx)
+    base = ready_baseline(ctx)
     t0 = time.perf_counter()
     pruned = sparsify(base, MagnitudePruneConfig(sparsity=SPARSITY, scheme="class-blind"))
-    ft = _finetune(pruned.model, ctx, UNSTRUCT_FT, seed, pruned.masks)
-    q = _int8(pruned.model, ctx, seed)
+    ft = finetune(pruned.model, ctx, UNSTRUCT_FT, seed, pruned.masks)
+    q = int8(pruned.model, ctx, seed)
     seconds = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         packed = pack(q, EncodeConfig(), Path(tmp) / "m.xlm", ctx.data.test.images[:2])
@@ -158,7 +158,7 @@ def unstructured(ctx: Any, seed: int) -> dict[str, Any]:
             "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
-def _pruned_shape(base: Any, ctx: Any, amount: float) -> Any:
+def pruned_shape(base: Any, ctx: Any, amount: float) -> Any:
     from crosslayer.prune import ChannelPruneConfig, sparsify
 
     return sparsify(base, ChannelPruneConfig(amount=amount, round_to=ROUND_TO), ctx.data).model
@@ -196,7 +196,7 @@ def choose_amount(ctx: Any, base: Any) -> dict[str, Any]:
     x = ctx.data.test.images[:BATCH].numpy()
     rows = []
     for amount in STRUCT_GRID:
-        runners = {"dense": _ort_session(base, ctx), "pruned": _ort_session(_pruned_shape(base, ctx, amount), ctx)}
+        runners = {"dense": _ort_session(base, ctx), "pruned": _ort_session(pruned_shape(base, ctx, amount), ctx)}
         t = _interleaved(runners, x, rounds=5, reps=3)
         speedup = statistics.median(t["dense"]) / statistics.median(t["pruned"])
         rows.append({"amount": amount, "speedup": speedup, "rounds": t})
@@ -211,7 +211,7 @@ def probe(ctx: Any) -> dict[str, Any]:
     rounded (shapes only, untrained weights do not change speed): why the structured phase rounds."""
     import torch
 
-    base = _ready_baseline(ctx)
+    base = ready_baseline(ctx)
     x = ctx.data.test.images[:BATCH].numpy()
     rows = []
     for round_to in (1, ROUND_TO):
@@ -232,14 +232,14 @@ def probe(ctx: Any) -> dict[str, Any]:
 def structured(ctx: Any, seed: int) -> dict[str, Any]:
     from crosslayer.train import evaluate
 
-    base = _ready_baseline(ctx)
+    base = ready_baseline(ctx)
     choice = _load("structured_choice")
     if choice is None:
         choice = choose_amount(ctx, base)
         _save("structured_choice", choice)
     t0 = time.perf_counter()
-    model = _pruned_shape(base, ctx, choice["chosen"])
-    ft = _finetune(model, ctx, STRUCT_FT, seed)
+    model = pruned_shape(base, ctx, choice["chosen"])
+    ft = finetune(model, ctx, STRUCT_FT, seed)
     seconds = time.perf_counter() - t0
     STATE.mkdir(parents=True, exist_ok=True)
     from crosslayer.checkpoint import save_checkpoint
@@ -274,7 +274,7 @@ def timing(ctx: Any) -> dict[str, Any]:
     from crosslayer.checkpoint import load_checkpoint
     from crosslayer.encode.onnx_export import onnx_model
 
-    base = _ready_baseline(ctx)
+    base = ready_baseline(ctx)
     model = load_checkpoint(STATE / "model_structured_seed0", copy.deepcopy(base)).eval()
     x = ctx.data.test.images[:BATCH].numpy()
     t = _interleaved({"dense": _ort_session(base, ctx), "pruned": _ort_session(model, ctx)}, x)

@@ -218,7 +218,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{name} must have {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
+            return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         inner = args[0] if args else Any
         seq = [_coerce(v, inner, f"{name}[{i}]") for i, v in enumerate(value)]
         return tuple(seq) if origin is tuple else seq

@@ -57,6 +57,30 @@ def test_suggest_decode_round_trip(name: str, user_model) -> None:
         assert design.dataflow in ("min-energy", "RS", "WS")
 
 
+@pytest.mark.parametrize("name", ["lenet5", "resnet_tiny", "mobilenet_tiny"])
+def test_uniform_warm_start_design_is_a_valid_trial_of_the_space(name: str, user_model) -> None:
+    model = build_model(name) if name == "lenet5" else user_model(name)
+    space = SearchSpace.for_model(model, multipliers=MULTS, weight_bits=(2, 4, 6, 8), act_bits=(4, 8),
+                                  dataflows=("min-energy", "RS"), memory_voltages=(0.6, 0.9))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(space.uniform_params(0.0, 8, 8))
+    study.enqueue_trial(space.uniform_params(0.5, 5, 6))   # 5 and 6 bits: the nearest choices, ties upwards
+    study.enqueue_trial(space.uniform_params(0.999, 8, 8))  # beyond max_sparsity: clipped to it
+    designs = []
+    for _ in range(3):
+        trial = study.ask()
+        designs.append(space.suggest(trial))
+        study.tell(trial, 0.0)
+    dense, half, most = designs
+    assert {(c.sparsity, c.weight_bits, c.act_bits, c.multiplier) for c in dense.layers.values()} == {(0.0, 8, 8, "exact")}
+    assert {(c.sparsity, c.weight_bits, c.act_bits) for c in half.layers.values()} == {(0.5, 6, 8)}
+    assert {c.sparsity for c in most.layers.values()} == {0.98}
+    assert dense.dataflow == "min-energy" and dense.memory_voltage == 0.9
+    with pytest.raises(ConfigError, match="layerwise"):
+        SearchSpace.grid(build_model("lenet5"), ["class-blind"], [0.5], [8]).uniform_params(0.0, 8, 8)
+
+
 def test_grid_space_matches_the_sweep_schemes() -> None:
     model = build_model("lenet5")
     space = SearchSpace.grid(model, ["class-blind", "class-uniform"], [0.5, 0.9], [8, 4])

@@ -56,6 +56,21 @@ def test_search_finishes_the_pareto_set_and_resumes(lenet5_trained, tiny, tmp_pa
         search(lenet5_trained, _cfg(trials=6, weight_bits=(2, 8)), tiny, seed=3, storage=db)
 
 
+def test_warm_start_designs_are_the_first_trials_of_a_new_study(lenet5_trained, tiny, tmp_path: Path) -> None:
+    db = tmp_path / "warm.db"
+    res = search(lenet5_trained, _cfg(final_points=0, warm_start=((0.0, 8, 8), (0.5, 4, 8))), tiny, seed=0,
+                 storage=db)
+    first, second = res.trials[0].design, res.trials[1].design
+    assert first is not None and second is not None
+    assert {(c.sparsity, c.weight_bits, c.act_bits, c.multiplier) for c in first.layers.values()} == {(0.0, 8, 8, "exact")}
+    assert {(c.sparsity, c.weight_bits) for c in second.layers.values()} == {(0.5, 4)}
+    assert res.trials[0].metrics["accuracy"] >= res.trials[1].metrics["accuracy"] - 0.05
+    again = search(lenet5_trained, _cfg(final_points=0, trials=4, warm_start=((0.0, 8, 8), (0.5, 4, 8))), tiny,
+                   seed=0, storage=db)  # resumed: the anchors are not enqueued again
+    assert again.counts == {"COMPLETE": 4}
+    assert sum(1 for r in again.trials if r.params == res.trials[0].params) == 1
+
+
 def test_same_seed_same_study(lenet5_trained, tiny, tmp_path: Path) -> None:
     a = search(lenet5_trained, _cfg(final_points=0), tiny, seed=1, storage=tmp_path / "a.db")
     b = search(lenet5_trained, _cfg(final_points=0), tiny, seed=1, storage=tmp_path / "b.db")

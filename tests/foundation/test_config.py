@@ -30,6 +30,22 @@ def test_from_mapping_coerces_and_validates():
         from_mapping(Demo, {"flag": 1})
 
 
+@dataclass(frozen=True, kw_only=True)
+class Fixed:
+    size: tuple[int, int] = (1, 1)
+    anchors: tuple[tuple[float, int, int], ...] = ()
+
+
+def test_fixed_length_tuples_coerce_each_item_with_its_own_type():
+    d = from_mapping(Fixed, {"size": [320, 240], "anchors": [[0.5, 8, 4], [0, 6, 8]]})
+    assert d == Fixed(size=(320, 240), anchors=((0.5, 8, 4), (0.0, 6, 8)))
+    assert isinstance(d.anchors[1][0], float)
+    with pytest.raises(ConfigError, match=r"size must have 2 items, got 3"):
+        from_mapping(Fixed, {"size": [1, 2, 3]})
+    with pytest.raises(ConfigError, match=r"anchors\[0\]\[1\] must be an integer, got 8.5"):
+        from_mapping(Fixed, {"anchors": [[0.5, 8.5, 4]]})
+
+
 def test_check_range_message():
     with pytest.raises(ConfigError, match=r"budget = -1 is out of range; allowed \[0, 100\]"):
         check_range("budget", -1, 0, 100)

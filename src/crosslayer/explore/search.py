@@ -253,14 +253,19 @@ def search(model: nn.Module, config: SearchConfig, data: DataSplits, *, seed: in
     if memory is not None:  # absent without the knob: a study made before it still opens
         meta["memory"] = [config.memory_curve, memory.curve.nominal_v, config.memory_chip_seed, config.memory_adapt,
                           config.memory_adapt_lr, config.memory_leakage_share, config.memory_buffer]
+    if config.warm_start:  # likewise
+        meta["warm_start"] = [list(d) for d in config.warm_start]
     with tempfile.TemporaryDirectory(prefix="crosslayer-search-") as tmp:
         url = _storage_url(storage if storage is not None else config.storage, Path(tmp))
         st = open_storage(url, config.heartbeat_s)
         study = open_study(st, config.study, config.directions, meta, sampler=None)
         if "space" not in study.user_attrs:
             study.set_user_attr("space", space.describe())
-        st.engine.dispose()  # no connection crosses a fork
         before = len(study.get_trials(deepcopy=False))
+        if not before:
+            for design in config.warm_start[:n_trials]:   # anchors first (they count towards the trials)
+                study.enqueue_trial(space.uniform_params(*design))
+        st.engine.dispose()  # no connection crosses a fork
         threads_before = torch.get_num_threads()
         if config.workers == 1 and config.threads:
             torch.set_num_threads(config.threads)

@@ -35,6 +35,11 @@ class SearchConfig(Config):
     sampler sweeps ``grid_schemes`` x ``grid_sparsities`` x ``grid_bits`` (``grid_act_bits`` activations, exact
     multipliers) like the ``explore`` stage.
 
+    Warm start: ``warm_start`` lists uniform designs ``[sparsity, weight_bits, act_bits]`` (every layer alike,
+    exact multipliers) enqueued as the first trials of a new study, before the sampler proposes anything: on a
+    deep network a random per-layer design almost always destroys the model, so a few known-good anchors show
+    the sampler where the accurate region is (empty: none, the default).
+
     Hardware: ``accelerator`` (preset or TOML file), ``skip`` (which zeros it skips), ``hw_samples`` (validation
     images that give activation densities).
 
@@ -98,6 +103,7 @@ class SearchConfig(Config):
     memory_adapt_lr: float = 1e-3
     memory_leakage_share: float = 0.0
     memory_buffer: Literal["glb", "rf"] = "glb"
+    warm_start: tuple[tuple[float, int, int], ...] = ()
 
     def validate(self) -> None:
         if not self.objectives:
@@ -131,6 +137,14 @@ class SearchConfig(Config):
         check_range("grid_act_bits", self.grid_act_bits, 2, 16)
         if not (self.grid_schemes and self.grid_sparsities and self.grid_bits):
             raise ConfigError("grid_schemes, grid_sparsities and grid_bits must each list at least one value")
+        for design in self.warm_start:
+            if len(design) != 3:
+                raise ConfigError(f"warm_start: {list(design)} must be [sparsity, weight_bits, act_bits]")
+            check_range("warm_start sparsity", design[0], 0.0, 1.0, hi_open=True)
+            check_range("warm_start weight_bits", design[1], 1, 16)
+            check_range("warm_start act_bits", design[2], 1, 16)
+        if self.warm_start and self.sampler == "grid":
+            raise ConfigError("warm_start applies to the layerwise samplers (tpe, nsga2, random), not to grid")
         check_range("hw_samples", self.hw_samples, 1, 100_000)
         check_range("trial_epochs", self.trial_epochs, 0, MAX_EPOCHS)
         check_range("trial_train_limit", self.trial_train_limit, 0)

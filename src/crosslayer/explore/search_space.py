@@ -234,6 +234,33 @@ class SearchSpace:
             trial.suggest_categorical("memory_voltage", list(self.memory_voltages))
         return self.decode(trial.params)
 
+    def uniform_params(self, sparsity: float, weight_bits: int, act_bits: int) -> dict[str, Any]:
+        """Trial parameters of the uniform design: every layer at ``sparsity`` (within the space's range),
+        ``weight_bits`` / ``act_bits`` (each the nearest choice of the space), exact multipliers, the first
+        dataflow and execution and the highest weight-memory voltage: an anchor to enqueue before sampling."""
+        if self.mode == "grid":
+            raise ConfigError("warm_start designs are for the layerwise space, not the grid sweep")
+
+        def nearest(choices: tuple[int, ...], want: int) -> int:
+            return min(choices, key=lambda c: (abs(c - want), -c))
+
+        density = min(1.0, max(1.0 - self.max_sparsity, 1.0 - float(sparsity)))
+        params: dict[str, Any] = {}
+        for n in self.layers:
+            if self.max_sparsity > 0:
+                params[f"{n}:density"] = density
+            params[f"{n}:weight_bits"] = nearest(self.weight_bits, int(weight_bits))
+            params[f"{n}:act_bits"] = nearest(self.act_bits, int(act_bits))
+            if n not in self.exact_only and len(self.multipliers) > 1:
+                params[f"{n}:multiplier"] = "exact" if "exact" in self.multipliers else self.multipliers[0]
+        if len(self.dataflows) > 1:
+            params["dataflow"] = self.dataflows[0]
+        if len(self.executions) > 1:
+            params["execution"] = self.executions[0]
+        if self.memory_voltages:
+            params["memory_voltage"] = max(self.memory_voltages)
+        return params
+
     def decode(self, params: Mapping[str, Any]) -> Design:
         """The design of a trial's parameters (as ``study.trials[i].params`` holds them)."""
         try:

@@ -245,10 +245,9 @@ def _layers(workload: Sequence[LayerShape], plan: _Plan, acc: Accelerator, sp: S
                    adens=ad, dram_words=dram_words, exposed=exposed, filter_nnz=nnz), tiling
 
 
-def _class_energy(plan: _Plan, ly: _Layers, macs_frac: np.ndarray, e_mac: np.ndarray, acc: Accelerator,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Accesses and energy per level ``(5, U)`` and total energy of every class (the per-option sums written
-    out scalar by scalar in tests/hw/test_hw_costing.py)."""
+def _class_accesses(plan: _Plan, ly: _Layers, macs_frac: np.ndarray, acc: Accelerator) -> tuple[np.ndarray, ...]:
+    """Accesses per level (``LEVELS`` order: DRAM, GLB, NoC, RF, MAC) of every class, each a 1-D array (the
+    per-option sums written out scalar by scalar in tests/hw/test_hw_costing.py)."""
     lo = plan.class_layer
     c = plan.class_counts
     wb = acc.word_bits
@@ -258,11 +257,24 @@ def _class_energy(plan: _Plan, ly: _Layers, macs_frac: np.ndarray, e_mac: np.nda
     glb = dw + c[0, 0] * wb_o * wst / wb + c[0, 1] * ab_o * ist / wb + c[0, 2] * pb_o / wb
     noc = (c[1, 0] * wb_o * wst / wb + c[1, 1] * ab_o * ist / wb + c[1, 2] * pb_o / wb) * fr
     rf = (c[2, 0] * wb_o / wb + c[2, 1] * ab_o / wb + c[2, 2] * pb_o / wb) * fr
+    return dw, glb, noc, rf, macs_frac[lo]
+
+
+def _class_total(rows: tuple[np.ndarray, ...], e_mac: np.ndarray, acc: Accelerator) -> np.ndarray:
+    """Total energy of classes from their :func:`_class_accesses` (``e_mac``: their layers' MAC energy)."""
     en = acc.energy
-    accesses = np.stack([dw, glb, noc, rf, macs_frac[lo]])
+    dw, glb, noc, rf, mac = rows
+    return dw * en.dram + glb * en.glb + noc * en.noc + rf * en.rf + mac * e_mac
+
+
+def _class_energy(rows: tuple[np.ndarray, ...], e_mac: np.ndarray, acc: Accelerator,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Accesses and energy per level ``(5, n)`` of classes from their :func:`_class_accesses`."""
+    en = acc.energy
+    accesses = np.stack(rows)
     energy = accesses * np.array([[en.dram], [en.glb], [en.noc], [en.rf], [1.0]])
-    energy[4] *= e_mac[lo]
-    return accesses, energy, energy[0] + energy[1] + energy[2] + energy[3] + energy[4]
+    energy[4] *= e_mac
+    return accesses, energy
 
 
 def _timing(plan: _Plan, ly: _Layers, sp: SparsityConfig, glb: np.ndarray, idx: np.ndarray, acc: Accelerator,
@@ -339,7 +351,8 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
         layer = workload[int(np.flatnonzero(~ok)[0]) // len(dfs)]
         raise MappingError(f"layer {layer.name!r} fits no RS mapping: one filter row of kernel_w = "
                            f"{layer.kernel_w} with its inputs and psum exceeds rf_bytes = {acc.rf_bytes}")
-    accesses, energy, total = _class_energy(plan, ly, macs_frac, e_mac, acc)
+    rows = _class_accesses(plan, ly, macs_frac, acc)
+    total = _class_total(rows, e_mac[plan.class_layer], acc)
     fit_idx = np.flatnonzero(fits)
     opt_total = total[plan.class_of[fit_idx]]
     if not np.isfinite(opt_total).all():
@@ -352,20 +365,21 @@ def score_workload(workload: Sequence[LayerShape], acc: Accelerator, dfs: tuple[
     if objective == "energy":
         is_min, _ = _first_least(opt_total, seg, nseg)
         tied = fit_idx[is_min]
-        timing = _timing(plan, ly, sp, accesses[1][plan.class_of[tied]], tied, acc)
+        timing = _timing(plan, ly, sp, rows[1][plan.class_of[tied]], tied, acc)
         _, first = _first_least(timing[1], plan.seg_of[tied], nseg)
         compute, cycles, glb_cycles, imb = (a[first] for a in timing)
     else:
-        timing = _timing(plan, ly, sp, accesses[1][plan.class_of[fit_idx]], fit_idx, acc)
+        timing = _timing(plan, ly, sp, rows[1][plan.class_of[fit_idx]], fit_idx, acc)
         is_min, _ = _first_least(timing[1], seg, nseg)
         tied = fit_idx[is_min]
         _, first = _first_least(opt_total[is_min], plan.seg_of[tied], nseg)
         compute, cycles, glb_cycles, imb = (a[is_min][first] for a in timing)
     best = tied[first]
     cls = plan.class_of[best]
+    accesses, energy = _class_energy(tuple(r[cls] for r in rows), e_mac[plan.class_layer[cls]], acc)
     n = len(workload)
-    return Scored(workload=tuple(workload), dataflows=dfs, plan=plan, options=best, accesses=accesses[:, cls],
-                  energy=energy[:, cls], total_energy=total[cls], compute_cycles=compute, cycles=cycles,
+    return Scored(workload=tuple(workload), dataflows=dfs, plan=plan, options=best, accesses=accesses,
+                  energy=energy, total_energy=total[cls], compute_cycles=compute, cycles=cycles,
                   glb_cycles=glb_cycles, dram_cycles=ly.dram_words / acc.dram_bandwidth, exposed_cycles=ly.exposed,
                   imbalance=imb, best=np.arange(nseg).reshape(n, len(dfs)), tiling=tiling, weight_ratio=ly.w_ratio,
                   input_ratio=ly.i_ratio, frac=ly.frac)

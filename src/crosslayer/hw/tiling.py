@@ -144,6 +144,8 @@ def _stack(keys: tuple[ShapeKey, ...]) -> _Stack:
         n_c += e.size
     pa = {f: np.concatenate(v) for f, v in pairs.items()}
     en = {f: np.concatenate(v).astype(np.int64) for f, v in ent.items()}
+    for f in ("w_times", "i_times", "base_i"):     # only ever multiplied with floats: converted once (exactly)
+        en[f] = en[f].astype(np.float64)
     cand = np.concatenate(c_cand)
     sizes = np.diff(np.array([*starts, n_ent]))
     stack = _Stack(
@@ -221,17 +223,23 @@ def _search(g: _Stack, wb: np.ndarray, ab: np.ndarray, act: np.ndarray, psum: np
     i = g.base_i * ab[el] * g.i_times
     o = np.where(g.big_c, spill[e], once[el])
     t = np.where(fit[e], w + i + o, np.inf)
-    c_tile = np.where(g.big_c, ct[e], 1)
-    first = (g.wt1_e * c_tile) * wb[el] + (g.in1_e * c_tile) * ab[el]
-    exposure = first + g.out_e * act[el]
     least = np.minimum.reduceat(t, g.starts)
-    tied = np.where(t == least[el], exposure, np.inf)
-    e_min = np.minimum.reduceat(tied, g.starts)
-    b = np.minimum.reduceat(np.where(tied == e_min[el], np.arange(t.shape[0]), t.shape[0]), g.starts)
-    b = np.minimum(b, t.shape[0] - 1)
+    # the tie-break (first tile + last output tile, then the first entry) on the least-traffic entries only
+    tied = np.flatnonzero(t == least[el])
+    et, lt = e[tied], el[tied]
+    c_tied = np.where(g.big_c[tied], ct[et], 1)
+    first_t = (g.wt1_e[tied] * c_tied) * wb[lt] + (g.in1_e[tied] * c_tied) * ab[lt]
+    exposure = first_t + g.out_e[tied] * act[lt]
+    seg = np.searchsorted(tied, g.starts)          # each layer's first tied entry (every layer has one)
+    e_min = np.minimum.reduceat(exposure, seg)
+    pos = np.minimum.reduceat(np.where(exposure == e_min[lt], np.arange(tied.shape[0]), tied.shape[0]), seg)
+    pos = np.minimum(pos, tied.shape[0] - 1)
+    b = tied[pos]
+    first = first_t[pos]
+    c_tile = c_tied[pos]
     s0 = g.first_pair
     need = g.wt1[s0] * wb + g.in1[s0] * ab + out_bits[s0]     # smallest footprint (reported when none fits)
-    return (g.case[b], g.mt[b], g.pt[b], c_tile[b], w[b], i[b], o[b], first[b], g.out_e[b] * act, fit[s0], need)
+    return (g.case[b], g.mt[b], g.pt[b], c_tile, w[b], i[b], o[b], first, g.out_e[b] * act, fit[s0], need)
 
 
 def tiling_arrays(layers: list[tuple[LayerShape, float, float, int]], acc: Accelerator) -> TilingArrays:

@@ -1,0 +1,72 @@
+"""Renderer of the search block (docs/search.md): benchmarks/results/search.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _docgen import Loader, machine_line, num, pct, pp, produced_by, ratio, recipe
+
+
+def _seeds(values: list[float], fmt: Any) -> str:
+    return " / ".join(fmt(v) for v in values)
+
+
+def search(load: Loader) -> str:
+    d = load("search")
+    t, f, hv = d["trial_settings"], d["final_settings"], d["hypervolume"]
+    out = [produced_by("search", d["command"]) + f" ({machine_line(d)}). LeNet-5 on {d['dataset']}, "
+           f"{d['accelerator']} preset, objectives {' and '.join(d['objectives'])}; {d['trial_budget']} trials per "
+           f"study, seeds {', '.join(map(str, d['seeds']))}; a trial is {t['trial_epochs']} epoch of QAT on "
+           f"{num(t['trial_train_limit'])} training images scored on {num(t['trial_val_limit'])} validation images; "
+           f"the Pareto set is finished with {f['final_epochs']} epochs on all training images, chosen on the whole "
+           f"validation split within {pp(f['budget_pp'])} pp and measured once on test.", ""]
+    out.append(f"- Hypervolume (loss pp x energy / dense int8 energy, reference point "
+               f"({hv['reference_point']['loss_pp']:g} pp, 1.0)), medians over the seeds: search "
+               f"{hv['search']:.3f}, random {hv['random']:.3f}, grid sweep {hv['grid']:.3f}; per seed search "
+               f"{_seeds(hv['per_seed']['search'], lambda v: f'{v:.3f}')}, random "
+               f"{_seeds(hv['per_seed']['random'], lambda v: f'{v:.3f}')}, grid "
+               f"{_seeds(hv['per_seed']['grid'], lambda v: f'{v:.3f}')}.")
+    chosen = d["search_chosen"]
+    seq = d["sequential"]
+    out.append(f"- Best energy within {pp(f['budget_pp'])} pp against the sequential flow (prune, then quantize, "
+               f"then approximate, same budget): {ratio(d['energy_gain_vs_sequential'])} lower energy (median; per "
+               f"seed {_seeds(d['energy_gain_per_seed'], ratio)}). Test loss of the search's points "
+               f"{_seeds([c.get('test_loss_pp', float('nan')) for c in chosen], pp)} pp, of the sequential flow's "
+               f"{_seeds([s['test_loss_pp'] for s in seq], pp)} pp.")
+    w, r = d["workers"], d["resume"]
+    out.append(f"- Workers: {w['trials']} enqueued designs, trial phase {w['median_seconds_1_worker']:.1f} s with 1 "
+               f"worker, {w['median_seconds_2_workers']:.1f} s with 2 ({ratio(d['workers_speedup'])}). Resume: a "
+               f"{r['trials']}-trial study killed after {r['killed_after_complete']} complete trials ends with "
+               f"{r['complete']} complete and {r['failed']} failed (lost {d['resume_lost_trials']}).")
+    rn = d.get("resnet20")
+    if rn:
+        s = rn["settings"]
+        pilot = rn["trial_lr_pilot"]
+        rows = ", ".join(f"{row['lr']:g}: {pp(row['loss_pp'])} pp" for row in pilot["rows"])
+        trials = [x for x in rn["trials"] if x["state"] == "COMPLETE"]
+        anchors = len(s.get("warm_start", []))
+        sampled = trials[anchors:]
+        near = sum(1 for x in sampled if x["loss_pp"] <= s["budget_pp"] + s["final_slack_pp"])
+        best = max((x["accuracy"] for x in sampled), default=float("nan"))
+        out += ["", f"ResNet-20 on Fashion-MNIST ({num(rn['train_images'])} / {num(rn['val_images'])} / "
+                f"{num(rn['test_images'])}; baseline {pct(rn['baseline_test_accuracy'])} test, "
+                f"{recipe(rn['baseline_recipe'])}), a smaller budget, one seed: {s['trials']} trials on "
+                f"{num(s['trial_train_limit'])} / {num(s['trial_val_limit'])} images, the first {anchors} the "
+                f"warm-start "
+                f"anchors {s.get('warm_start')}; trial learning rate chosen on the trial images by the 8-bit "
+                f"unpruned anchor's loss ({rows}; chosen {pilot['chosen']:g}); {rn['seconds'] / 60:.0f} min."]
+        out.append(f"- Sampled trials (after the anchors): {near} of {len(sampled)} within "
+                   f"{pp(s['budget_pp'] + s['final_slack_pp'])} pp on the trial images (best trial accuracy "
+                   f"{pct(best)} against the baseline's {pct(pilot['baseline_trial_accuracy'])}).")
+        c = rn.get("chosen")
+        if c:
+            e_ratio = rn["baseline"]["energy"] / c["test"]["energy"]
+            out.append(f"- Reported point: trial {c['trial']}, sparsity {pct(c['test']['sparsity'])}, test "
+                       f"{pct(c['test']['accuracy'])} (loss {pp(c['test_loss_pp'])} pp; validation "
+                       f"{pp(c['val_loss_pp'])} pp), energy {ratio(e_ratio)} lower than the float baseline at the "
+                       f"accelerator's 16 bits, size {num(c['test']['size_bytes'])} B.")
+        else:
+            out.append("- No point was finished: no trial came within the finishing slack.")
+        out.append(f"- Earlier studies, kept in the file (`first_attempts`): {len(rn['first_attempts'])}, none "
+                   "of which had a trial within the slack.")
+    return "\n".join(out)
