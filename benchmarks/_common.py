@@ -30,9 +30,13 @@ BASELINE_RECIPES: dict[str, dict[str, Any]] = {
     # SGD momentum 0.9, weight decay 5e-4, cosine; the learning rate chosen on the validation split by
     # `baseline.py --pilot` (results/baseline.json "pilot_*"), the epochs fixed by the time budget beforehand.
     "resnet20@fashion-mnist": {"epochs": 10, "batch_size": 256, "optimizer": "sgd", "lr": 0.1},
-    # MobileNetV2: 20 epochs (was 10: its validation accuracy still rose at the 10th, 91.07 %; the pilot's grid
-    # extended to 0.025 since 0.05 was at its edge, and 0.05 stayed best); trained from a fresh seed (1).
-    "mobilenetv2-0.5@fashion-mnist": {"epochs": 20, "batch_size": 256, "optimizer": "sgd", "lr": 0.05},
+    # MobileNetV2, third recipe (each change made after the previous one's test figure, each trained from a fresh
+    # seed; benchmarks/results/baseline.json keeps all three): 10 epochs (seed 0) ended with validation accuracy
+    # still rising; 20 epochs (seed 1) drove the training loss to 0.04 while validation stayed at 91.5-91.9 %
+    # from epoch 13 (over-fitting), so random shifts of up to 2 px (the usual pad-and-crop) are added (seed 2).
+    # The pilot's grid was extended to 0.025 since 0.05 was at its edge; 0.05 stayed best.
+    "mobilenetv2-0.5@fashion-mnist": {"epochs": 20, "batch_size": 256, "optimizer": "sgd", "lr": 0.05,
+                                      "augment_shift": 2},
 }
 
 os.environ.setdefault("CROSSLAYER_NO_PROGRESS", "1")
