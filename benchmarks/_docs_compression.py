@@ -178,13 +178,14 @@ def _variants(d: dict[str, Any]) -> str:
     variants: dict[str, Any] = d["variants"]
     has_val = any("val_accuracy" in v for v in variants.values())
     heads = ["variant", *(["val accuracy"] if has_val else []), "test accuracy", "test loss (pp)",
-             "top-1 = source", "batch 256 img/s", "batch 1 ms", "ratio to fp32 PyTorch"]
+             "top-1 = source", "batch 256 img/s", "batch 1 ms", "ratio to fp32 PyTorch", "peak RSS MB"]
     rows = []
     for name, v in variants.items():
         rows.append([f"`{name}`", *([pct(v["val_accuracy"])] if has_val else []), pct(v["test_accuracy"]),
                      pp(v["accuracy_loss_pp"]), pct(v["top1_agreement_with_pytorch_source"]),
                      num(v["throughput_b256_median"]), f"{v['latency_ms_b1_median']:.3f}",
-                     ratio(v["throughput_ratio_vs_fp32_pytorch"])])
+                     ratio(v["throughput_ratio_vs_fp32_pytorch"]),
+                     f"{v['peak_rss_mb_median']:.0f}" if "peak_rss_mb_median" in v else "not recorded"])
     lines = [table(heads, rows), "",
              f"Deployable choice (`best_variant`): `{d['best_variant']}`, {ratio(d['best_throughput_ratio'])} at "
              f"{pp(d['best_variant_accuracy_loss_pp'])} pp on test. Fastest structured variant whatever its loss "

@@ -113,6 +113,25 @@ def resilience(load: Loader) -> str:
     return "\n".join(out).rstrip("\n")
 
 
+def zoo_speed_lines(speed: dict[str, Any]) -> list[str]:
+    """The emulation speed of the models timed beside LeNet-5: one column per model."""
+    names = [n for n, e in speed.items() if n != "lenet5" and isinstance(e, dict) and "variants" in e]
+    if not names:
+        return []
+    variants = list(speed[names[0]]["variants"])
+    rows = [[f"`{v}`", *(ratio(speed[n]["variants"][v]["slowdown_vs_fake_quant"]) if v in speed[n]["variants"]
+                         else "-" for n in names)] for v in variants]
+    rows.append(["fake-quant images / s", *(num(speed[n]["variants"][variants[0]]["images_per_s"]) for n in names)])
+    rows.append(["peak MiB (slowest)", *(f"{speed[n]['variants'][speed[n]['slowest_multiplier']]['peak_rss_mb']:.0f}"
+                                         for n in names)])
+    w = speed[names[0]].get("weights", {})
+    return [f"The same timing on {', '.join(names)} (every multiplier in all their approximable layers; "
+            f"{', '.join(num(speed[n]['images']) + ' images' for n in names)}, {speed[names[0]]['rounds']} "
+            f"interleaved rounds; weights from {w.get('epochs', '?')} epoch on {num(w.get('train_images', 0))} "
+            f"{w.get('dataset', '?')} images, for speed only), time / fake-quant:", "",
+            table(["variant", *names], rows), ""]
+
+
 def approx(load: Loader) -> str:
     d = load("approx")
     s = d["settings"]
@@ -134,6 +153,7 @@ def approx(load: Loader) -> str:
             f"faster than the fake-quant model; slowest emulation `{sp['slowest_multiplier']}`, "
             f"{ratio(sp['max_slowdown_vs_fake_quant'])} slower.", "",
             table(["model", "images / s", "time / fake-quant", "peak MiB", "working MiB"], rows), ""]
+    out += zoo_speed_lines(d["speed"])
     mrows = [[f"`{m['name']}`", f"{m['med']:g}", f"{m['mred']:.4f}", f"{m['wce']:g}", f"{m['bias']:g}",
               f"{m['relative_power']:.3f}", pct(m["accuracy"])] for m in d["multipliers"]]
     out += ["Every multiplier in every layer (test accuracy):", "",

@@ -29,7 +29,7 @@ BASELINE_SOURCES = tuple(dict.fromkeys(f for _, f, _, _ in BASELINE_FIGURES))
 # The results files whose run records are listed (every benchmark's main file present in benchmarks/results/).
 RECORD_SOURCES = ("baseline", "compression", "prune_seeds", "prune_to95", "deploy", "quant", "resilience", "approx",
                   "hardware", "imc", "imc_seed1", "imc_seed2", "imc_60epochs", "security", "stp", "hostile_inputs",
-                  "pruning_peers")
+                  "pruning_peers", "deploy_resnet20", "search", "zoo_compress", "zoo")
 
 
 # The usage line of each benchmark's docstring, for files that do not record their command.
@@ -44,6 +44,7 @@ USAGE = {
     "imc": ".venv/bin/python benchmarks/imc.py", "security": ".venv/bin/python benchmarks/security.py",
     "stp": ".venv/bin/python benchmarks/stp.py", "hostile_inputs": "python benchmarks/hostile_inputs.py",
     "pruning_peers": "python benchmarks/_pruning_peers.py",
+    "zoo_compress": "python benchmarks/zoo_compress.py report", "zoo": "python benchmarks/zoo.py",
 }
 
 

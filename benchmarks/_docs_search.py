@@ -11,12 +11,23 @@ def _seeds(values: list[float], fmt: Any) -> str:
     return " / ".join(fmt(v) for v in values)
 
 
+def _point(p: dict[str, Any], budget: float) -> str:
+    """A reported point: validation and test loss, energy, and whether validation kept it within budget."""
+    if not p.get("val"):
+        return "no finished point"
+    flag = "" if p["val_loss_pp"] <= budget + 1e-9 else " (over budget on validation: the most accurate fallback)"
+    return (f"validation {pp(p['val_loss_pp'])} pp{flag}, test {pp(p['test_loss_pp'])} pp, energy "
+            f"{p['test']['energy'] / 1e6:.2f} M")
+
+
 def search(load: Loader) -> str:
     d = load("search")
     t, f, hv = d["trial_settings"], d["final_settings"], d["hypervolume"]
     out = [produced_by("search", d["command"]) + f" ({machine_line(d)}). LeNet-5 on {d['dataset']}, "
            f"{d['accelerator']} preset, objectives {' and '.join(d['objectives'])}; {d['trial_budget']} trials per "
-           f"study, seeds {', '.join(map(str, d['seeds']))}; a trial is {t['trial_epochs']} epoch of QAT on "
+           f"study, seeds {', '.join(map(str, d['seeds']))}"
+           f"{'; search and random start from the anchors ' + str(d['warm_start']) if d.get('warm_start') else ''}"
+           f"; a trial is {t['trial_epochs']} epoch of QAT on "
            f"{num(t['trial_train_limit'])} training images scored on {num(t['trial_val_limit'])} validation images; "
            f"the Pareto set is finished with {f['final_epochs']} epochs on all training images, chosen on the whole "
            f"validation split within {pp(f['budget_pp'])} pp and measured once on test.", ""]
@@ -28,11 +39,21 @@ def search(load: Loader) -> str:
                f"{_seeds(hv['per_seed']['grid'], lambda v: f'{v:.3f}')}.")
     chosen = d["search_chosen"]
     seq = d["sequential"]
-    out.append(f"- Best energy within {pp(f['budget_pp'])} pp against the sequential flow (prune, then quantize, "
-               f"then approximate, same budget): {ratio(d['energy_gain_vs_sequential'])} lower energy (median; per "
-               f"seed {_seeds(d['energy_gain_per_seed'], ratio)}). Test loss of the search's points "
-               f"{_seeds([c.get('test_loss_pp', float('nan')) for c in chosen], pp)} pp, of the sequential flow's "
-               f"{_seeds([s['test_loss_pp'] for s in seq], pp)} pp.")
+    budget = f["budget_pp"]
+    gains = d["energy_gain_per_seed"]
+    counted = [g for g in gains if g is not None]
+    head = (f"{ratio(d['energy_gain_vs_sequential'])} lower energy (median of the {len(counted)} seed(s) where both "
+            "sides are within budget on validation" if counted else "none (no seed where both sides are within budget "
+            "on validation")
+    rules = " and ".join(d.get("sequential_rules", ["split"]))
+    out.append(f"- Best energy within {pp(budget)} pp against the sequential flow (prune, then quantize, then "
+               f"approximate, same budget; the cheaper within budget of its {rules} budget rules): {head}; per seed "
+               f"{_seeds(gains, lambda g: 'none' if g is None else ratio(g))}).")
+    rows = []
+    for c, sq in zip(chosen, seq, strict=True):
+        rows.append(f"seed {c['seed']}: search {_point(c, budget)}; sequential ({sq.get('rule', 'split')}) "
+                    f"sparsity {pct(sq['sparsity'], 0)}, {_point(sq, budget)}")
+    out += [f"  - {r}" for r in rows]
     w, r = d["workers"], d["resume"]
     out.append(f"- Workers: {w['trials']} enqueued designs, trial phase {w['median_seconds_1_worker']:.1f} s with 1 "
                f"worker, {w['median_seconds_2_workers']:.1f} s with 2 ({ratio(d['workers_speedup'])}). Resume: a "

@@ -18,7 +18,14 @@ The LeNet-5 is the project's baseline (BASELINE_RECIPES["lenet5"]), reused from 
 confidence-margin acceptance rule of ``crosslayer.approx.select``, then the chosen assignment is verified
 on the test images; the selection never sees a test image.
 
+ResNet-20 and MobileNetV2-0.5 (Fashion-MNIST shapes, 28 x 28 x 1, 10 classes) are timed the same way, every
+multiplier in every approximable layer, on ``--zoo-timing-images`` test images. Their weights come from a short
+training (SPEED_TRAIN: one epoch on 5,000 Fashion-MNIST images, cached), not from their 30-60 minute baselines:
+the timing needs realistic weight and activation codes, not accuracy, and no accuracy of these models is
+reported here. ``--speed-of MODEL ...`` re-measures only those models' speed and merges it into approx.json.
+
     .venv/bin/python benchmarks/approx.py [--rounds 5] [--repeats 3] [--timing-images 3000] [--threads 2]
+    .venv/bin/python benchmarks/approx.py --speed-of resnet20 mobilenetv2-0.5 [--zoo-timing-images 500]
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import BASELINE_RECIPES, WORK, reset_peak_rss, rss_mb, window_peak_rss_mb, write_results
+from _common import BASELINE_RECIPES, RESULTS, WORK, reset_peak_rss, rss_mb, window_peak_rss_mb, write_results
 from crosslayer.approx import (
     approximate_model,
     greedy_select,
@@ -55,7 +62,7 @@ from crosslayer.approx import (
 from crosslayer.approx.catalog import DEFAULT_NAMES
 from crosslayer.approx.select import accuracy_on, as_accuracy, correct_on
 from crosslayer.data import load_splits
-from crosslayer.models import MODELS, build_model
+from crosslayer.models import build_model
 from crosslayer.quant import FixedPointSpec, calibrating, quantize_model
 from crosslayer.train import TrainConfig, evaluate, fit_cached, predict, seed_everything
 
@@ -63,8 +70,10 @@ TRAIN = TrainConfig(**BASELINE_RECIPES["lenet5"])  # benchmarks/baseline.py sett
 BUDGET_PP = 0.5
 DIR = WORK / "approx"
 FAKE, INT8 = "fake-quant fp32 GEMM", "int8 kernel (torch.ao x86)"
-# Models timed; ResNet-20 / MobileNetV2 join when crosslayer.models provides them (MODELS registry).
-TIMED_MODELS = ("lenet5", "resnet20", "mobilenetv2")
+TIMED_MODELS = ("lenet5", "resnet20", "mobilenetv2-0.5")
+# the weights of the models timed beside LeNet-5 (speed only; see the docstring)
+SPEED_TRAIN = {"dataset": "fashion-mnist", "train_images": 5000, "epochs": 1, "batch_size": 128, "optimizer": "sgd",
+               "lr": 0.05}
 
 
 def int8_model(model: nn.Module, calib: torch.Tensor) -> nn.Module:
@@ -97,6 +106,54 @@ def quantized(model_name: str, data: Any) -> tuple[nn.Module, nn.Module, Any]:
     with calibrating(q):
         predict(q, data.train.images[:1000])
     return model, q.eval(), trained
+
+
+def speed_model(model_name: str) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+    """A model timed beside LeNet-5: briefly trained (SPEED_TRAIN, cached) and its int8 fake-quantized form
+    calibrated on 1,000 training images; those calibration images and the test images to time."""
+    data = load_splits(SPEED_TRAIN["dataset"], None, seed=0)
+    train = data.train.subset(SPEED_TRAIN["train_images"])
+    seed_everything(0)
+    model = build_model(model_name)
+    cfg = TrainConfig(epochs=SPEED_TRAIN["epochs"], batch_size=SPEED_TRAIN["batch_size"],
+                      optimizer=SPEED_TRAIN["optimizer"], lr=SPEED_TRAIN["lr"])
+    fit_cached(model_name, model, train, data.val.subset(500), cfg, seed=0, desc=f"{model_name} (speed weights)")
+    model.eval()
+    q = quantize_model(copy.deepcopy(model), FixedPointSpec(bits=8), FixedPointSpec(bits=8))
+    with calibrating(q):
+        predict(q, train.images[:1000])
+    return model, q.eval(), train.images[:1000], data.test.images
+
+
+def _save_for_workers(model_name: str, model: nn.Module, q: nn.Module, calib: torch.Tensor) -> None:
+    DIR.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), DIR / f"{model_name}_float.pt")
+    torch.save(q.state_dict(), DIR / f"{model_name}_int8.pt")
+    np.save(DIR / f"{model_name}_calib.npy", calib.numpy())
+
+
+def speed_entry(model_name: str, layers: list[str], args: argparse.Namespace, images: torch.Tensor) -> dict[str, Any]:
+    """One model's speed table: the two exact baselines and every multiplier in every layer of ``layers``."""
+    variants = [FAKE, INT8, *args.multipliers]
+    table = timing(model_name, variants, layers, args, images)
+    emu = {v: t for v, t in table.items() if v not in (FAKE, INT8)}
+    print(json.dumps({v: round(t["slowdown_vs_fake_quant"], 2) for v, t in table.items()}), flush=True)
+    return {"images": len(images), "threads": args.threads, "rounds": args.rounds, "repeats": args.repeats,
+            "layers": layers, "variants": table,
+            "max_slowdown_vs_fake_quant": max(t["slowdown_vs_fake_quant"] for t in emu.values()),
+            "slowest_multiplier": max(emu, key=lambda v: emu[v]["slowdown_vs_fake_quant"]),
+            "int8_kernel_speedup_vs_fake_quant": 1.0 / table[INT8]["slowdown_vs_fake_quant"]}
+
+
+def zoo_speed(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The speed entry of a model timed beside LeNet-5 (:func:`speed_model`)."""
+    from crosslayer.approx import approximable_layers
+
+    model, q, calib, test = speed_model(model_name)
+    _save_for_workers(model_name, model, q, calib)
+    layers = approximable_layers(q)
+    entry = speed_entry(model_name, layers, args, test[:args.zoo_timing_images])
+    return {**entry, "weights": {**SPEED_TRAIN, "seed": 0, "note": "speed only; no accuracy reported"}}
 
 
 def _rebuild(model_name: str) -> tuple[nn.Module, nn.Module]:
@@ -175,6 +232,20 @@ def timing(model_name: str, variants: list[str], layers: list[str], args: argpar
     return table
 
 
+def merge_speed(args: argparse.Namespace, lenet_layers: list[str], lenet_images: torch.Tensor) -> None:
+    """``--speed-of``: re-measure the named models' speed; every other key of approx.json is kept."""
+    path = RESULTS / "approx.json"
+    out = json.loads(path.read_text()) if path.is_file() else {}
+    out.pop("machine", None)
+    speed = dict(out.get("speed", {}))
+    for name in args.speed_of:
+        speed[name] = (speed_entry(name, lenet_layers, args, lenet_images) if name == "lenet5"
+                       else zoo_speed(name, args))
+        speed[name]["command"] = "python benchmarks/approx.py " + " ".join(sys.argv[1:])
+    out["speed"] = speed
+    write_results("approx", out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--timing-images", type=int, default=3000, help="test images timed per measurement")
@@ -189,6 +260,10 @@ def main() -> None:
     ap.add_argument("--bitexact-each", type=int, default=100, help="test images: every multiplier vs reference")
     ap.add_argument("--skip-selection", action="store_true", help="speed and bit-exactness only")
     ap.add_argument("--multipliers", nargs="*", default=list(DEFAULT_NAMES), help="multipliers timed (default: all)")
+    ap.add_argument("--zoo-timing-images", type=int, default=500,
+                    help="test images timed per measurement for ResNet-20 / MobileNetV2")
+    ap.add_argument("--speed-of", nargs="+", choices=TIMED_MODELS, default=None,
+                    help="re-measure only these models' speed and merge it into approx.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -198,10 +273,10 @@ def main() -> None:
     data = load_splits("mnist", None, train_limit=10000, seed=0)
     model, q, trained = quantized("lenet5", data)
     layers = ["conv1", "conv2", "fc1", "fc2"]
-    DIR.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), DIR / "lenet5_float.pt")
-    torch.save(q.state_dict(), DIR / "lenet5_int8.pt")
-    np.save(DIR / "lenet5_calib.npy", data.train.images[:1000].numpy())
+    _save_for_workers("lenet5", model, q, data.train.images[:1000])
+    if args.speed_of:
+        merge_speed(args, layers, data.test.images[:args.timing_images])
+        return
     out: dict[str, Any] = {"model": "lenet5", "train_images": len(data.train), "test_images": len(data.test),
                            "training": {**vars(TRAIN), "seed": 0, "cached": trained.cached,
                                         "best_val_accuracy": trained.best_val_accuracy},
@@ -233,23 +308,9 @@ def main() -> None:
     write_results("approx", out)
 
     # speed: every multiplier against the two exact baselines, one process per measurement, interleaved
-    speed: dict[str, Any] = {}
-    for name in TIMED_MODELS:
-        if name not in MODELS:
-            speed[name] = {"skipped": f"model {name!r} is not in crosslayer.models in this state of the code"}
-            continue
-        if name != "lenet5":
-            speed[name] = {"skipped": "timing of models other than LeNet-5 is not wired in yet"}
-            continue
-        variants = [FAKE, INT8, *args.multipliers]
-        table = timing(name, variants, layers, args, data.test.images[:args.timing_images])
-        emu = {v: t for v, t in table.items() if v not in (FAKE, INT8)}
-        speed[name] = {"images": args.timing_images, "threads": args.threads, "rounds": args.rounds,
-                       "variants": table,
-                       "max_slowdown_vs_fake_quant": max(t["slowdown_vs_fake_quant"] for t in emu.values()),
-                       "slowest_multiplier": max(emu, key=lambda v: emu[v]["slowdown_vs_fake_quant"]),
-                       "int8_kernel_speedup_vs_fake_quant": 1.0 / table[INT8]["slowdown_vs_fake_quant"]}
-        print(json.dumps({v: round(t["slowdown_vs_fake_quant"], 2) for v, t in table.items()}), flush=True)
+    speed: dict[str, Any] = {"lenet5": speed_entry("lenet5", layers, args, data.test.images[:args.timing_images])}
+    for name in TIMED_MODELS[1:]:
+        speed[name] = zoo_speed(name, args)
     out["speed"] = speed
     out["speed_note"] = ("slowdown = median over rounds of (variant seconds / fake-quant seconds of the same round); "
                          "peak_rss_mb = peak resident memory of the measuring process (torch runtime, model, images "

@@ -415,6 +415,15 @@ def lenet_section() -> dict[str, Any]:
     return out
 
 
+def merge_section(section: dict[str, Any], key: str, command: str) -> None:
+    """Write ``section`` into hardware.json over the last full run's file, saying which command re-measured it."""
+    old = json.loads((RESULTS / "hardware.json").read_text())
+    old.pop("machine", None)
+    write_results("hardware", {**old, **section, key: (
+        f"this section was re-measured alone ({command}); the sections not re-measured are from the last full "
+        "run or their own partial runs")})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (medians quoted, raw rounds kept)")
@@ -422,19 +431,22 @@ def main() -> None:
                     help="no SCALE-Sim / ZigZag: print the other sections, write no results file")
     ap.add_argument("--speed-only", action="store_true",
                     help="re-measure only the cost model's speed; the other sections of hardware.json are kept")
+    ap.add_argument("--lenet-only", action="store_true",
+                    help="re-measure only the LeNet-5 energy ratios; the other sections of hardware.json are kept")
     args = ap.parse_args()
     t0 = time.perf_counter()
     res: dict[str, Any] = {"rounds": args.rounds}
+    if args.speed_only:
+        with quiet_machine():
+            speed = speed_section(args.rounds)
+        merge_section(speed, "speed_measured_separately", f"`python benchmarks/hardware.py --speed-only`, "
+                                                          f"{args.rounds} rounds")
+        return
+    if args.lenet_only:
+        merge_section(lenet_section(), "lenet5_measured_separately", "`python benchmarks/hardware.py --lenet-only`")
+        return
     with quiet_machine():
         res.update(speed_section(args.rounds))
-    if args.speed_only:
-        old = json.loads((RESULTS / "hardware.json").read_text())
-        old.pop("machine", None)
-        speed = {k: v for k, v in res.items() if k != "rounds"}
-        write_results("hardware", {**old, **speed, "speed_measured_separately": (
-            "the speed section was re-measured alone (`python benchmarks/hardware.py --speed-only`, "
-            f"{args.rounds} rounds); the other sections are from the last full run")})
-        return
     if not args.skip_peers:
         res.update(scalesim_section(args.rounds))
         res.update(zigzag_section())

@@ -67,6 +67,8 @@ BLOCKS: tuple[Block, ...] = (
           headline=("baseline", ("fashion_resnet20", "test_accuracy"))),
     Block(doc="docs/models.md", name="zoo-compress", sources=("zoo_compress",), render=zoo.zoo_compress,
           headline=("zoo_compress", ("structured_timing", "speedup"))),
+    Block(doc="docs/models.md", name="deploy-resnet20", sources=("deploy_resnet20",), render=zoo.deploy_resnet20,
+          headline=("deploy_resnet20", ("best_throughput_ratio",))),
     Block(doc="docs/models.md", name="zoo", sources=("zoo",), render=zoo.zoo,
           headline=("zoo", ("resnet20", "seconds"))),
 )

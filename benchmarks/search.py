@@ -8,8 +8,14 @@ Setup, fixed before any run: LeNet-5 trained with BASELINE_RECIPES["lenet5"] (ca
 (9,000 train / 1,000 validation / 10,000 test); objectives accuracy and energy per inference (Eyeriss, zeros of
 weights and activations skipped); every trial (all three methods alike) gets one epoch of quantization-aware
 fine-tuning on 2,000 training images and is scored on the first 500 validation images. Budget: 60 trials per
-study (the issue's example is 100; 60 keeps the whole benchmark well under an hour of CPU on 2 cores), seeds
-0, 1, 2.
+study (the issue's example is 100; 60 keeps the whole benchmark well under an hour of CPU on 2 cores and equals
+the grid's 60 points), seeds 6, 7, 8. The search and random studies start from the same three uniform anchor
+designs (WARM_START, grid points; they count in the 60 trials). Earlier runs, each disclosed in docs/search.md:
+seeds 0, 1, 2 were measured before the cost model moved a quantized model's pooling data at the width of the
+layer it feeds (it moved them at 16 bits); seeds 3, 4, 5 ran with that fix but without anchors, with only the
+fixed budget split for the sequential flow (which then stopped pruning at its first step in two seeds) and
+with a seed's out-of-budget fallback point counted in the gain. Each change came after those runs' test
+figures were seen, so these figures come from fresh seeds.
 
 - **hv**: hypervolume of each study's trials in (accuracy loss in pp on the trial images, energy / E_ref),
   reference point (2 pp, 1.0) where E_ref is the dense int8 model's energy (exact multipliers): the region
@@ -19,10 +25,12 @@ study (the issue's example is 100; 60 keeps the whole benchmark well under an ho
 - **final**: each seed's search finishes its Pareto set (up to 4 points within 1.5 pp on the trial images, 3
   epochs of QAT on all 9,000 training images); the reported point is the cheapest within 0.5 pp on the whole
   validation split; it is then measured once on the test split. The sequential flow, per seed, with the same
-  0.5 pp validation budget split 0.2 / 0.15 / 0.15 before any run: prune (the default flow's iterative schedule),
-  then quantize (the quantize stage's per-layer bit-width sweep, 8-3 bits, PTQ), then approximate (greedy,
-  8x8 multipliers on the 8-bit layers, observed loss within budget as for the search). energy_gain_vs_sequential
-  = sequential energy / search energy (medians over seeds; per seed kept).
+  0.5 pp validation budget: prune (the default flow's iterative schedule), then quantize (the quantize stage's
+  per-layer bit-width sweep, 8-3 bits, PTQ), then approximate (greedy, 8x8 multipliers on the 8-bit layers,
+  observed loss within budget as for the search), under two budget rules: ``split`` (0.2 / 0.15 / 0.15 pp) and
+  ``greedy`` (each step what the steps before it left); the reported one is the cheaper of those within budget
+  on validation. energy_gain_vs_sequential = sequential energy / search energy, over the seeds where both
+  sides have a point within the budget on validation (median; per seed kept, None where a side has none).
 - **workers**: the same 12 enqueued designs run with 1 worker (1 thread) and with 2 forked workers (1 thread
   each), 5 interleaved rounds; medians of the trial-phase wall time (first trial start to last trial end).
 - **resume**: a 12-trial search in a child process is killed (SIGKILL) after 5 complete trials and restarted;
@@ -56,7 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BASELINE_RECIPES, WORK, peak_rss_mb, write_results
 
 JOBS = WORK / "search"
-SEEDS = (0, 1, 2)
+SEEDS = (6, 7, 8)  # fresh seeds: the earlier runs are listed in the docstring
+WARM_START = ((0.8, 8, 8), (0.9, 6, 8), (0.95, 4, 8))  # grid points, for the search and random studies
 N_TRIALS = 60
 TRIAL = {"trial_epochs": 1, "trial_train_limit": 2000, "trial_val_limit": 500, "lr": 1e-3, "hw_samples": 64}
 FINAL = {"final_points": 4, "final_epochs": 3, "final_train_limit": 0, "final_slack_pp": 1.0, "budget_pp": 0.5}
@@ -64,6 +73,7 @@ GRID = {"grid_schemes": ("class-blind", "class-uniform", "class-distribution"),
         "grid_sparsities": (0.5, 0.7, 0.8, 0.9, 0.95), "grid_bits": (8, 6, 5, 4), "grid_act_bits": 8}
 HV_REF_LOSS_PP = 2.0
 SEQ_BUDGETS = (0.2, 0.15, 0.15)
+SEQ_RULES = ("split", "greedy")
 WORKER_ROUNDS, WORKER_TRIALS = 5, 12
 RESUME_TRIALS, RESUME_KILL_AFTER = 12, 5
 METHODS = {"search": "tpe", "random": "random", "grid": "grid"}
@@ -160,7 +170,8 @@ def job_study(method: str, seed: int) -> dict[str, Any]:
 
     data, model = lenet()
     t0 = time.perf_counter()
-    res = search(model, config(METHODS[method]), data, seed=seed, storage=_db(f"{method}_seed{seed}"))
+    anchors = {"warm_start": WARM_START} if method != "grid" else {}
+    res = search(model, config(METHODS[method], **anchors), data, seed=seed, storage=_db(f"{method}_seed{seed}"))
     return {"method": method, "seed": seed, "seconds": time.perf_counter() - t0, "counts": res.counts,
             "trials": [{"number": r.number, "state": r.state, "loss_pp": r.metrics.get("loss_pp"),
                         "energy": r.metrics.get("energy"), "accuracy": r.metrics.get("accuracy"),
@@ -174,14 +185,25 @@ def job_final(seed: int) -> dict[str, Any]:
 
     data, model = lenet()
     t0 = time.perf_counter()
-    res = search(model, config("tpe", **FINAL), data, seed=seed, storage=_db(f"search_seed{seed}"))
+    res = search(model, config("tpe", **FINAL, warm_start=WARM_START), data, seed=seed,
+                 storage=_db(f"search_seed{seed}"))
     return {"seed": seed, "seconds": time.perf_counter() - t0, "final": [_final_json(p) for p in res.final],
             "chosen": _final_json(res.chosen) if res.chosen else None, "baseline": res.baseline,
             "assignment": res.assignment, "notes": res.notes, "peak_rss_mb": peak_rss_mb()}
 
 
 def job_sequential(seed: int) -> dict[str, Any]:
-    """Prune, then quantize, then approximate, each within its share of the validation budget."""
+    """The sequential flow under both budget rules (SEQ_RULES); the reported one is the cheaper of those within
+    the budget on validation (energy is deterministic; the test split chooses nothing)."""
+    runs = {rule: _sequential(seed, rule) for rule in SEQ_RULES}
+    ok = {r: v for r, v in runs.items() if v["val_loss_pp"] <= FINAL["budget_pp"] + 1e-9}
+    pick = min(ok, key=lambda r: ok[r]["val"]["energy"]) if ok else min(runs, key=lambda r: runs[r]["val_loss_pp"])
+    return {**runs[pick], "rule": pick, "rules": runs}
+
+
+def _sequential(seed: int, rule: str) -> dict[str, Any]:
+    """Prune, then quantize, then approximate. ``split``: each step its fixed share SEQ_BUDGETS of the validation
+    budget; ``greedy``: each step whatever the steps before it left of FINAL["budget_pp"]."""
     from crosslayer.approx import (
         approximable_layers,
         greedy_select,
@@ -200,19 +222,27 @@ def job_sequential(seed: int) -> dict[str, Any]:
 
     data, model = lenet()
     hw = hardware(data)
-    b_prune, b_quant, b_approx = SEQ_BUDGETS
+    base_val, base_test = evaluate(model, data.val).accuracy, evaluate(model, data.test).accuracy
+    budget = FINAL["budget_pp"]
+
+    def left(acc: float) -> float:  # greedy: what is left of the budget after a step that reached ``acc``
+        return max(0.0, budget - 100 * (base_val - acc))
+
     t0 = time.perf_counter()
+    b_prune = SEQ_BUDGETS[0] if rule == "split" else budget
     pr = sparsify(model, ScheduleConfig(targets=(0.6, 0.8, 0.9, 0.93, 0.95), budget_pp=b_prune, finetune_epochs=2,
                                         finetune_lr=1e-3, optimizer="adam"), data, seed=seed)
+    b_quant = SEQ_BUDGETS[1] if rule == "split" else left(evaluate(pr.model, data.val).accuracy)
     sweep = bit_sweep(pr.model, data, QuantizeConfig(sweep_bits=(8, 6, 5, 4, 3), sweep_per_layer=True,
                                                      budget_pp=b_quant), seed=seed)
     bits = dict(sweep.combined_bits)
     q = quantize(pr.model, QuantizeConfig(mode="ptq", layer_weight_bits=bits, layer_act_bits=bits), data, seed=seed,
                  masks=pr.masks).model
+    b_approx = SEQ_BUDGETS[2] if rule == "split" else left(evaluate(q, data.val).accuracy)
     eight = [n for n in approximable_layers(q) if bits.get(n) == MULTIPLIER_BITS]
     score = correct_on(data.val)
     assignment: dict[str, str] = {}
-    if eight:
+    if eight and b_approx > 0:
         mults = library()
         ref = as_accuracy(score(q))
         ranking = sensitivity_ranking(per_layer_sweep(q, [m for m in mults if m.relative_power < 1], score,
@@ -221,12 +251,11 @@ def job_sequential(seed: int) -> dict[str, Any]:
                             confidence=0.5)
         assignment = {n: m.name for n, m in sel.assignment.items()}
     val, test = measure_model(q, assignment, data.val, hw), measure_model(q, assignment, data.test, hw)
-    base_val, base_test = evaluate(model, data.val).accuracy, evaluate(model, data.test).accuracy
     return {"seed": seed, "seconds": time.perf_counter() - t0, "sparsity": pr.sparsity,
-            "layer_sparsity": pr.layer_sparsity, "bits": bits, "assignment": assignment,
-            "val": _measured(val), "test": _measured(test), "val_loss_pp": 100 * (base_val - val.accuracy),
-            "test_loss_pp": 100 * (base_test - test.accuracy), "budgets_pp": list(SEQ_BUDGETS),
-            "peak_rss_mb": peak_rss_mb()}
+            "layer_sparsity": pr.layer_sparsity, "prune_stop": pr.stop_reason, "bits": bits,
+            "assignment": assignment, "val": _measured(val), "test": _measured(test),
+            "val_loss_pp": 100 * (base_val - val.accuracy), "test_loss_pp": 100 * (base_test - test.accuracy),
+            "budgets_pp": [b_prune, b_quant, b_approx], "peak_rss_mb": peak_rss_mb()}
 
 
 def _designs(n: int, seed: int) -> list[dict[str, Any]]:
@@ -469,6 +498,8 @@ def assemble() -> None:
     out: dict[str, Any] = {"model": "lenet5", "dataset": "mnist (9,000 train / 1,000 validation / 10,000 test)",
                            "accelerator": "eyeriss", "objectives": ["accuracy", "energy"], "trial_budget": N_TRIALS,
                            "seeds": list(SEEDS), "trial_settings": TRIAL, "final_settings": FINAL, "grid": GRID,
+                           "warm_start": [list(a) for a in WARM_START], "sequential_rules": list(SEQ_RULES),
+                           "sequential_split_pp": list(SEQ_BUDGETS),
                            "baseline": ref, "command": "python benchmarks/search.py"}
     studies = {(m, s): _done(f"study-{m}-{s}") for m in METHODS for s in SEEDS}
     if ref and all(studies.values()):
@@ -484,12 +515,16 @@ def assemble() -> None:
     finals = [_done(f"final-{s}") for s in SEEDS]
     seqs = [_done(f"sequential-{s}") for s in SEEDS]
     if all(finals) and all(seqs):
-        gains = [sq["test"]["energy"] / f["chosen"]["test"]["energy"] if f["chosen"] else None
-                 for f, sq in zip(finals, seqs, strict=True)]  # type: ignore[index]
+        # a seed counts only where both sides have a point within the budget on validation
+        gains = [sq["test"]["energy"] / f["chosen"]["test"]["energy"]  # type: ignore[index]
+                 if f["chosen"] and f["chosen"]["val_loss_pp"] <= FINAL["budget_pp"] + 1e-9  # type: ignore[index]
+                 and sq["val_loss_pp"] <= FINAL["budget_pp"] + 1e-9 else None  # type: ignore[index]
+                 for f, sq in zip(finals, seqs, strict=True)]
         ok = [g for g in gains if g is not None]
         out["energy_gain_vs_sequential"] = statistics.median(ok) if ok else None
         out["energy_gain_per_seed"] = gains
         out["energy_gain_spread"] = [min(ok), max(ok)] if ok else None
+        out["energy_gain_seeds_counted"] = len(ok)
         out["search_chosen"] = [{"seed": f["seed"], **(f["chosen"] or {})} for f in finals]  # type: ignore[index]
         out["search_final_points"] = {f["seed"]: f["final"] for f in finals}  # type: ignore[index]
         out["sequential"] = seqs
@@ -510,7 +545,8 @@ def assemble() -> None:
         out["resume"] = res
     rn = _done("resnet")
     if rn:
-        out["resnet20"] = {**rn, "trials": _study_trials(_db("resnet20-d"))}
+        # the trials as stored with the job when its study database is gone (a fresh checkout)
+        out["resnet20"] = {**rn, "trials": _study_trials(_db("resnet20-d")) or rn.get("trials", [])}
     out["parts_missing"] = [p for p, jobs in PARTS.items() if not all(_done(j) for j in jobs)]
     out["cpu_note"] = ("jobs run two at a time in child processes with one torch thread each (workers and resume "
                        "alone), under the shared CPU lock")

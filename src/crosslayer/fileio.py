@@ -38,6 +38,13 @@ class WriteError(CrossLayerError):
     """A file that could not be written (a full disk, a read-only file or folder, a folder in the way)."""
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def _atomic(path: Path) -> Iterator[io.BufferedWriter]:
     if path.is_dir():
@@ -49,6 +56,9 @@ def _atomic(path: Path) -> Iterator[io.BufferedWriter]:
         raise WriteError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
+            # mkstemp creates the file readable by its owner only; give it the mode a plain open() would (a run
+            # directory is shared with colleagues)
+            os.chmod(tmp, 0o666 & ~_umask())
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -73,7 +73,8 @@ def test_uniform_warm_start_design_is_a_valid_trial_of_the_space(name: str, user
         designs.append(space.suggest(trial))
         study.tell(trial, 0.0)
     dense, half, most = designs
-    assert {(c.sparsity, c.weight_bits, c.act_bits, c.multiplier) for c in dense.layers.values()} == {(0.0, 8, 8, "exact")}
+    dense_choices = {(c.sparsity, c.weight_bits, c.act_bits, c.multiplier) for c in dense.layers.values()}
+    assert dense_choices == {(0.0, 8, 8, "exact")}
     assert {(c.sparsity, c.weight_bits, c.act_bits) for c in half.layers.values()} == {(0.5, 6, 8)}
     assert {c.sparsity for c in most.layers.values()} == {0.98}
     assert dense.dataflow == "min-energy" and dense.memory_voltage == 0.9

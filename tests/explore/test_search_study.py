@@ -62,7 +62,8 @@ def test_warm_start_designs_are_the_first_trials_of_a_new_study(lenet5_trained, 
                  storage=db)
     first, second = res.trials[0].design, res.trials[1].design
     assert first is not None and second is not None
-    assert {(c.sparsity, c.weight_bits, c.act_bits, c.multiplier) for c in first.layers.values()} == {(0.0, 8, 8, "exact")}
+    first_choices = {(c.sparsity, c.weight_bits, c.act_bits, c.multiplier) for c in first.layers.values()}
+    assert first_choices == {(0.0, 8, 8, "exact")}
     assert {(c.sparsity, c.weight_bits) for c in second.layers.values()} == {(0.5, 4)}
     assert res.trials[0].metrics["accuracy"] >= res.trials[1].metrics["accuracy"] - 0.05
     again = search(lenet5_trained, _cfg(final_points=0, trials=4, warm_start=((0.0, 8, 8), (0.5, 4, 8))), tiny,

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from crosslayer.data import DataSplits
+from crosslayer.hw import evaluate_layer, load_accelerator
 from crosslayer.hw.errors import MappingError
 from crosslayer.hw.workload import extract_workload
 from crosslayer.quant.fixed_point import FixedPointSpec
@@ -40,7 +41,26 @@ def test_pruned_quantized_model_reports_bits_and_zeros(lenet5_trained: nn.Module
     assert (fc1.weight_bits, fc1.act_bits) == (8, 8)
     assert fc1.weight_density == pytest.approx(0.25, abs=0.01)
     assert sum(fc1.filter_nnz) == round(fc1.weight_density * fc1.weight_count)
-    assert next(s for s in wl if s.name == "pool1").act_bits == 32   # pooling stays float
+    pool1 = next(s for s in wl if s.name == "pool1")
+    assert pool1.act_bits == next(s for s in wl if s.name == "conv2").act_bits == 8   # the width of the layer fed
+
+
+def test_pooling_moves_data_at_the_width_of_the_quantized_layer_it_feeds(lenet5_trained: nn.Module,
+                                                                         mnist_small: DataSplits) -> None:
+    float_wl = extract_workload(lenet5_trained, mnist_small.test.images[:8], float_bits=16)
+    assert {s.name: s.act_bits for s in float_wl if s.kind == "pool"} == {"pool1": 16, "pool2": 16}
+    act = {n: FixedPointSpec(bits=b, signed=False, symmetric=False)
+           for n, b in {"conv1": 8, "conv2": 4, "fc1": 6, "fc2": 8}.items()}
+    quantize_model(lenet5_trained, FixedPointSpec(bits=8), act)
+    with calibrating(lenet5_trained):
+        lenet5_trained(mnist_small.train.images[:256])
+    wl = extract_workload(lenet5_trained, mnist_small.test.images[:8], float_bits=16)
+    bits = {s.name: s.act_bits for s in wl}
+    assert (bits["pool1"], bits["conv2"], bits["pool2"], bits["fc1"]) == (4, 4, 6, 6)
+    eyeriss = load_accelerator("eyeriss")
+    pool_energy = [evaluate_layer(next(s for s in w if s.name == "pool1"), eyeriss, "RS").total_energy
+                   for w in (wl, float_wl)]
+    assert pool_energy[0] < 0.5 * pool_energy[1]   # 4-bit instead of 16-bit activations moved
 
 
 def test_depthwise_and_padded_conv_are_described() -> None:

@@ -54,12 +54,15 @@ def test_filters() -> None:
 
 def test_adaptive_attack_beats_nonadaptive_estimate(lenet5_trained: nn.Module, sec_batch) -> None:
     x, y = sec_batch
-    r = evaluate_defence(lenet5_trained, InputQuantization(2), x, y, PGDConfig(eps=0.3, steps=10), seed=0)
+    # eps 0.4: a perturbation that can push a pixel across the binarisation threshold (at eps 0.3 a black or
+    # white pixel cannot cross it, and the two attacks differ by a few images only)
+    r = evaluate_defence(lenet5_trained, InputQuantization(2), x, y, PGDConfig(eps=0.4, steps=10), seed=0)
     assert r["defended_clean_accuracy"] > 0.9
     assert r["undefended_robust_accuracy"] < 0.2
-    # binarisation undoes much of an unaware attack, but BPDA sees through it
-    assert r["nonadaptive_robust_accuracy"] > r["undefended_robust_accuracy"]
-    assert r["adaptive_robust_accuracy"] <= r["nonadaptive_robust_accuracy"]
+    # binarisation undoes much of an unaware attack, but BPDA sees through it (about 20 pp more success on the
+    # shared LeNet-5 baseline, 64 and 256 images alike)
+    assert r["nonadaptive_robust_accuracy"] > r["undefended_robust_accuracy"] + 0.2
+    assert r["adaptive_robust_accuracy"] < r["nonadaptive_robust_accuracy"] - 0.05
 
 
 def test_median_filter_adaptive(lenet5_trained: nn.Module, sec_batch) -> None:

@@ -6,11 +6,16 @@ cost use too). Forward hooks record each conv / linear / pooling
 layer's input shape and the measured fraction of non-zero input activations (after the layer's own input
 quantization when it is a ``crosslayer.quant`` layer: values that round to zero are zeros the hardware
 sees); the weights give the weight density and the non-zeros per output channel. Bit widths come from a
-quantized layer's ``weight_spec`` / ``act_spec``; plain float layers use ``float_bits`` (fp32: 32).
+quantized layer's ``weight_spec`` / ``act_spec``; plain float layers use ``float_bits`` (fp32: 32). A pooling
+layer holds no weights and moves the activations of the layer it feeds: its width is the input width of the
+next conv / linear layer in execution order (an integer pipeline requantizes a layer's output to the next
+layer's input precision before pooling, and max pooling commutes with that rounding), ``float_bits`` when that
+layer is not quantized or when no layer follows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -147,6 +152,24 @@ def attention_shapes(name: str, mod: nn.MultiheadAttention, q_tokens: int, kv_to
     return out
 
 
+def _is_quantized(mod: nn.Module | None) -> bool:
+    return mod is not None and getattr(mod, "act_spec", None) is not None
+
+
+def _pooling_at_next_layer_bits(shapes: list[LayerShape], quantized: set[str]) -> list[LayerShape]:
+    """Each pooling layer at the input width of the next quantized conv / linear layer it precedes (see the
+    module docstring); pooling before a float layer, or last, keeps its float width."""
+    out = list(shapes)
+    following: LayerShape | None = None
+    for i in range(len(out) - 1, -1, -1):
+        s = out[i]
+        if s.kind != "pool":
+            following = s
+        elif following is not None and following.name in quantized:
+            out[i] = dataclasses.replace(s, act_bits=following.act_bits, weight_bits=following.act_bits)
+    return out
+
+
 @torch.no_grad()
 def extract_workload(model: nn.Module, inputs: torch.Tensor, *, float_bits: int = 32,
                      include_pooling: bool = True) -> tuple[LayerShape, ...]:
@@ -221,5 +244,6 @@ def extract_workload(model: nn.Module, inputs: torch.Tensor, *, float_bits: int 
                                   **common))
     if not out:
         raise MappingError("the model executed no Conv2d, Linear or pooling layer; nothing to cost")
+    out = _pooling_at_next_layer_bits(out, {s.name for s in out if _is_quantized(modules.get(s.name))})
     log.info("workload: %d layers, %d MACs", len(out), sum(s.macs for s in out))
     return tuple(out)
