@@ -17,8 +17,25 @@ import torch
 
 from crosslayer.errors import CrossLayerError
 
-__all__ = ["WriteError", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "ensure_writable_dir",
-           "finite_json", "save_torch"]
+__all__ = ["WriteError", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_creatable_dir",
+           "ensure_writable_dir", "finite_json", "save_torch"]
+
+
+def check_creatable_dir(path: str | os.PathLike[str]) -> None:
+    """Fail early, creating nothing, when ``path`` cannot become a directory this process writes in: the
+    nearest part of it that exists must be a directory it may write in (a file in the way, or a read-only
+    folder, is the same clear error as :func:`ensure_writable_dir` gives later)."""
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        reason = f"{str(probe)!r} is a file, not a folder"
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        reason = f"{str(probe)!r} is read-only"
+    else:
+        return
+    raise CrossLayerError(f"output directory {str(p)!r} is not writable ({reason}); choose another with --out")
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:

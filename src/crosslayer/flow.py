@@ -31,7 +31,7 @@ from crosslayer.config import from_mapping, load_toml, to_mapping
 from crosslayer.data import load_splits
 from crosslayer.device import resolve_device
 from crosslayer.errors import ConfigError, CrossLayerError, ModelError, StageError
-from crosslayer.fileio import atomic_write_json, atomic_write_text
+from crosslayer.fileio import atomic_write_json, atomic_write_text, check_creatable_dir
 from crosslayer.report import Report, write_html
 from crosslayer.rundir import ModelSpec, RunDir, StageRecord, check_name, load_run_model, read_json
 from crosslayer.stage import (
@@ -136,13 +136,20 @@ def build_context(run_dir: Path | None, flow: FlowConfig) -> StageContext:
     """Data, model (built and loaded, or taken from ``flow.source_run``) and device of a run (``run_dir``
     None: a context that writes no files)."""
     from crosslayer.models import build_model, load_weights, normalize_inputs
+    from crosslayer.models.registry import check_model_name
     from crosslayer.train import seed_everything
 
+    # what can be checked without the data is checked first: an offline typo is not reported as a download error
+    device = resolve_device(flow.device)
+    if not flow.source_run:
+        check_model_name(flow.model)
+        for w in (flow.init_weights, flow.weights):
+            if w and not Path(w).is_file():
+                raise ModelError(f"weights file {str(w)!r} does not exist")
     data = load_splits(flow.dataset, flow.data_dir or None, val_fraction=flow.val_fraction, seed=flow.seed,
                        train_limit=flow.train_limit or None, test_limit=flow.test_limit or None,
                        resize=flow.resize or None, channels=flow.channels or None)
     seed_everything(flow.seed)
-    device = resolve_device(flow.device)
     spec = _model_spec(flow, data.input_shape, data.num_classes)
     models: dict[str, nn.Module] = {}
     artifacts: dict[str, Any] = {}
@@ -305,6 +312,7 @@ def run_flow(resolved: ResolvedFlow, run_dir: str | Path, on_stage: Callable[[st
     if flow.source_run:
         digest_text += "\n# source state\n" + hashlib.sha256(
             RunDir(flow.source_run).state_path.read_bytes()).hexdigest()
+    check_creatable_dir(run.path)
     ctx = build_context(run.path, flow)  # model, weights and data are checked before anything is written
     spec = _model_spec(flow, ctx.data.input_shape, ctx.data.num_classes)
     try:

@@ -78,6 +78,7 @@ LAYERS = {
     "conv_dilated": lambda: nn.Conv2d(4, 6, (3, 2), stride=(1, 2), padding=(2, 1), dilation=2),
     "grouped": lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False),
     "depthwise": lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4),
+    "depthwise_x2_strided": lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4),  # two outputs per channel
     "linear": lambda: nn.Linear(20, 7),  # 5 rows: lookups gather per MAC
     "linear_rows": lambda: nn.Linear(20, 7),  # 300 rows: lookups through the chunked tables
 }

@@ -153,3 +153,22 @@ def test_training_on_cuda(mnist_small):
     fit(m, mnist_small.train.subset(1000), mnist_small.val, QUICK, seed=0)
     assert next(m.parameters()).is_cuda
     assert evaluate(m, mnist_small.test).accuracy > 0.8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "nope", "--out", "{tmp}/r"], "unknown model 'nope'"),
+    (["flow", "--device", "tpu", "--out", "{tmp}/r"], "unknown device 'tpu'"),
+    (["train", "--model", "{tmp}/missing.py:f", "--out", "{tmp}/r"], "does not exist"),
+    (["train", "--weights", "{tmp}/missing.pt", "--out", "{tmp}/r"], "weights file"),
+    (["train", "--out", "{tmp}/file/r"], "is a file, not a folder"),
+])
+def test_bad_input_is_reported_before_any_data_is_loaded(tmp_path, monkeypatch, args, message):
+    """Offline, with no dataset on disk: a typo is named as such, not reported as a failed download, and no
+    output folder is left behind."""
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("CROSSLAYER_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setenv("CROSSLAYER_CACHE", str(tmp_path / "no-cache"))
+    res = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert res.exit_code != 0
+    assert message in res.output and "download" not in res.output
+    assert not (tmp_path / "r").exists()

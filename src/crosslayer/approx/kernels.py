@@ -110,6 +110,16 @@ class FactorKernel(LayerKernel):
         self.dtype = torch.float32 if exact32 else torch.float64
         self.weight = wst.to(self.dtype).contiguous()
         self.act_table = None if fac.identity else torch.as_tensor(fac.act.T.copy(), dtype=self.dtype, device=dev)
+        # a depthwise-style layer (one input channel per group) with R > 1 factors: the stacked convolution has R
+        # input channels per group, which CPU libraries run on a slow generic grouped path; as R * C one-channel
+        # groups (the depthwise fast path) whose R outputs per channel are summed afterwards it is the same sum of
+        # the same integer partial products, exact in float32 by the same bound
+        self._dw: tuple[int, int, int] | None = None
+        if geo is not None and self.act_table is not None and w_codes.shape[1] == 1 and geo.groups > 1 and r > 1:
+            c, og = geo.groups, o // geo.groups
+            self._dw = (c, r, og)
+            self.weight = (self.weight.reshape(c, og, r, *w_codes.shape[2:]).transpose(1, 2)
+                           .reshape(c * r * og, 1, *w_codes.shape[2:]).contiguous())
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
         """Activation factors of integer codes: (..., C, R, H, W) for a conv, (M, K * R) for a linear."""
@@ -126,7 +136,13 @@ class FactorKernel(LayerKernel):
         else:
             geo = self.geo
             xp = _pad_codes(x, geo, pad_code)
-            acc = F.conv2d(self._act(xp), self.weight, None, geo.stride, 0, geo.dilation, geo.groups)
+            if self._dw is None:
+                acc = F.conv2d(self._act(xp), self.weight, None, geo.stride, 0, geo.dilation, geo.groups)
+            else:
+                c, r, og = self._dw
+                acc = F.conv2d(self._act(xp), self.weight, None, geo.stride, 0, geo.dilation, c * r)
+                acc = acc.view(acc.shape[0], c, r, og, *acc.shape[2:]).sum(2).reshape(acc.shape[0], c * og,
+                                                                                     *acc.shape[2:])
         if self.fac.denominator != 1:
             acc = acc.double() / self.fac.denominator
         if self.dtype == torch.float64:

@@ -95,6 +95,18 @@ def _factory_kwargs(fn: Callable[..., nn.Module], **sizes: int) -> dict[str, int
     return {k: v for k, v in sizes.items() if k in names}
 
 
+def check_model_name(name: str) -> None:
+    """Fail early (before any data is loaded) on a model that cannot be built: an unknown built-in name, or a
+    factory file that does not exist or does not import (the factory file is code: it is imported here)."""
+    if ":" in name:
+        load_factory(name)
+        return
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in MODELS:
+        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} "
+                         "or give path/to/file.py:factory")
+
+
 def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, *,
                 input_stats: tuple[Sequence[float], Sequence[float]] | None = None) -> nn.Module:
     """A built-in model by name, or a user model from ``file.py:factory`` / ``pkg.mod:factory``.
@@ -118,10 +130,8 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_si
         if not isinstance(model, nn.Module):
             raise ModelError(f"user factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     else:
+        check_model_name(name)
         key = _ALIASES.get(name.strip().lower(), name.strip().lower())
-        if key not in MODELS:
-            raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} "
-                             "or give path/to/file.py:factory")
         model = MODELS[key](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     if input_stats is not None:
         set_input_stats(model, *input_stats)
