@@ -125,10 +125,25 @@ class FactorKernel(LayerKernel):
         """Activation factors of integer codes: (..., C, R, H, W) for a conv, (M, K * R) for a linear."""
         if self.act_table is None:
             return x.to(self.dtype)
-        g = F.embedding((x - self.fac.a_lo).to(torch.int64), self.act_table)  # (..., R) trailing
-        if self.geo is None:
-            return g.reshape(x.shape[0], -1)
-        return g.permute(0, 1, 4, 2, 3).reshape(x.shape[0], -1, x.shape[2], x.shape[3])
+        if self.geo is None or self.act_table.shape[1] == 1:  # rank 1: the trailing R dim moves nothing
+            g = F.embedding((x - self.fac.a_lo).to(torch.int64), self.act_table)  # (..., R) trailing
+            return g.reshape(x.shape[0], -1) if self.geo is None else g.reshape(x.shape)
+        # gathered straight into channels-last order (channel c * R + r): no transposing copy of the R-times
+        # larger tensor, and the CPU convolutions take channels-last input natively
+        n, h, w = x.shape[0], x.shape[2], x.shape[3]
+        g = F.embedding((x - self.fac.a_lo).to(torch.int64).permute(0, 2, 3, 1), self.act_table)  # (N, H, W, C, R)
+        return g.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+    def _depthwise(self, xp: torch.Tensor) -> torch.Tensor:
+        """The depthwise-style layer on padded codes: one-channel groups over the channels-last factors, the R
+        outputs of each channel summed."""
+        assert self._dw is not None and self.geo is not None and self.act_table is not None
+        c, r, og = self._dw
+        n = xp.shape[0]
+        acc = F.conv2d(self._act(xp), self.weight, None, self.geo.stride, 0, self.geo.dilation, c * r)
+        oh, ow = acc.shape[2:]
+        acc = acc.permute(0, 2, 3, 1).reshape(n, oh, ow, c, r, og).sum(4)
+        return acc.reshape(n, oh, ow, c * og).permute(0, 3, 1, 2).contiguous()
 
     def accumulate(self, x: torch.Tensor, pad_code: int) -> torch.Tensor:
         if self.geo is None:
@@ -137,12 +152,9 @@ class FactorKernel(LayerKernel):
             geo = self.geo
             xp = _pad_codes(x, geo, pad_code)
             if self._dw is None:
-                acc = F.conv2d(self._act(xp), self.weight, None, geo.stride, 0, geo.dilation, geo.groups)
+                acc = F.conv2d(self._act(xp), self.weight, None, geo.stride, 0, geo.dilation, geo.groups).contiguous()
             else:
-                c, r, og = self._dw
-                acc = F.conv2d(self._act(xp), self.weight, None, geo.stride, 0, geo.dilation, c * r)
-                acc = acc.view(acc.shape[0], c, r, og, *acc.shape[2:]).sum(2).reshape(acc.shape[0], c * og,
-                                                                                     *acc.shape[2:])
+                acc = self._depthwise(xp)
         if self.fac.denominator != 1:
             acc = acc.double() / self.fac.denominator
         if self.dtype == torch.float64:
