@@ -136,7 +136,7 @@ def build_context(run_dir: Path | None, flow: FlowConfig) -> StageContext:
     """Data, model (built and loaded, or taken from ``flow.source_run``) and device of a run (``run_dir``
     None: a context that writes no files)."""
     from crosslayer.models import build_model, load_weights, normalize_inputs
-    from crosslayer.models.registry import check_model_name
+    from crosslayer.models.registry import check_model_name, check_weights_file
     from crosslayer.train import seed_everything
 
     # what can be checked without the data is checked first: an offline typo is not reported as a download error
@@ -144,8 +144,8 @@ def build_context(run_dir: Path | None, flow: FlowConfig) -> StageContext:
     if not flow.source_run:
         check_model_name(flow.model)
         for w in (flow.init_weights, flow.weights):
-            if w and not Path(w).is_file():
-                raise ModelError(f"weights file {str(w)!r} does not exist")
+            if w:
+                check_weights_file(w)
     data = load_splits(flow.dataset, flow.data_dir or None, val_fraction=flow.val_fraction, seed=flow.seed,
                        train_limit=flow.train_limit or None, test_limit=flow.test_limit or None,
                        resize=flow.resize or None, channels=flow.channels or None)

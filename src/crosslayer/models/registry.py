@@ -100,11 +100,25 @@ def check_model_name(name: str) -> None:
     factory file that does not exist or does not import (the factory file is code: it is imported here)."""
     if ":" in name:
         load_factory(name)
-        return
+    else:
+        _builtin_key(name)
+
+
+def _builtin_key(name: str) -> str:
+    """The registry key of a built-in model name (aliases and case folded); an unknown name is a ModelError."""
     key = _ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} "
                          "or give path/to/file.py:factory")
+    return key
+
+
+def check_weights_file(path: str | Path) -> Path:
+    """``path`` as a Path when it is a file; a ModelError naming it otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"weights file {str(p)!r} does not exist")
+    return p
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, *,
@@ -130,9 +144,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_si
         if not isinstance(model, nn.Module):
             raise ModelError(f"user factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     else:
-        check_model_name(name)
-        key = _ALIASES.get(name.strip().lower(), name.strip().lower())
-        model = MODELS[key](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+        model = MODELS[_builtin_key(name)](num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     if input_stats is not None:
         set_input_stats(model, *input_stats)
     return model
@@ -140,9 +152,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_si
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict safely (``weights_only=True``); a missing key or a shape mismatch names the layer."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"weights file {str(p)!r} does not exist")
+    p = check_weights_file(path)
     from crosslayer.checkpoint import CheckpointError, load_state_dict_file
 
     try:
