@@ -104,3 +104,35 @@ def test_float_layers_are_costed_at_the_accelerators_own_precision() -> None:
         # MAC energy grows with the product of the operand widths: fp32 costs (32 / bits)^2 on the MACs
         assert fp32.cost.breakdown("best")["mac"] == pytest.approx(native.cost.breakdown("best")["mac"]
                                                                   * (32 / bits) ** 2)
+
+
+class _PoolThenResidual(nn.Module):
+    """conv-BN-ReLU, an ``nn.MaxPool2d`` module, a residual block (add), a second pool, global pooling, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.pool = nn.MaxPool2d(2)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.pool2 = nn.AvgPool2d(2)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.stem(x))
+        x = torch.relu(x + self.b(torch.relu(self.a(x))))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.pool2(x), 1), 1))
+
+
+def test_pooling_width_in_a_residual_model_with_batchnorm() -> None:
+    torch.manual_seed(0)
+    net = _PoolThenResidual().eval()
+    act = {"stem.0": 8, "a": 5, "b": 6}   # the head stays float: the pool before it keeps the float width
+    quantize_model(net, {n: FixedPointSpec(bits=8) for n in act},
+                   {n: FixedPointSpec(bits=b, signed=False, symmetric=False) for n, b in act.items()}, layers=list(act))
+    x = torch.rand(4, 1, 16, 16)
+    with calibrating(net):
+        net(x)
+    bits = {s.name: s.act_bits for s in extract_workload(net, x, float_bits=16)}
+    assert bits["pool"] == bits["a"] == 5        # feeds conv a (the residual branch's first conv)
+    assert bits["pool2"] == bits["head"] == 16   # feeds the float linear layer
