@@ -55,6 +55,15 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def merge_results(name: str, partial: dict[str, Any]) -> Path:
+    """Write ``partial`` (the keys a partial run measured) over ``benchmarks/results/<name>.json``: every other key
+    of the file is kept; the machine line is the new run's."""
+    path = RESULTS / f"{name}.json"
+    prev: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    prev.pop("machine", None)
+    return write_results(name, {**prev, **partial})
+
+
 def machine_info() -> dict[str, Any]:
     import platform
 

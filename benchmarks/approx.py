@@ -47,7 +47,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import BASELINE_RECIPES, RESULTS, WORK, reset_peak_rss, rss_mb, window_peak_rss_mb, write_results
+from _common import (
+    BASELINE_RECIPES,
+    RESULTS,
+    WORK,
+    merge_results,
+    reset_peak_rss,
+    rss_mb,
+    window_peak_rss_mb,
+    write_results,
+)
 from crosslayer.approx import (
     approximate_model,
     greedy_select,
@@ -235,15 +244,12 @@ def timing(model_name: str, variants: list[str], layers: list[str], args: argpar
 def merge_speed(args: argparse.Namespace, lenet_layers: list[str], lenet_images: torch.Tensor) -> None:
     """``--speed-of``: re-measure the named models' speed; every other key of approx.json is kept."""
     path = RESULTS / "approx.json"
-    out = json.loads(path.read_text()) if path.is_file() else {}
-    out.pop("machine", None)
-    speed = dict(out.get("speed", {}))
+    speed = dict(json.loads(path.read_text()).get("speed", {})) if path.is_file() else {}
     for name in args.speed_of:
         speed[name] = (speed_entry(name, lenet_layers, args, lenet_images) if name == "lenet5"
                        else zoo_speed(name, args))
         speed[name]["command"] = "python benchmarks/approx.py " + " ".join(sys.argv[1:])
-    out["speed"] = speed
-    write_results("approx", out)
+    merge_results("approx", {"speed": speed})
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, RESULTS, peak_rss_mb, quiet_machine, write_results
+from _common import BASELINE_RECIPES, merge_results, peak_rss_mb, quiet_machine, write_results
 from _hw_peers import run_scalesim, run_zigzag
 from crosslayer.hw import (
     LayerShape,
@@ -417,9 +417,7 @@ def lenet_section() -> dict[str, Any]:
 
 def merge_section(section: dict[str, Any], key: str, command: str) -> None:
     """Write ``section`` into hardware.json over the last full run's file, saying which command re-measured it."""
-    old = json.loads((RESULTS / "hardware.json").read_text())
-    old.pop("machine", None)
-    write_results("hardware", {**old, **section, key: (
+    merge_results("hardware", {**section, key: (
         f"this section was re-measured alone ({command}); the sections not re-measured are from the last full "
         "run or their own partial runs")})
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, RESULTS, ROOT, WORK, peer_venv, write_results
+from _common import BASELINE_RECIPES, ROOT, WORK, merge_results, peer_venv, write_results
 from crosslayer.data import load_splits
 from crosslayer.models import build_model
 from crosslayer.security import (
@@ -136,16 +136,6 @@ class Peer:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait(timeout=60)
-
-
-def merge_results(partial: dict[str, Any]) -> None:
-    """Update ``benchmarks/results/security.json`` with ``partial`` (keys measured by this run)."""
-    old = RESULTS / "security.json"
-    prev: dict[str, Any] = {}
-    if old.is_file():
-        prev = json.loads(old.read_text())
-        prev.pop("machine", None)
-    write_results("security", {**prev, **partial})
 
 
 def _success(pred: torch.Tensor, y: torch.Tensor, correct: torch.Tensor) -> float:
@@ -281,16 +271,16 @@ def main() -> None:
     if args.only in (None, "attacks"):
         results["repeats"] = {"fgsm": args.fgsm_repeats, "pgd40": args.repeats}
         results.update(compare_attacks(model, x, y, args.repeats, args.fgsm_repeats, args.skip_peers, args.threads))
-        merge_results(results)
+        merge_results("security", results)
     if args.only in (None, "advtrain"):
         results.update(adv_training(model, data, x, y, args.adv_epochs, args.adv_train_steps))
-        merge_results(results)
+        merge_results("security", results)
     if args.only in (None, "badnets"):
         results.update(badnets(data, QUICK_TRAIN.epochs, args.prune_epochs, args.prune_lr))
-        merge_results(results)
+        merge_results("security", results)
     settings["total_seconds"] = time.perf_counter() - t_start
     if args.only is not None:  # a partial run updates the keys it measured in the existing results file
-        merge_results(results)
+        merge_results("security", results)
     else:  # a full run re-creates the file: no key from an older run survives
         write_results("security", results)
 
