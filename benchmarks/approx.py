@@ -111,10 +111,15 @@ def quantized(model_name: str, data: Any) -> tuple[nn.Module, nn.Module, Any]:
     model = build_model(model_name)
     trained = fit_cached(model_name, model, data.train, data.val, TRAIN, seed=0, desc=model_name)
     model.eval()
+    return model, fake_quant(model, data.train.images[:1000]), trained
+
+
+def fake_quant(model: nn.Module, calib: torch.Tensor) -> nn.Module:
+    """The int8 fake-quantized copy of ``model`` (weights and activations), calibrated on ``calib``."""
     q = quantize_model(copy.deepcopy(model), FixedPointSpec(bits=8), FixedPointSpec(bits=8))
     with calibrating(q):
-        predict(q, data.train.images[:1000])
-    return model, q.eval(), trained
+        predict(q, calib)
+    return q.eval()
 
 
 def speed_model(model_name: str) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
@@ -128,10 +133,7 @@ def speed_model(model_name: str) -> tuple[nn.Module, nn.Module, torch.Tensor, to
                       optimizer=SPEED_TRAIN["optimizer"], lr=SPEED_TRAIN["lr"])
     fit_cached(model_name, model, train, data.val.subset(500), cfg, seed=0, desc=f"{model_name} (speed weights)")
     model.eval()
-    q = quantize_model(copy.deepcopy(model), FixedPointSpec(bits=8), FixedPointSpec(bits=8))
-    with calibrating(q):
-        predict(q, train.images[:1000])
-    return model, q.eval(), train.images[:1000], data.test.images
+    return model, fake_quant(model, train.images[:1000]), train.images[:1000], data.test.images
 
 
 def _save_for_workers(model_name: str, model: nn.Module, q: nn.Module, calib: torch.Tensor) -> None:
