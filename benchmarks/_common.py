@@ -35,8 +35,11 @@ BASELINE_RECIPES: dict[str, dict[str, Any]] = {
     # still rising; 20 epochs (seed 1) drove the training loss to 0.04 while validation stayed at 91.5-91.9 %
     # from epoch 13 (over-fitting), so random shifts of up to 2 px (the usual pad-and-crop) are added (seed 2).
     # The pilot's grid was extended to 0.025 since 0.05 was at its edge; 0.05 stayed best.
-    "mobilenetv2-0.5@fashion-mnist": {"epochs": 20, "batch_size": 256, "optimizer": "sgd", "lr": 0.05,
-                                      "augment_shift": 2},
+    # Seed 2 (20 epochs, shift) ended at 92.03 % validation / 91.36 % test with validation still rising at the
+    # last epoch, so the fourth recipe (seed 3) trains 30 epochs and adds random horizontal flips, the usual
+    # augmentation for clothing images. Fixed before its run; it is the shared baseline whatever its test figure.
+    "mobilenetv2-0.5@fashion-mnist": {"epochs": 30, "batch_size": 256, "optimizer": "sgd", "lr": 0.05,
+                                      "augment_shift": 2, "augment_flip": True},
 }
 
 os.environ.setdefault("CROSSLAYER_NO_PROGRESS", "1")

@@ -226,6 +226,8 @@ def recipe(training: dict[str, Any]) -> str:
         aug.append(f"rotation {training['augment_rotate']:g} deg")
     if training.get("augment_scale"):
         aug.append(f"scale {100 * float(training['augment_scale']):g} %")
+    if training.get("augment_flip"):
+        aug.append("horizontal flips")
     parts.append("augmentation " + ", ".join(aug) if aug else "no augmentation")
     return ", ".join(parts)
 

@@ -88,10 +88,19 @@ def quant(load: Loader) -> str:
 
 def resilience(load: Loader) -> str:
     d = load("resilience")
-    out = [produced_by("resilience", command_of(d, USAGE["resilience"])) + f" PyTorchFI "
-           f"{d.get('pytorchfi_version', '?')}; {machine_line(d)}; {num(d['test_images'])} test images, clean "
-           f"accuracy {pct(d['clean_accuracy'])}; {d['threads']} torch thread(s) on both sides, {d['rounds']} "
-           "interleaved rounds.", ""]
+    out = [produced_by("resilience", command_of(d, USAGE["resilience"])) + " LeNet-5 on MNIST. " +
+           _resilience_lines(d)]
+    r = d.get("resnet20")
+    if isinstance(r, dict) and "equal" in r:
+        out += ["", f"ResNet-20 on Fashion-MNIST (`{r.get('command', '?')}`). " + _resilience_lines(r)]
+    return "\n".join(out).rstrip("\n")
+
+
+def _resilience_lines(d: dict[str, Any]) -> str:
+    """One model's campaigns: the set-up line, then per campaign its headline and per-layer table."""
+    out = [f"PyTorchFI {d.get('pytorchfi_version', '?')}; {machine_line(d)}; {num(d['test_images'])} test images, "
+           f"clean accuracy {pct(d['clean_accuracy'])}; {d['threads']} torch thread(s) on both sides, "
+           f"{d['rounds']} interleaved rounds.", ""]
     for name, what in (("equal", "the same number of faults in every layer"),
                        ("size", "faults in proportion to each layer's weights")):
         c = d[name]

@@ -41,11 +41,12 @@ import torch
 from _common import (
     BASELINE_RECIPES,
     WORK,
+    machine_info,
+    merge_results,
     peer_venv,
     reset_peak_rss,
     rss_mb,
     window_peak_rss_mb,
-    write_results,
 )
 
 PEER_SCRIPT = r'''
@@ -94,12 +95,17 @@ def status(field):
 
 
 torch.set_num_threads(int(sys.argv[3]))
-model = LeNet5()
+if sys.argv[4] == "lenet5":
+    model = LeNet5()
+else:  # the project's model class (plain torch modules), so PyTorchFI hooks the very same layers
+    sys.path.insert(0, sys.argv[5])
+    from crosslayer.models import build_model
+    model = build_model(sys.argv[4])
 model.load_state_dict(torch.load(sys.argv[1], weights_only=True))
 model.eval()
 data = torch.load(sys.argv[2], weights_only=True)
 x, y = data["images"], data["labels"]
-pfi = fault_injection(model, 1000, input_shape=[1, 28, 28], layer_types=[nn.Conv2d, nn.Linear])
+pfi = fault_injection(model, 1000, input_shape=list(x.shape[1:]), layer_types=[nn.Conv2d, nn.Linear])
 print(json.dumps({"clean": correct(model, x, y)}), flush=True)
 for line in sys.stdin:
     faults = json.loads(line)
@@ -118,7 +124,27 @@ for line in sys.stdin:
     print(json.dumps({"counts": counts, "seconds": seconds, "peak_rss_mb": status("VmHWM"), "rss_mb": rss0}),
           flush=True)
 '''
-LAYERS = ["conv1", "conv2", "fc1", "fc2"]
+def weight_layers(model: torch.nn.Module) -> list[str]:
+    """The Conv2d / Linear layers in ``model.modules()`` order: PyTorchFI's ``layer_num`` numbering."""
+    return [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+
+def _trained_resnet20(path: Path) -> tuple[torch.nn.Module, Any]:
+    """The shared ResNet-20 Fashion-MNIST baseline (BASELINE_RECIPES, training cache; benchmarks/baseline.py
+    --zoo resnet20 trains it) and its test split."""
+    from crosslayer.fileio import save_torch
+    from crosslayer.flow import FlowConfig, build_context
+    from crosslayer.train import TrainConfig, fit_cached
+
+    ctx = build_context(None, FlowConfig(model="resnet20", dataset="fashion-mnist", seed=0, device="cpu",
+                                         stages=("baseline",)))
+    res = fit_cached("resnet20", ctx.model, ctx.data.train, ctx.data.val,
+                     TrainConfig(**BASELINE_RECIPES["resnet20@fashion-mnist"]), seed=0, desc="resnet20",
+                     max_epochs=0)
+    if not res.finished:
+        raise SystemExit("the ResNet-20 baseline is not trained yet: benchmarks/baseline.py --zoo resnet20")
+    save_torch(path, ctx.model.state_dict())
+    return ctx.model.eval(), ctx.data.test
 
 
 def _trained_lenet5(path: Path) -> torch.nn.Module:
@@ -166,9 +192,9 @@ def _sites(faults: dict[str, list[tuple[int, int]]]) -> dict[str, tuple[torch.Te
     return {n: (torch.tensor([i for i, _ in f]), torch.tensor([b for _, b in f])) for n, f in faults.items() if f}
 
 
-def _peer_fault(name: str, shape: tuple[int, ...], index: int, bit: int) -> list[int | None]:
+def _peer_fault(layers: list[str], name: str, shape: tuple[int, ...], index: int, bit: int) -> list[int | None]:
     pos = [int(v) for v in torch.unravel_index(torch.tensor(index), shape)]
-    return [LAYERS.index(name), *pos, *([None] * (4 - len(pos))), bit]
+    return [layers.index(name), *pos, *([None] * (4 - len(pos))), bit]
 
 
 def _ours(model: torch.nn.Module, lw: Any, sites: dict[str, tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor,
@@ -207,7 +233,7 @@ def campaign(kind: str, faults: dict[str, list[tuple[int, int]]], args: argparse
         counts, dt, parts, peak, rise = _ours(model, lw, sites, x, y)
         n_share = sum(int(i.numel()) for i, _ in sites.values())
         listed = [(name, i, b) for name, f in share.items() for i, b in f]
-        peer.stdin.write(json.dumps([_peer_fault(name, tuple(lw[name].weight.shape), i, b)
+        peer.stdin.write(json.dumps([_peer_fault(list(lw), name, tuple(lw[name].weight.shape), i, b)
                                      for name, i, b in listed]) + "\n")
         peer.stdin.flush()
         reply = json.loads(peer.stdout.readline())
@@ -264,6 +290,8 @@ def main() -> None:
     ap.add_argument("--ours-only-faults", type=int, default=2400, help="ours alone on a full campaign (0 = skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--test-limit", type=int, default=0, help="test images (0 = all 10k; fewer for a smoke run)")
+    ap.add_argument("--model", choices=("lenet5", "resnet20"), default="lenet5",
+                    help="lenet5 (MNIST; the file's top level) or resnet20 (Fashion-MNIST; its 'resnet20' section)")
     args = ap.parse_args()
 
     from crosslayer.data import load_dataset
@@ -275,34 +303,51 @@ def main() -> None:
     py = peer_venv("pytorchfi", ["torch==2.13.0", "numpy"])
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "pytorchfi==0.6.0"], check=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    weights, data_file, script = WORK / "resilience_lenet5.pt", WORK / "resilience_test.pt", WORK / "resilience_peer.py"
-    model = _trained_lenet5(weights)
-    test = load_dataset("mnist", "test")
+    tag = args.model
+    weights, data_file = WORK / f"resilience_{tag}.pt", WORK / f"resilience_{tag}_test.pt"
+    script = WORK / "resilience_peer.py"
+    if args.model == "lenet5":
+        model, test = _trained_lenet5(weights), load_dataset("mnist", "test")
+    else:
+        model, test = _trained_resnet20(weights)
     if args.test_limit:
         test = test.subset(args.test_limit)
     torch.save({"images": test.images, "labels": test.labels}, data_file)
     script.write_text(PEER_SCRIPT)
     x, y = test.images, test.labels
-    peer = subprocess.Popen([str(py), str(script), str(weights), str(data_file), str(args.threads)],
+    peer = subprocess.Popen([str(py), str(script), str(weights), str(data_file), str(args.threads), args.model,
+                             str(Path(__file__).resolve().parents[1] / "src")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert peer.stdin is not None and peer.stdout is not None
     peer_clean = json.loads(peer.stdout.readline())["clean"]
     gen = torch.Generator().manual_seed(args.seed)
+    cmd = "python benchmarks/resilience.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
     out: dict[str, Any] = {
-        "model": "lenet5 (BASELINE_RECIPES['lenet5'], cached training)",
+        "model": ("lenet5 (BASELINE_RECIPES['lenet5'], cached training)" if args.model == "lenet5" else
+                  "resnet20 on Fashion-MNIST (BASELINE_RECIPES['resnet20@fashion-mnist'], seed 0, the shared "
+                  "cached baseline; PyTorchFI's side builds the same class from the project's src)"),
+        "command": cmd,
         "fault_model": "single bit flip of a float32 weight, uniform over the (weight, bit) sites of its layer",
-        "comparison": "the same fault list on both sides, same 10k test images, same torch threads; every fault's "
-                      "correct count compared",
+        "comparison": f"the same fault list on both sides, same {len(y):,} test images, same torch threads; every "
+                      "fault's correct count compared",
         "test_images": len(y), "threads": args.threads, "rounds": args.rounds, "pytorchfi_version": "0.6.0"}
-    with stored_weights(model, representation="float32") as lw:
+
+    def save() -> None:
+        if args.model == "lenet5":
+            merge_results("resilience", {**out, "models_not_run": {}})
+        else:
+            merge_results("resilience", {"resnet20": {**out, "machine": machine_info()}})
+
+    with stored_weights(model, weight_layers(model), representation="float32") as lw:
         base = correct_counts(model, x, y)
         assert base == peer_clean, f"clean accuracy differs: ours {base}, PyTorchFI {peer_clean}"
         out["clean_accuracy"] = base / len(y)
-        sizes = {n: lw[n].weight.numel() for n in LAYERS}
-        plans = {"equal": dict.fromkeys(LAYERS, args.per_layer), "size": allocate(sizes, args.total)}
+        sizes = {n: lw[n].weight.numel() for n in lw}
+        plans = {"equal": dict.fromkeys(lw, args.per_layer), "size": allocate(sizes, args.total)}
         for kind, per_layer in plans.items():
             out[kind] = campaign(kind, _draw(lw, per_layer, gen), args, model, lw, x, y, peer)
-            write_results("resilience", out)
+            save()
         peer.stdin.close()
         peer.wait(timeout=60)
         if args.ours_only_faults:
@@ -318,8 +363,7 @@ def main() -> None:
                 "faults_per_layer": {n: int(i.numel()) for n, (i, _) in big.items()},
                 "note": "ours alone on a full statistical campaign (uniform over all sites); not part of the speed-up"}
             print(f"ours alone: {len(recs)} faults in {dt:.1f} s ({len(recs) / dt:.1f}/s)", flush=True)
-    out["models_not_run"] = {"resnet20": "its shared Fashion-MNIST baseline is not trained yet (BASELINE_RECIPES)"}
-    write_results("resilience", out)
+    save()
 
 
 if __name__ == "__main__":

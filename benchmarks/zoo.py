@@ -43,8 +43,8 @@ MODELS: dict[str, tuple[str, str, str]] = {  # section -> (model, dataset, BASEL
     "lenet5": ("lenet5", "mnist", "lenet5"),
 }
 # The training seed of each cached baseline: MobileNetV2's current recipe was set after test figures of earlier
-# ones had been seen, so its baseline is a fresh seed's training (benchmarks/baseline.py --zoo mobilenetv2 --seed 2).
-BASELINE_SEEDS = {"mobilenetv2": 2}
+# ones had been seen, so its baseline is a fresh seed's training (benchmarks/baseline.py --zoo mobilenetv2 --seed 3).
+BASELINE_SEEDS = {"mobilenetv2": 3}
 TEST_LIMIT = 2000
 NOT_LISTED = "-"  # the stage's per-layer table does not list the layer: the stage left it as it is
 LIGHT: dict[str, dict[str, Any]] = {

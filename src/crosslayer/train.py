@@ -58,6 +58,7 @@ class TrainConfig(Config):
     augment_shift: int = 0
     augment_rotate: float = 0.0     # degrees, random rotation in [-r, r]
     augment_scale: float = 0.0      # random isotropic scale in [1 - s, 1 + s]
+    augment_flip: bool = False      # random horizontal flip (p = 0.5); not for digits or text
 
     def validate(self) -> None:
         check_range("epochs", self.epochs, 0, MAX_EPOCHS)
@@ -173,6 +174,23 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def random_hflip(x: torch.Tensor, enabled: bool, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2 (``x`` unchanged, and no random draw, when disabled).
+
+    The standard augmentation of natural-image and clothing datasets (Krizhevsky et al., NeurIPS 2012; He et al.,
+    CVPR 2016 for CIFAR); wrong for digits and text, where a mirror changes the class, so it is off by default.
+    """
+    if not enabled:
+        return x
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    if not bool(flip.any()):
+        return x
+    out = x.clone()
+    sel = flip.to(x.device)
+    out[sel] = x[sel].flip(-1)
+    return out
+
+
 def random_affine(x: torch.Tensor, max_degrees: float, max_scale: float,
                   generator: torch.Generator) -> torch.Tensor:
     """Rotate each image by a random angle in [-max_degrees, max_degrees] and scale it by a random factor in
@@ -274,6 +292,7 @@ def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConf
             for x, y in batches:
                 x = random_affine(x, cfg.augment_rotate, cfg.augment_scale, aug_gen)
                 x = random_shift(x, cfg.augment_shift, aug_gen)
+                x = random_hflip(x, cfg.augment_flip, aug_gen)
                 x, y = x.to(dev), y.to(dev)
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model, x, y)
@@ -308,7 +327,7 @@ def fit(model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConf
 def _key_fields(cfg: TrainConfig) -> dict[str, Any]:
     """The config as it enters the cache key; options added later are left out at their neutral default,
     so trainings cached before they existed stay valid."""
-    late = {"augment_rotate": 0.0, "augment_scale": 0.0}
+    late = {"augment_rotate": 0.0, "augment_scale": 0.0, "augment_flip": False}
     return {k: v for k, v in to_mapping(cfg).items() if not (k in late and v == late[k])}
 
 

@@ -74,3 +74,30 @@ def test_within_budget_takes_one_image_in_a_thousand_as_exactly_the_budget():
     assert one_image > 0.1
     assert within_budget(one_image, 0.1)
     assert not within_budget(100.0 * (0.986 - 0.984), 0.1)
+
+
+def test_hflip_mirrors_about_half_the_images_and_draws_nothing_when_off():
+    from crosslayer.train import random_hflip
+
+    x = torch.rand(256, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    assert random_hflip(x, False, g) is x
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())  # off: no random draw
+    y = random_hflip(x, True, torch.Generator().manual_seed(1))
+    mirrored = [bool(torch.equal(b, a.flip(-1))) for a, b in zip(x, y, strict=True)]
+    kept = [bool(torch.equal(b, a)) for a, b in zip(x, y, strict=True)]
+    assert all(m != k for m, k in zip(mirrored, kept, strict=True))  # each image either mirrored or untouched
+    assert 100 < sum(mirrored) < 156
+    assert torch.equal(y, random_hflip(x, True, torch.Generator().manual_seed(1)))
+
+
+def test_flip_option_off_keeps_old_cache_keys(mnist_small):
+    from crosslayer.models import build_model
+
+    net = build_model("lenet300")
+    plain = TrainConfig(epochs=1)
+    key = _cache_key("lenet300", net, mnist_small.train, mnist_small.val, plain, 0)
+    assert key == _cache_key("lenet300", net, mnist_small.train, mnist_small.val,
+                             TrainConfig(epochs=1, augment_flip=False), 0)
+    assert key != _cache_key("lenet300", net, mnist_small.train, mnist_small.val,
+                             TrainConfig(epochs=1, augment_flip=True), 0)

@@ -35,7 +35,8 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
 @handle_errors
 def prune_cmd(
     run_dir: Path = typer.Argument(None, help="A flow run directory: prune the model its last stage left."),
-    model: str = typer.Option(None, "--model", "-m", help="lenet5 (default), lenet300, vgg-small, or file.py:factory "
+    model: str = typer.Option(None, "--model", "-m", help="lenet5 (default), lenet300, vgg-small, resnet20, "
+                                                          "mobilenetv2, or file.py:factory "
                                                           "(with --weights; with RUN_DIR: names its user factory)."),
     weights: Path = typer.Option(None, "--weights", help="Trained state dict of --model."),
     dataset: str = typer.Option(None, "--dataset", "-d", help="Dataset name or path (default mnist; with RUN_DIR: its "

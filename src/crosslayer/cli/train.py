@@ -32,8 +32,10 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def train_cmd(
-    model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, or file.py:factory."),
-    dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist or fashion-mnist."),
+    model: str = typer.Option("lenet5", "--model", "-m", help="lenet5, lenet300, vgg-small, resnet20, "
+                                                           "mobilenetv2, or file.py:factory (code: it runs as code)."),
+    dataset: str = typer.Option("mnist", "--dataset", "-d", help="mnist, fashion-mnist, cifar10, cifar100, "
+                                                             "a .npz file or an image folder."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory to write."),
     force: bool = ForceOpt,
     epochs: int = typer.Option(10, help="Training epochs."),
@@ -43,6 +45,8 @@ def train_cmd(
     augment_shift: int = typer.Option(0, help="Random translation augmentation, in pixels (0 = off)."),
     augment_rotate: float = typer.Option(0.0, help="Random rotation augmentation, in degrees (0 = off)."),
     augment_scale: float = typer.Option(0.0, help="Random scale augmentation, fraction (0.1 = 0.9-1.1x; 0 = off)."),
+    augment_flip: bool = typer.Option(False, "--augment-flip",
+                                      help="Random horizontal flips (clothing, natural images; not digits)."),
     weights: Path = typer.Option(None, "--weights", help="State dict to start from (loaded with weights_only=True)."),
     train_limit: int = typer.Option(0, help="Use only the first N training images (0 = all)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Train again even if a cached result exists."),
@@ -63,7 +67,7 @@ def train_cmd(
     }).flow
     options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
                "augment_shift": augment_shift, "augment_rotate": augment_rotate, "augment_scale": augment_scale,
-               "use_cache": not no_cache}
+               "augment_flip": augment_flip, "use_cache": not no_cache}
     if optimizer == "adam":
         options["weight_decay"] = 0.0
     cfg = from_mapping(BaselineConfig, options, section="train")
