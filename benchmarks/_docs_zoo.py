@@ -167,6 +167,19 @@ def deploy_resnet20(load: Loader) -> str:
                f"fastest structured variant within budget on validation: "
                f"`{d['best_structured_within_budget']}`." if d["best_structured_within_budget"] else
                "- No structured variant is within budget on validation.")
+    ft = d.get("structured_finetune")
+    if isinstance(ft, dict):
+        out.append(f"- Structured fine-tuning: {ft.get('epochs')} epochs, SGD lr {ft.get('lr', '?')}, batch "
+                   f"{ft.get('batch_size', '?')}, on {num(ft.get('images', 0))} training images, seed "
+                   f"{ft.get('seed')}.")
+    for e in d.get("earlier_runs", []):
+        eft, rows = e.get("structured_finetune") or {}, e.get("variants", {})
+        struct = "; ".join(f"`{n}` {ratio(v['throughput_ratio_vs_fp32_pytorch'])} at {pp(v['val_loss_pp'])} pp "
+                           "validation" for n, v in rows.items() if "structured" in n and "ONNX Runtime" in n
+                           and "QDQ" not in n)
+        out.append(f"- Earlier run, structured fine-tuning {eft.get('epochs')} epochs on "
+                   f"{num(eft.get('images', 0))} images (seed {eft.get('seed')}): chose `{e.get('best_variant')}` "
+                   f"at {ratio(e.get('best_throughput_ratio') or 0)}; {struct}.")
     out += ["", _variants(d)]
     return "\n".join(out)
 
