@@ -89,6 +89,17 @@ def test_cli_train_writes_metrics(tmp_path, data_dir):
     assert json.loads(ev.stdout)["test_accuracy"] > 0.7
 
 
+def test_cli_train_flip_option_reaches_the_run_config(tmp_path, data_dir):
+    import tomllib
+
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--model", "lenet300", "--dataset", "mnist", "--out", str(out), "--epochs",
+                              "1", "--train-limit", "600", "--augment-flip", "--augment-shift", "1", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    cfg = tomllib.loads((out / "config.toml").read_text())
+    assert cfg["baseline"]["augment_flip"] is True and cfg["baseline"]["augment_shift"] == 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--model", "nope", "--out", "{tmp}/r"], "unknown model 'nope'"),
     (["train", "--dataset", "cifar1000", "--out", "{tmp}/r"], "unknown dataset 'cifar1000'"),
