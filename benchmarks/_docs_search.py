@@ -54,6 +54,14 @@ def search(load: Loader) -> str:
         rows.append(f"seed {c['seed']}: search {_point(c, budget)}; sequential ({sq.get('rule', 'split')}) "
                     f"sparsity {pct(sq['sparsity'], 0)}, {_point(sq, budget)}")
     out += [f"  - {r}" for r in rows]
+    corner = d.get("energy_corner")
+    if corner:
+        sp = corner["space"]
+        out.append(f"- The space's most compressed design (every layer {pct(sp['max_sparsity'], 0)} sparse, "
+                   f"{min(sp['weight_bits'])}-bit weights, {min(sp['act_bits'])}-bit activations, no fine-tuning) "
+                   f"costs {corner['energy'] / 1e6:.2f} M energy units: the sequential flow's validation energy is "
+                   f"{_seeds(corner['sequential_val_energy_over_corner'], ratio)} that, the largest gain any design "
+                   "of the space could show at any accuracy.")
     w, r = d["workers"], d["resume"]
     out.append(f"- Workers: {w['trials']} enqueued designs, trial phase {w['median_seconds_1_worker']:.1f} s with 1 "
                f"worker, {w['median_seconds_2_workers']:.1f} s with 2 ({ratio(d['workers_speedup'])}). Resume: a "

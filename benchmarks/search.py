@@ -1,7 +1,7 @@
 """The hardware-aware co-design search (crosslayer.explore.search) on LeNet-5 / MNIST and the Eyeriss preset.
 
     python benchmarks/search.py                    # every part, then benchmarks/results/search.json
-    python benchmarks/search.py --part hv          # one part (hv, final, workers, resume, resnet); resumable
+    python benchmarks/search.py --part hv          # one part (hv, final, workers, resume, resnet, corner)
     python benchmarks/search.py --assemble         # only write the results file from the finished parts
 
 Setup, fixed before any run: LeNet-5 trained with BASELINE_RECIPES["lenet5"] (cached) on the 10k MNIST subset
@@ -35,6 +35,11 @@ figures were seen, so these figures come from fresh seeds.
   each), 5 interleaved rounds; medians of the trial-phase wall time (first trial start to last trial end).
 - **resume**: a 12-trial search in a child process is killed (SIGKILL) after 5 complete trials and restarted;
   resume_lost_trials counts the trials that did not complete.
+- **corner**: the energy of the space's most compressed design (every layer at max_sparsity, the narrowest
+  weight and activation widths, no fine-tuning; its accuracy is not a result) and each seed's sequential
+  validation energy divided by it: the largest gain any design of the space could show against the sequential
+  flow. A part whose job files are not on this machine keeps its figures from the results file
+  (``kept_from_earlier_run``).
 - **resnet**: ResNet-20 on Fashion-MNIST, the cached baseline of benchmarks/zoo_compress.py (full split: 54,000
   train / 6,000 validation / 10,000 test); ``RESNET``: 24 trials (1 epoch of QAT on 2,000 training images,
   scored on 500 validation images), up to 2 finished points (2 epochs on 10,000 images, chosen on the whole
@@ -61,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, WORK, peak_rss_mb, write_results
+from _common import BASELINE_RECIPES, RESULTS, WORK, peak_rss_mb, write_results
 
 JOBS = WORK / "search"
 SEEDS = (6, 7, 8)  # fresh seeds: the earlier runs are listed in the docstring
@@ -163,6 +168,32 @@ def job_reference() -> dict[str, Any]:
             "trial_val_accuracy": evaluate(model, data.val.subset(TRIAL["trial_val_limit"])).accuracy,
             "energy_float_at_16_bits": e16, "latency_ms_float": lat16, "energy_int8_dense": int8.energy,
             "int8_dense_val_accuracy": int8.accuracy}
+
+
+def job_corner() -> dict[str, Any]:
+    """The energy of the search space's most compressed design: every layer at ``max_sparsity`` with the
+    narrowest weight and activation widths of the space (exact multipliers, each layer on its least-energy
+    dataflow), pruned and quantized from the baseline without fine-tuning. Energy depends on the zero pattern
+    and widths, not on accuracy, so this is the lowest energy the space offers at any accuracy (up to the
+    activation densities, which fine-tuning moves a little); dividing the sequential flow's energy by it gives
+    the largest gain any design of the space could show against that flow. Its accuracy is not a result."""
+    from crosslayer.explore.search import build_space
+    from crosslayer.explore.search_eval import FineTune, build_design, measure
+    from crosslayer.hw import load_accelerator
+
+    data, model = lenet()
+    hw = hardware(data)
+    cfg = config("random")
+    space = build_space(model, cfg, load_accelerator("eyeriss").dataflows)
+    widths = (cfg.max_sparsity, min(cfg.weight_bits), min(cfg.act_bits))
+    design = space.decode(space.uniform_params(*widths))
+    built = build_design(model, design, data, FineTune(0, cfg.lr, cfg.batch_size), seed=0)
+    m = measure(built, data.val, hw)
+    return {"design": design.to_json(), "sparsity": m.sparsity, "energy": m.energy,
+            "what": "every layer at the space's max_sparsity, narrowest weight and activation bits, exact "
+                    "multipliers, no fine-tuning; energy only (accuracy not a result)",
+            "space": {"max_sparsity": cfg.max_sparsity, "weight_bits": list(cfg.weight_bits),
+                      "act_bits": list(cfg.act_bits)}}
 
 
 def job_study(method: str, seed: int) -> dict[str, Any]:
@@ -415,7 +446,8 @@ def job_resnet() -> dict[str, Any]:
 
 
 JOB_FUNCS: dict[str, Callable[[], dict[str, Any]]] = {"reference": job_reference, "resume": job_resume,
-                                                      "resume-run": job_resume_run, "resnet": job_resnet}
+                                                      "resume-run": job_resume_run, "resnet": job_resnet,
+                                                      "corner": job_corner}
 for _m in METHODS:
     for _s in SEEDS:
         JOB_FUNCS[f"study-{_m}-{_s}"] = lambda m=_m, s=_s: job_study(m, s)
@@ -427,8 +459,12 @@ for _r in range(WORKER_ROUNDS):
 
 PARTS = {"hv": ["reference", *[f"study-{m}-{s}" for s in SEEDS for m in METHODS]],
          "final": [*[f"sequential-{s}" for s in SEEDS], *[f"final-{s}" for s in SEEDS]],
-         "workers": [f"workers-{r}" for r in range(WORKER_ROUNDS)], "resume": ["resume"], "resnet": ["resnet"]}
-SERIAL = {"workers", "resume"}  # timed parts own both cores
+         "workers": [f"workers-{r}" for r in range(WORKER_ROUNDS)], "resume": ["resume"], "resnet": ["resnet"],
+         "corner": ["corner"]}
+SERIAL = {"workers", "resume"}
+PART_KEYS = {"hv": ("hypervolume",), "final": ("energy_gain_vs_sequential", "sequential"),
+             "workers": ("workers_speedup",), "resume": ("resume_lost_trials",), "resnet": ("resnet20",),
+             "corner": ("energy_corner",)}  # the results keys each part writes  # timed parts own both cores
 
 
 def _done(name: str) -> dict[str, Any] | None:
@@ -493,6 +529,28 @@ def _study_trials(db: Path) -> list[dict[str, Any]]:
              "sparsity": t.user_attrs.get("sparsity")} for t in study.trials]
 
 
+def _keep_earlier(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` plus the keys of the existing results file that this assembly did not produce (parts whose job
+    files are not on this machine, e.g. a fresh checkout that re-ran one part), listed under
+    ``kept_from_earlier_run``; the energy corner is recomputed against the sequential figures kept."""
+    path = RESULTS / "search.json"
+    if SMOKE or not path.is_file():
+        return out
+    old = json.loads(path.read_text())
+    kept = sorted(k for k in old if out.get(k) is None and k not in ("machine", "kept_from_earlier_run"))
+    order = [*(k for k in old if k in out or k in kept), *(k for k in out if k not in old)]  # the file's order
+    merged = {k: old[k] if k in kept else out[k] for k in order}
+    if kept:
+        merged["kept_from_earlier_run"] = kept
+        merged["parts_missing"] = [p for p in out["parts_missing"]
+                                   if not any(k in kept for k in PART_KEYS.get(p, ()))]
+    corner = merged.get("energy_corner")
+    if corner and "sequential" in merged:
+        corner["sequential_val_energy_over_corner"] = [s["val"]["energy"] / corner["energy"]
+                                                       for s in merged["sequential"]]
+    return merged
+
+
 def assemble() -> None:
     ref = _done("reference")
     out: dict[str, Any] = {"model": "lenet5", "dataset": "mnist (9,000 train / 1,000 validation / 10,000 test)",
@@ -547,9 +605,14 @@ def assemble() -> None:
     if rn:
         # the trials as stored with the job when its study database is gone (a fresh checkout)
         out["resnet20"] = {**rn, "trials": _study_trials(_db("resnet20-d")) or rn.get("trials", [])}
+    corner = _done("corner")
+    if corner:
+        seq_val = [s["val"]["energy"] for s in out.get("sequential", [])]
+        out["energy_corner"] = {**corner, "sequential_val_energy_over_corner": [e / corner["energy"] for e in seq_val]}
     out["parts_missing"] = [p for p, jobs in PARTS.items() if not all(_done(j) for j in jobs)]
     out["cpu_note"] = ("jobs run two at a time in child processes with one torch thread each (workers and resume "
                        "alone), under the shared CPU lock")
+    out = _keep_earlier(out)
     if SMOKE:
         print(json.dumps(out, indent=2, default=str))
         return
@@ -566,7 +629,7 @@ def main() -> None:
         run_job(args.job)
         return
     if not args.assemble:
-        for part in args.part or ["hv", "final", "workers", "resume", "resnet"]:
+        for part in args.part or ["hv", "final", "workers", "resume", "resnet", "corner"]:
             run_part(part)
     assemble()
 

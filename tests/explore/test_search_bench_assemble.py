@@ -1,0 +1,43 @@
+"""benchmarks/search.py: re-running one part on a machine without the other parts' job files keeps their
+figures (listed under ``kept_from_earlier_run``), and the energy corner is set against the sequential figures."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+bench = importlib.import_module("search")
+
+
+def _earlier() -> dict[str, object]:
+    return {"model": "lenet5", "baseline": {"val_accuracy": 0.99}, "hypervolume": {"search": 1.4},
+            "sequential": [{"val": {"energy": 6.0e6}}, {"val": {"energy": 7.5e6}}],
+            "energy_gain_vs_sequential": 1.09, "parts_missing": [], "machine": {"cpus": 2}}
+
+
+def test_a_part_run_alone_keeps_the_other_parts_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "SMOKE", False)
+    (tmp_path / "search.json").write_text(json.dumps(_earlier()))
+    new = {"model": "lenet5", "baseline": None, "energy_corner": {"energy": 3.0e6},
+           "parts_missing": ["hv", "final", "workers"]}
+    out = bench._keep_earlier(new)
+    assert out["kept_from_earlier_run"] == ["baseline", "energy_gain_vs_sequential", "hypervolume", "sequential"]
+    assert out["baseline"] == {"val_accuracy": 0.99} and out["hypervolume"] == {"search": 1.4}
+    assert "machine" not in out                                 # the new run writes its own machine line
+    assert out["parts_missing"] == ["workers"]                 # hv and final are in the file
+    assert out["energy_corner"]["sequential_val_energy_over_corner"] == [2.0, 2.5]
+    assert list(out)[:3] == ["model", "baseline", "hypervolume"]  # the file's key order is kept
+
+
+def test_without_an_earlier_file_nothing_is_added(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "SMOKE", False)
+    new = {"model": "lenet5", "parts_missing": ["hv"]}
+    assert bench._keep_earlier(dict(new)) == new
