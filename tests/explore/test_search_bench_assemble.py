@@ -41,3 +41,25 @@ def test_without_an_earlier_file_nothing_is_added(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(bench, "SMOKE", False)
     new = {"model": "lenet5", "parts_missing": ["hv"]}
     assert bench._keep_earlier(dict(new)) == new
+
+
+def test_a_fresh_seed_run_moves_the_old_headline_to_earlier_runs(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "SMOKE", False)
+    old = {**_earlier(), "seeds": [6, 7, 8], "resnet20": {"trials": []}}
+    (tmp_path / "search.json").write_text(json.dumps(old))
+    new = {"model": "lenet5", "seeds": [9, 10, 11], "space": {"act_bits": [3, 4]}, "hypervolume": None,
+           "parts_missing": ["hv", "final", "resnet"]}
+    out = bench._keep_earlier(new)
+    assert out["kept_from_earlier_run"] == ["baseline", "resnet20"]  # nothing tied to the old seeds
+    assert "hypervolume" not in out or out["hypervolume"] is None
+    assert "sequential" not in out and "energy_gain_vs_sequential" not in out
+    row = out["earlier_runs"][0]
+    assert row["seeds"] == [6, 7, 8] and row["hypervolume"] == {"search": 1.4}
+    assert row["energy_gain_vs_sequential"] == 1.09 and row["space"] == {"act_bits": [4, 5, 6, 8]}
+    assert out["parts_missing"] == ["hv", "final"]
+    # assembling again with the same seeds carries the history on without adding to it
+    (tmp_path / "search.json").write_text(json.dumps(out))
+    again = bench._keep_earlier({**new, "hypervolume": {"search": 1.8}})
+    assert again["earlier_runs"] == out["earlier_runs"]
