@@ -130,21 +130,15 @@ def weight_layers(model: torch.nn.Module) -> list[str]:
 
 
 def _trained_resnet20(path: Path) -> tuple[torch.nn.Module, Any]:
-    """The shared ResNet-20 Fashion-MNIST baseline (BASELINE_RECIPES, training cache; benchmarks/baseline.py
-    --zoo resnet20 trains it) and its test split."""
+    """The shared ResNet-20 Fashion-MNIST baseline (benchmarks/zoo_compress.py's, from the training cache) and
+    its test split; its state dict is saved at ``path`` for PyTorchFI's side."""
+    import zoo_compress
     from crosslayer.fileio import save_torch
-    from crosslayer.flow import FlowConfig, build_context
-    from crosslayer.train import TrainConfig, fit_cached
 
-    ctx = build_context(None, FlowConfig(model="resnet20", dataset="fashion-mnist", seed=0, device="cpu",
-                                         stages=("baseline",)))
-    res = fit_cached("resnet20", ctx.model, ctx.data.train, ctx.data.val,
-                     TrainConfig(**BASELINE_RECIPES["resnet20@fashion-mnist"]), seed=0, desc="resnet20",
-                     max_epochs=0)
-    if not res.finished:
-        raise SystemExit("the ResNet-20 baseline is not trained yet: benchmarks/baseline.py --zoo resnet20")
-    save_torch(path, ctx.model.state_dict())
-    return ctx.model.eval(), ctx.data.test
+    ctx = zoo_compress.context()
+    model = zoo_compress.ready_baseline(ctx)
+    save_torch(path, model.state_dict())
+    return model, ctx.data.test
 
 
 def _trained_lenet5(path: Path) -> torch.nn.Module:
