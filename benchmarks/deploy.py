@@ -441,15 +441,16 @@ def resnet20_main(args: argparse.Namespace) -> None:
     variants: dict[str, dict[str, Any]] = {}
     for tag, (m, q) in models.items():
         label = "dense" if tag == "dense" else f"structured {tag[1:]}%"
-        torch.save(m, ZOO_DIR / f"{tag}.pt")
+        # the timing workers' pickled module: its own name, never the fine-tuned checkpoint's stem (s30.pt)
+        torch.save(m, ZOO_DIR / f"module_{tag}.pt")
         (ZOO_DIR / f"fp32_{tag}.onnx").write_bytes(onnx_model(m, example=ex).SerializeToString())
         (ZOO_DIR / f"int8_{tag}.onnx").write_bytes(onnx_model(q, example=ex).SerializeToString())
         variants.update({
-            BASELINE_KEY if tag == "dense" else f"fp32 {label} PyTorch": {"kind": "torch", "path": f"{tag}.pt",
+            BASELINE_KEY if tag == "dense" else f"fp32 {label} PyTorch": {"kind": "torch", "path": f"module_{tag}.pt",
                                                                           "ref": m},
             f"fp32 {label} ONNX Runtime": {"kind": "ort", "path": f"fp32_{tag}.onnx", "ref": m},
             f"int8 {label} ONNX Runtime (QDQ)": {"kind": "ort", "path": f"int8_{tag}.onnx", "ref": q},
-            f"int8 {label} torch.ao FX": {"kind": "torchao", "path": f"{tag}.pt", "ref": m}})
+            f"int8 {label} torch.ao FX": {"kind": "torchao", "path": f"module_{tag}.pt", "ref": m}})
     finetune = {**plan["finetune"], "images": len(data.train), "seed": plan["finetune_seed"]}
     table = accuracy_table(variants, {"val": data.val, "test": data.test}, ZOO_DIR)
     timed = time_variants(variants, table, args.rounds)
