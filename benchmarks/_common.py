@@ -47,6 +47,22 @@ if "CROSSLAYER_DATA" not in os.environ and (SHARED_DATA / "mnist").is_dir():
     os.environ["CROSSLAYER_DATA"] = str(SHARED_DATA)
 
 
+def shared_mnist_baseline(name: str) -> tuple[Any, Any, Any]:
+    """The MNIST split of the LeNet benchmarks (the 10k training subset: 9,000 train / 1,000 validation; the
+    official 10,000 test images) and the shared baseline ``name`` (``BASELINE_RECIPES[name]``, seed 0) from the
+    training cache, trained on a miss. Returns (splits, model in eval mode, the ``fit_cached`` result)."""
+    from crosslayer.data import load_splits
+    from crosslayer.models import build_model
+    from crosslayer.train import TrainConfig, fit_cached, seed_everything
+
+    data = load_splits("mnist", None, train_limit=10000, seed=0)
+    seed_everything(0)
+    model = build_model(name)
+    res = fit_cached(name, model, data.train, data.val, TrainConfig(**BASELINE_RECIPES[name]), seed=0,
+                     desc=f"baseline {name}")
+    return data, model.eval(), res
+
+
 def write_results(name: str, data: dict[str, Any]) -> Path:
     """Print ``data`` and write it to ``benchmarks/results/<name>.json``."""
     from crosslayer.fileio import atomic_write_json

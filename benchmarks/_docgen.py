@@ -172,6 +172,12 @@ def pp(value: Any, digits: int = 2) -> str:
     return f"{0.0:.{digits}f}" if v == 0 else f"{v:+.{digits}f}"
 
 
+def spread_pp(s: dict[str, Any]) -> str:
+    """A loss over seeds (``mean``, ``std``, ``values``): '+0.28 +- 0.10 pp (+0.28, +0.18, +0.38)'."""
+    vals = ", ".join(f"{pp(v)}" for v in s["values"])
+    return f"{pp(s['mean'])} +- {s['std']:.2f} pp ({vals})"
+
+
 def ratio(value: Any, digits: int = 2) -> str:
     """A ratio with its 'x': 55.738 -> '55.74x'."""
     return f"{_finite(value):.{digits}f}x"

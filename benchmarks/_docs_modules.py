@@ -17,6 +17,7 @@ from _docgen import (
     ratio,
     recipe,
     recipe_difference,
+    spread_pp,
     table,
 )
 
@@ -38,10 +39,25 @@ def quant(load: Loader) -> str:
         return [label, *(fn(r) for r in per)]
 
     def q(prefix: str) -> Any:
-        return lambda r: (f"{pct(r[prefix + '_accuracy'])} ({pp(r[prefix + '_accuracy_loss_pp'])} pp), "
-                          f"{ratio(r[prefix + '_compression_ratio'], 1)}")
+        def cell(r: dict[str, Any]) -> str:
+            loss = (spread_pp(r[prefix + "_accuracy_loss_pp_spread"]) if prefix + "_accuracy_loss_pp_spread" in r
+                    else f"{pp(r[prefix + '_accuracy_loss_pp'])} pp")
+            return f"{pct(r[prefix + '_accuracy'])} ({loss}), {ratio(r[prefix + '_compression_ratio'], 1)}"
+        return cell
+
+    def peer(r: dict[str, Any]) -> str:
+        p = r.get("peer_torch_ao_int8")
+        if not isinstance(p, dict):
+            return "not run"
+        loss = spread_pp(p["accuracy_loss_pp_spread"]) if "accuracy_loss_pp_spread" in p else \
+            f"{pp(p['accuracy_loss_pp'])} pp"
+        return f"{pct(p['accuracy'])} ({loss})"
 
     def baseline(m: str) -> str:
+        if isinstance(d[m].get("baseline_training"), dict):
+            return (f"{recipe(d[m]['baseline_training'])}, seed {d[m]['baseline_training'].get('seed', '?')}; "
+                    f"against `BASELINE_RECIPES[\"{m}\"]`: "
+                    f"{recipe_difference(d[m]['baseline_training'], BASELINE_RECIPES[m])}")
         if "baseline_weights" in d[m]:
             return f"loaded from `{d[m]['baseline_weights']}`"
         if isinstance(d.get("baseline_training"), dict):
@@ -55,8 +71,7 @@ def quant(load: Loader) -> str:
         row("PTQ 8/8: accuracy (loss), compression", q("ptq8")),
         row("QAT 4/4", q("qat4")),
         row("ternary weights", q("ternary")),
-        row("torch.ao FX int8 (peer)", lambda r: f"{pct(r['peer_torch_ao_int8']['accuracy'])} "
-            f"({pp(r['peer_torch_ao_int8']['accuracy_loss_pp'])} pp)" if "peer_torch_ao_int8" in r else "not run"),
+        row("torch.ao FX int8 (peer)", peer),
         row("PTQ bits kept by the sweep (0.1 pp, validation)",
             lambda r: str(r.get("sweep_lossless_bits_ptq", "not run"))),
         row("model wall time", lambda r: f"{r['seconds']:.0f} s"),
@@ -65,6 +80,10 @@ def quant(load: Loader) -> str:
     out = [produced_by("quant", command_of(d, USAGE["quant"])) + f" {machine_line(d)}; MNIST "
            f"{num(split.get('train', 0))} train / {num(split.get('val', 0))} val / {num(split.get('test', 0))} test.",
            "", table(["", *(MODELS[m] for m in models)], rows), ""]
+    seeds = d[models[0]].get("seeds") if models else None
+    if seeds:
+        out.append(f"Accuracies are means over seeds {', '.join(map(str, seeds))} (calibration subset, fine-tuning "
+                   "order), losses mean +- standard deviation (per seed); compression is the same for every seed.")
     if isinstance(d.get("baseline_training"), dict):
         out.append(f"`baseline_training` recorded at the file's top level: {recipe(d['baseline_training'])}. "
                    "`docs/protocol.md` compares every file's baseline.")

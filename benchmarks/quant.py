@@ -1,24 +1,23 @@
-"""Quantization figures on the full MNIST split (9,000 train / 1,000 val / 10,000 test) for LeNet-5 and
-LeNet-300-100 against their own float baselines (the default flow's baseline training):
+"""Quantization figures on the MNIST split of the LeNet benchmarks (9,000 train / 1,000 val / 10,000 test) for
+LeNet-5 and LeNet-300-100 against the shared baselines (``BASELINE_RECIPES``, seed 0, from the training cache:
+the same models as every other LeNet benchmark):
 
 - 8-bit PTQ of weights and activations, 4-bit weights and activations with QAT, ternary (TWN) weights
-  with STE fine-tuning (``crosslayer.quant.measure.quant_measurements``);
-- the whole-network bit-width sweep (PTQ, validation accuracy, budget 0.1 pp) for the X-DNNs comparison;
+  with STE fine-tuning (``crosslayer.quant.measure.quant_measurements``), and PyTorch's own int8 PTQ as the peer,
+  each over the seeds ``--seeds`` (calibration subset, fine-tuning order): mean, spread and every seed kept;
+- the whole-network bit-width sweep (PTQ, validation accuracy, budget 0.1 pp) for the X-DNNs comparison (seed 0);
 - the wall time of the ``quantize`` flow stage in the default demo settings (LeNet-5).
 
-    python benchmarks/quant.py [--models lenet5,lenet300] [--no-sweep] [--no-stage] [--weights lenet5=PATH]
+    python benchmarks/quant.py [--models lenet5,lenet300] [--seeds 0,1,2] [--no-sweep] [--no-stage]
 
-``--weights`` loads a state dict (e.g. a training-cache entry of the same baseline training) instead of
-training the baseline again.
-
-Writes benchmarks/results/quant.json.
+Writes benchmarks/results/quant.json (only the models of this run: earlier runs are not merged in).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import statistics
 import sys
 import tempfile
 import time
@@ -26,15 +25,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_results
-from crosslayer.data import load_splits
-from crosslayer.models import build_model, load_weights
+from _common import BASELINE_RECIPES, shared_mnist_baseline, write_results
 from crosslayer.quant import QuantizeConfig, bit_sweep
 from crosslayer.quant.measure import MeasureConfig, quant_measurements
-from crosslayer.train import TrainConfig, fit_cached
 
-# the default flow's baseline training (src/crosslayer/flows/default.toml)
-BASELINE = TrainConfig(epochs=8, batch_size=64, lr=0.05)
+MEASURES = ("ptq8", "qat4", "ternary")
 DEMO = QuantizeConfig(weight_bits=8, act_bits=8, sweep=True, sweep_bits=(16, 12, 8, 6, 4, 3, 2))
 
 
@@ -88,30 +83,56 @@ def _torch_ao_ptq8(model: Any, data: Any, seed: int = 0) -> dict[str, Any]:
             "symmetric int8 weights, affine uint8 activations with histogram observer)"}
 
 
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "values": values}
+
+
+def measure_seeds(model: Any, data: Any, seeds: list[int]) -> dict[str, Any]:
+    """Every measurement and the peer over ``seeds``: per key the mean (the headline), its spread, every run."""
+    runs = []
+    for s in seeds:
+        r = quant_measurements(model, data, seed=s, cfg=MeasureConfig())
+        peer = _torch_ao_ptq8(model, data, seed=s)
+        r["peer_torch_ao_int8"] = {**peer, "accuracy_loss_pp": 100 * (r["baseline_accuracy"] - peer["accuracy"])}
+        runs.append({"seed": s, **r})
+        print(s, {k: v for k, v in r.items() if "loss_pp" in k}, flush=True)
+    out: dict[str, Any] = {"baseline_accuracy": runs[0]["baseline_accuracy"], "seeds": seeds}
+    for k in MEASURES:
+        out[f"{k}_accuracy"] = statistics.mean(r[f"{k}_accuracy"] for r in runs)
+        out[f"{k}_accuracy_loss_pp"] = statistics.mean(r[f"{k}_accuracy_loss_pp"] for r in runs)
+        out[f"{k}_accuracy_loss_pp_spread"] = _spread([r[f"{k}_accuracy_loss_pp"] for r in runs])
+        out[f"{k}_compression_ratio"] = runs[0][f"{k}_compression_ratio"]
+        out[f"{k}_seconds"] = statistics.median(r[f"{k}_seconds"] for r in runs)
+        out[f"{k}_settings"] = runs[0][f"{k}_settings"]
+    peers = [r["peer_torch_ao_int8"] for r in runs]
+    out["peer_torch_ao_int8"] = {"accuracy": statistics.mean(p["accuracy"] for p in peers),
+                                 "accuracy_loss_pp": statistics.mean(p["accuracy_loss_pp"] for p in peers),
+                                 "accuracy_loss_pp_spread": _spread([p["accuracy_loss_pp"] for p in peers]),
+                                 "seconds": statistics.median(p["seconds"] for p in peers),
+                                 "settings": peers[0]["settings"]}
+    out["runs"] = runs
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="lenet5,lenet300")
+    ap.add_argument("--seeds", default="0,1,2", help="seeds of the measurements (comma-separated)")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--no-stage", action="store_true")
-    ap.add_argument("--weights", action="append", default=[], help="NAME=PATH: trained weights of model NAME")
     args = ap.parse_args()
-    given = dict(w.split("=", 1) for w in args.weights)
-    data = load_splits("mnist", None, train_limit=10000, seed=0)
-    out: dict[str, Any] = {"data": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-                           "baseline_training": dataclasses.asdict(BASELINE)}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    flags = [f"--models {args.models}", f"--seeds {args.seeds}", *(["--no-sweep"] if args.no_sweep else []),
+             *(["--no-stage"] if args.no_stage else [])]
+    out: dict[str, Any] = {"command": "python benchmarks/quant.py " + " ".join(flags)}
     for name in args.models.split(","):
         t0 = time.perf_counter()
-        model = build_model(name)
-        if name in given:
-            load_weights(model, given[name])
-            res: dict[str, Any] = {"baseline_weights": given[name]}
-        else:
-            tr = fit_cached(name, model, data.train, data.val, BASELINE, seed=0, desc=f"baseline {name}")
-            res = {"baseline_cached": tr.cached}
-        model.eval()
-        res.update(quant_measurements(model, data, seed=0, cfg=MeasureConfig()))
-        peer = _torch_ao_ptq8(model, data)
-        res["peer_torch_ao_int8"] = {**peer, "accuracy_loss_pp": 100 * (res["baseline_accuracy"] - peer["accuracy"])}
+        data, model, trained = shared_mnist_baseline(name)
+        out["data"] = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+        res: dict[str, Any] = {"baseline_training": {**BASELINE_RECIPES[name], "seed": 0},
+                               "baseline_cached": trained.cached}
+        res.update(measure_seeds(model, data, seeds))
         if not args.no_sweep:
             sweep_cfg = dataclasses.replace(DEMO, sweep_per_layer=False, sweep_bits=(16, 12, 10, 8, 6, 5, 4, 3, 2))
             sw = bit_sweep(model, data, sweep_cfg, seed=0)
@@ -122,11 +143,6 @@ def main() -> None:
             res["quantize_stage"] = _stage_seconds(model, name)
         res["seconds"] = time.perf_counter() - t0
         out[name] = res
-        print(name, {k: v for k, v in res.items() if "loss_pp" in k}, flush=True)
-    previous = RESULTS / "quant.json"
-    if previous.is_file():  # models not run this time keep their earlier figures
-        old = json.loads(previous.read_text())
-        out = {**{k: v for k, v in old.items() if k not in out and k != "machine"}, **out}
     write_results("quant", out)
 
 
