@@ -16,13 +16,13 @@ BASELINE_FIGURES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...] | None]
     ("LeNet-5", "approx", ("float_test_accuracy",), ("training",)),
     ("LeNet-5", "hardware", ("lenet5_dense_test_accuracy",), ("lenet5_training",)),
     ("LeNet-5", "imc", ("clean_accuracy",), ("baseline_training",)),
-    ("LeNet-5", "resilience", ("clean_accuracy",), None),
+    ("LeNet-5", "resilience", ("clean_accuracy",), ("baseline_training",)),
     ("LeNet-5", "security", ("test_accuracy",), ("baseline_training",)),
-    ("LeNet-5", "quant", ("lenet5", "baseline_accuracy"), ("lenet5", "baseline_weights")),
+    ("LeNet-5", "quant", ("lenet5", "baseline_accuracy"), ("lenet5", "baseline_training")),
     ("LeNet-300-100", "baseline", ("mnist_lenet300", "test_accuracy"), ("mnist_lenet300", "command")),
     ("LeNet-300-100", "compression", ("lenet300", "baseline_accuracy"), ("lenet300", "baseline_training")),
     ("LeNet-300-100", "prune_seeds", ("baseline_accuracy",), None),
-    ("LeNet-300-100", "quant", ("lenet300", "baseline_accuracy"), ("baseline_training",)),
+    ("LeNet-300-100", "quant", ("lenet300", "baseline_accuracy"), ("lenet300", "baseline_training")),
 )
 BASELINE_SOURCES = tuple(dict.fromkeys(f for _, f, _, _ in BASELINE_FIGURES))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _docgen import Loader, machine_line, num, pct, pp, produced_by, ratio, recipe, table
+from _docgen import Loader, machine_line, num, pct, pp, produced_by, ratio, recipe, spread_pp, table
 
 # Per stage, the metrics the zoo table quotes: (metric key, label, format).
 STAGE_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -58,19 +58,19 @@ def _fmt(value: Any, kind: str) -> str:
     return str(value)
 
 
-def _spread_pp(s: dict[str, Any]) -> str:
-    vals = ", ".join(f"{pp(v)}" for v in s["values"])
-    return f"{pp(s['mean'])} +- {s['std']:.2f} pp ({vals})"
+def _images(n: Any) -> str:
+    return "the whole training split" if n in (None, 0, "all") else f"{num(n)} training images"
 
 
 def zoo_compress(load: Loader) -> str:
     d = load("zoo_compress")
     p = d["protocol"]
     out = [f"Generated from `benchmarks/results/zoo_compress.json`, written by the phases of "
-           f"`python benchmarks/zoo_compress.py` (baseline, unstructured and structured with `--seed` 0 / 1 / 2, "
-           f"probe, timing, report). ResNet-20 on Fashion-MNIST 54,000 / 6,000 / 10,000; fine-tuning on the first "
-           f"{num(p['fine_tune_images'])} training images; seeds {', '.join(map(str, p['seeds']))} vary the "
-           f"fine-tuning.", ""]
+           f"`python benchmarks/zoo_compress.py` (baseline, unstructured with `--seed` "
+           f"{' / '.join(map(str, p['seeds']))}, structured with `--seed` "
+           f"{' / '.join(map(str, p.get('structured_seeds', p['seeds'])))}, probe, timing, report). ResNet-20 on "
+           f"Fashion-MNIST 54,000 / 6,000 / 10,000; unstructured fine-tuning on the first "
+           f"{num(p['fine_tune_images'])} training images; the seeds vary the fine-tuning.", ""]
     b = d.get("baseline")
     if b:
         out.append(f"- Baseline ({recipe(p['recipe'])}): test {pct(b['test_accuracy'])}, validation "
@@ -78,7 +78,7 @@ def zoo_compress(load: Loader) -> str:
     u = d.get("unstructured_int8")
     if u:
         out.append(f"- Unstructured {pct(p['sparsity'])} of the weights + 8-bit weights and activations: test "
-                   f"loss {_spread_pp(u['test_loss_pp'])}; int8 ONNX top-1 agreement with PyTorch "
+                   f"loss {spread_pp(u['test_loss_pp'])}; int8 ONNX top-1 agreement with PyTorch "
                    f"{pct(u['int8_top1_agreement']['min'])} (lowest seed; QDQ graph run as written "
                    f"{pct(u['int8_top1_agreement_qdq_as_written']['min'])}); packed file "
                    f"{num(u['packed_bytes']['mean'])} B vs {num(u['dense_fp32_state_bytes'])} B of dense fp32 "
@@ -87,7 +87,15 @@ def zoo_compress(load: Loader) -> str:
     if s:
         out.append(f"- Structured: {pct(s['amount'])} of every prunable channel group removed (channel counts "
                    f"multiples of {p.get('round_to', 1)}), {num(s['params'])} of {num(s['baseline_params'])} "
-                   f"parameters; test loss {_spread_pp(s['test_loss_pp'])}.")
+                   f"parameters; fine-tuned {p['structured_finetune']['epochs']} epochs (SGD lr "
+                   f"{p['structured_finetune']['lr']:g}) on {_images(p.get('structured_finetune_images'))}; test loss "
+                   f"{spread_pp(s['test_loss_pp'])}.")
+    e = d.get("structured_earlier")
+    if e:
+        out.append(f"- First structured recipe ({e['finetune']['epochs']} epochs on {num(e['images'])} images, "
+                   f"seeds {', '.join(map(str, e['seeds']))}) at {pct(e['amount'])}: validation loss "
+                   f"{spread_pp(e['val_loss_pp'])}, test loss {spread_pp(e['test_loss_pp'])}; replaced because it "
+                   f"{e['why_replaced']}.")
     t = d.get("structured_timing")
     if t:
         img = t["throughput_img_s_median"]
