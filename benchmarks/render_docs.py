@@ -40,7 +40,7 @@ BLOCKS: tuple[Block, ...] = (
     Block(doc="docs/imc.md", name="imc-aihwkit", sources=imc.IMC_SOURCES, render=imc.imc_aihwkit,
           headline=("imc", ("aihwkit_comparison", "noisy_rms_error_ratio_crosslayer_over_aihwkit"))),
     Block(doc="docs/quant.md", name="quant", sources=("quant",), render=mod.quant,
-          headline=("quant", ("lenet5", "qat4_accuracy_loss_pp"))),
+          headline=("quant", ("lenet5", "qat4_accuracy"))),
     Block(doc="docs/resilience.md", name="resilience", sources=("resilience",), render=mod.resilience,
           headline=("resilience", ("equal", "speedup"))),
     Block(doc="docs/approx.md", name="approx", sources=("approx",), render=mod.approx,
