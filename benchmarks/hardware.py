@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, merge_results, peak_rss_mb, quiet_machine, write_results
+from _common import BASELINE_RECIPES, merge_results, peak_rss_mb, quiet_machine, shared_mnist_baseline, write_results
 from _hw_peers import run_scalesim, run_zigzag
 from crosslayer.hw import (
     LayerShape,
@@ -356,18 +356,12 @@ def lenet_section() -> dict[str, Any]:
     import torch
     from torch import nn
 
-    from crosslayer.data import load_splits
     from crosslayer.hw.analysis import analyse_model
-    from crosslayer.models import build_model
     from crosslayer.quant.fixed_point import FixedPointSpec
     from crosslayer.quant.layers import calibrating, quantize_model
-    from crosslayer.train import TrainConfig, evaluate, fit, fit_cached, seed_everything
+    from crosslayer.train import TrainConfig, evaluate, fit
 
-    data = load_splits("mnist", None, train_limit=10000, seed=0)
-    seed_everything(0)
-    dense = build_model("lenet5")
-    trained = fit_cached("lenet5", dense, data.train, data.val, TrainConfig(**BASELINE_RECIPES["lenet5"]), seed=0,
-                         desc="lenet5")
+    data, dense, trained = shared_mnist_baseline("lenet5")
     comp = copy.deepcopy(dense)
     masks = {}
     with torch.no_grad():

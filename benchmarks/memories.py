@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from _common import BASELINE_RECIPES, RESULTS, WORK, peak_rss_mb, write_results  # type: ignore[import-not-found]
+from _common import BASELINE_RECIPES, RESULTS, WORK, peak_rss_mb, shared_mnist_baseline, write_results  # type: ignore[import-not-found]
 
 BUDGET_PP = 1.0
 TEST_CHIPS = 5
@@ -99,13 +99,9 @@ def main() -> None:
 
 
 def _baseline(name: str, args: argparse.Namespace) -> tuple[Any, Any]:
-    from crosslayer.data import DataSplits, load_splits
-    from crosslayer.models import build_model
-    from crosslayer.train import TrainConfig, fit_cached
+    from crosslayer.data import DataSplits
 
-    data = load_splits("mnist", None, train_limit=10000, seed=0)
-    model = build_model(name)
-    fit_cached(name, model, data.train, data.val, TrainConfig(**BASELINE_RECIPES[name]), seed=0, desc="baseline")
+    data, model, _ = shared_mnist_baseline(name)
     if args.test_limit or args.train_limit:  # quick trials only; the reported run uses every image
         data = DataSplits(train=data.train.subset(args.train_limit) if args.train_limit else data.train,
                           val=data.val, test=data.test.subset(args.test_limit) if args.test_limit else data.test)

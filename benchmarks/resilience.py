@@ -46,6 +46,7 @@ from _common import (
     peer_venv,
     reset_peak_rss,
     rss_mb,
+    shared_mnist_baseline,
     window_peak_rss_mb,
 )
 
@@ -142,18 +143,12 @@ def _trained_resnet20(path: Path) -> tuple[torch.nn.Module, Any]:
 
 
 def _trained_lenet5(path: Path) -> torch.nn.Module:
-    from crosslayer.data import load_splits
+    """The shared LeNet-5 baseline; its state dict is saved at ``path`` for PyTorchFI's side."""
     from crosslayer.fileio import save_torch
-    from crosslayer.models import build_model
-    from crosslayer.train import TrainConfig, fit_cached, seed_everything
 
-    splits = load_splits("mnist", None, train_limit=10000, seed=0)  # 9,000 train / 1,000 validation
-    seed_everything(0)
-    model = build_model("lenet5")
-    fit_cached("lenet5", model, splits.train, splits.val, TrainConfig(**BASELINE_RECIPES["lenet5"]), seed=0,
-               desc="lenet5")
+    _, model, _ = shared_mnist_baseline("lenet5")
     save_torch(path, model.state_dict())
-    return model.eval()
+    return model
 
 
 def allocate(sizes: dict[str, int], total: int) -> dict[str, int]:

@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, RESULTS, WORK, peak_rss_mb, write_results
+from _common import BASELINE_RECIPES, RESULTS, WORK, peak_rss_mb, shared_mnist_baseline, write_results
 
 JOBS = WORK / "search"
 SEEDS = (9, 10, 11)  # fresh seeds: the earlier runs are listed in the docstring
@@ -119,15 +119,8 @@ def _threads() -> None:
 
 def lenet() -> tuple[Any, Any]:
     """The MNIST splits and the cached LeNet-5 baseline (BASELINE_RECIPES["lenet5"], seed 0)."""
-    from crosslayer.data import load_splits
-    from crosslayer.models import build_model
-    from crosslayer.train import TrainConfig, fit_cached, seed_everything
-
-    data = load_splits("mnist", None, train_limit=10000, seed=0)
-    seed_everything(0)
-    model = build_model("lenet5")
-    fit_cached("lenet5", model, data.train, data.val, TrainConfig(**BASELINE_RECIPES["lenet5"]), seed=0)
-    return data, model.eval()
+    data, model, _ = shared_mnist_baseline("lenet5")
+    return data, model
 
 
 def config(sampler: str, **kw: Any) -> Any:

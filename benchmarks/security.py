@@ -33,8 +33,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, ROOT, WORK, merge_results, peer_venv, write_results
-from crosslayer.data import load_splits
+from _common import BASELINE_RECIPES, ROOT, WORK, merge_results, peer_venv, shared_mnist_baseline, write_results
 from crosslayer.models import build_model
 from crosslayer.security import (
     BadNetsConfig,
@@ -44,7 +43,7 @@ from crosslayer.security import (
 )
 from crosslayer.security.adv_training import adversarial_train
 from crosslayer.security.experiments import backdoor_experiment
-from crosslayer.train import TrainConfig, evaluate, fit_cached
+from crosslayer.train import TrainConfig, evaluate
 
 PEERS = ["torch==2.13.0", "numpy", "scipy", "scikit-learn", "tqdm", "six", "setuptools", "packaging"]
 PEERS_NODEPS = ["torchattacks==3.5.1", "adversarial-robustness-toolbox==1.20.1"]
@@ -251,11 +250,7 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    data = load_splits("mnist", None, train_limit=10000, seed=0)
-    model = build_model("lenet5")
-    fit_cached("lenet5", model, data.train, data.val, TrainConfig(**BASELINE_RECIPES["lenet5"]), seed=0,
-               desc="baseline lenet5")
-    model.eval()
+    data, model, _ = shared_mnist_baseline("lenet5")
     x, y = data.test.images[:N_IMAGES], data.test.labels[:N_IMAGES]
     results: dict[str, Any] = {"model": "LeNet-5 (Caffe), the shared baseline (BASELINE_RECIPES['lenet5'], cached)",
                                "baseline_training": BASELINE_RECIPES["lenet5"],
