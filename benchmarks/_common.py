@@ -47,6 +47,12 @@ if "CROSSLAYER_DATA" not in os.environ and (SHARED_DATA / "mnist").is_dir():
     os.environ["CROSSLAYER_DATA"] = str(SHARED_DATA)
 
 
+def spread(values: list[float]) -> dict[str, Any]:
+    """A figure over seeds: mean, sample standard deviation, range and every value."""
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "values": values}
+
+
 def shared_mnist_baseline(name: str) -> tuple[Any, Any, Any]:
     """The MNIST split of the LeNet benchmarks (the 10k training subset: 9,000 train / 1,000 validation; the
     official 10,000 test images) and the shared baseline ``name`` (``BASELINE_RECIPES[name]``, seed 0) from the

@@ -38,32 +38,21 @@ def quant(load: Loader) -> str:
     def row(label: str, fn: Any) -> list[str]:
         return [label, *(fn(r) for r in per)]
 
+    def loss(r: dict[str, Any], key: str) -> str:
+        return spread_pp(r[f"{key}_spread"])
+
     def q(prefix: str) -> Any:
-        def cell(r: dict[str, Any]) -> str:
-            loss = (spread_pp(r[prefix + "_accuracy_loss_pp_spread"]) if prefix + "_accuracy_loss_pp_spread" in r
-                    else f"{pp(r[prefix + '_accuracy_loss_pp'])} pp")
-            return f"{pct(r[prefix + '_accuracy'])} ({loss}), {ratio(r[prefix + '_compression_ratio'], 1)}"
-        return cell
+        return lambda r: (f"{pct(r[prefix + '_accuracy'])} ({loss(r, prefix + '_accuracy_loss_pp')}), "
+                          f"{ratio(r[prefix + '_compression_ratio'], 1)}")
 
     def peer(r: dict[str, Any]) -> str:
-        p = r.get("peer_torch_ao_int8")
-        if not isinstance(p, dict):
-            return "not run"
-        loss = spread_pp(p["accuracy_loss_pp_spread"]) if "accuracy_loss_pp_spread" in p else \
-            f"{pp(p['accuracy_loss_pp'])} pp"
-        return f"{pct(p['accuracy'])} ({loss})"
+        p = r["peer_torch_ao_int8"]
+        return f"{pct(p['accuracy'])} ({loss(p, 'accuracy_loss_pp')})"
 
     def baseline(m: str) -> str:
-        if isinstance(d[m].get("baseline_training"), dict):
-            return (f"{recipe(d[m]['baseline_training'])}, seed {d[m]['baseline_training'].get('seed', '?')}; "
-                    f"against `BASELINE_RECIPES[\"{m}\"]`: "
-                    f"{recipe_difference(d[m]['baseline_training'], BASELINE_RECIPES[m])}")
-        if "baseline_weights" in d[m]:
-            return f"loaded from `{d[m]['baseline_weights']}`"
-        if isinstance(d.get("baseline_training"), dict):
-            return (f"trained with the file's `baseline_training`; against `BASELINE_RECIPES[\"{m}\"]`: "
-                    f"{recipe_difference(d['baseline_training'], BASELINE_RECIPES[m])}")
-        return "not recorded"
+        b = d[m]["baseline_training"]
+        return (f"{recipe(b)}, seed {b.get('seed', '?')}; against `BASELINE_RECIPES[\"{m}\"]`: "
+                f"{recipe_difference(b, BASELINE_RECIPES[m])}")
 
     rows = [
         ["baseline", *(baseline(m) for m in models)],
@@ -80,13 +69,10 @@ def quant(load: Loader) -> str:
     out = [produced_by("quant", command_of(d, USAGE["quant"])) + f" {machine_line(d)}; MNIST "
            f"{num(split.get('train', 0))} train / {num(split.get('val', 0))} val / {num(split.get('test', 0))} test.",
            "", table(["", *(MODELS[m] for m in models)], rows), ""]
-    seeds = d[models[0]].get("seeds") if models else None
-    if seeds:
-        out.append(f"Accuracies are means over seeds {', '.join(map(str, seeds))} (calibration subset, fine-tuning "
-                   "order), losses mean +- standard deviation (per seed); compression is the same for every seed.")
-    if isinstance(d.get("baseline_training"), dict):
-        out.append(f"`baseline_training` recorded at the file's top level: {recipe(d['baseline_training'])}. "
-                   "`docs/protocol.md` compares every file's baseline.")
+    if models:
+        out.append(f"Accuracies are means over seeds {', '.join(map(str, d[models[0]]['seeds']))} (calibration "
+                   "subset, fine-tuning order), losses mean +- standard deviation (per seed); compression is the "
+                   "same for every seed. `docs/protocol.md` compares every file's baseline.")
     sweeps = [m for m in models if isinstance(d[m].get("sweep_val"), dict)]
     if sweeps:
         bits = sorted({int(b) for m in sweeps for b in d[m]["sweep_val"]}, reverse=True)

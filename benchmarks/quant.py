@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, shared_mnist_baseline, write_results
+from _common import BASELINE_RECIPES, shared_mnist_baseline, spread, write_results
 from crosslayer.quant import QuantizeConfig, bit_sweep
 from crosslayer.quant.measure import MeasureConfig, quant_measurements
 
@@ -83,11 +83,6 @@ def _torch_ao_ptq8(model: Any, data: Any, seed: int = 0) -> dict[str, Any]:
             "symmetric int8 weights, affine uint8 activations with histogram observer)"}
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "values": values}
-
-
 def measure_seeds(model: Any, data: Any, seeds: list[int]) -> dict[str, Any]:
     """Every measurement and the peer over ``seeds``: per key the mean (the headline), its spread, every run."""
     runs = []
@@ -101,14 +96,14 @@ def measure_seeds(model: Any, data: Any, seeds: list[int]) -> dict[str, Any]:
     for k in MEASURES:
         out[f"{k}_accuracy"] = statistics.mean(r[f"{k}_accuracy"] for r in runs)
         out[f"{k}_accuracy_loss_pp"] = statistics.mean(r[f"{k}_accuracy_loss_pp"] for r in runs)
-        out[f"{k}_accuracy_loss_pp_spread"] = _spread([r[f"{k}_accuracy_loss_pp"] for r in runs])
+        out[f"{k}_accuracy_loss_pp_spread"] = spread([r[f"{k}_accuracy_loss_pp"] for r in runs])
         out[f"{k}_compression_ratio"] = runs[0][f"{k}_compression_ratio"]
         out[f"{k}_seconds"] = statistics.median(r[f"{k}_seconds"] for r in runs)
         out[f"{k}_settings"] = runs[0][f"{k}_settings"]
     peers = [r["peer_torch_ao_int8"] for r in runs]
     out["peer_torch_ao_int8"] = {"accuracy": statistics.mean(p["accuracy"] for p in peers),
                                  "accuracy_loss_pp": statistics.mean(p["accuracy_loss_pp"] for p in peers),
-                                 "accuracy_loss_pp_spread": _spread([p["accuracy_loss_pp"] for p in peers]),
+                                 "accuracy_loss_pp_spread": spread([p["accuracy_loss_pp"] for p in peers]),
                                  "seconds": statistics.median(p["seconds"] for p in peers),
                                  "settings": peers[0]["settings"]}
     out["runs"] = runs

@@ -536,11 +536,18 @@ def _study_trials(db: Path) -> list[dict[str, Any]]:
 def _keep_earlier(out: dict[str, Any]) -> dict[str, Any]:
     """``out`` plus the keys of the existing results file that this assembly did not produce (parts whose job
     files are not on this machine, e.g. a fresh checkout that re-ran one part), listed under
-    ``kept_from_earlier_run``; the energy corner is recomputed against the sequential figures kept."""
+    ``kept_from_earlier_run``; the energy corner is set against the sequential figures of the result."""
     path = RESULTS / "search.json"
-    if SMOKE or not path.is_file():
-        return out
-    old = json.loads(path.read_text())
+    merged = out if SMOKE or not path.is_file() else _merge_earlier(out, json.loads(path.read_text()))
+    corner = merged.get("energy_corner")
+    if corner:
+        corner["sequential_val_energy_over_corner"] = [s["val"]["energy"] / corner["energy"]
+                                                       for s in merged.get("sequential", [])]
+    return merged
+
+
+def _merge_earlier(out: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """``out`` over the earlier results ``old`` (see :func:`_keep_earlier`)."""
     earlier = list(old.get("earlier_runs", []))
     if old.get("seeds") != out.get("seeds") and "hypervolume" in old:  # a fresh-seed run: the old one's headline
         row = {k: old.get(k) for k in ("seeds", "space", "trial_settings", "final_settings", *SEED_KEYS)}
@@ -561,10 +568,6 @@ def _keep_earlier(out: dict[str, Any]) -> dict[str, Any]:
         merged["kept_from_earlier_run"] = kept
         merged["parts_missing"] = [p for p in out["parts_missing"]
                                    if not any(k in kept for k in PART_KEYS.get(p, ()))]
-    corner = merged.get("energy_corner")
-    if corner and "sequential" in merged:
-        corner["sequential_val_energy_over_corner"] = [s["val"]["energy"] / corner["energy"]
-                                                       for s in merged["sequential"]]
     return merged
 
 
@@ -625,8 +628,7 @@ def assemble() -> None:
         out["resnet20"] = {**rn, "trials": _study_trials(_db("resnet20-d")) or rn.get("trials", [])}
     corner = _done("corner")
     if corner:
-        seq_val = [s["val"]["energy"] for s in out.get("sequential", [])]
-        out["energy_corner"] = {**corner, "sequential_val_energy_over_corner": [e / corner["energy"] for e in seq_val]}
+        out["energy_corner"] = corner  # its ratio to the sequential flow is set by _keep_earlier
     out["parts_missing"] = [p for p, jobs in PARTS.items() if not all(_done(j) for j in jobs)]
     out["cpu_note"] = ("jobs run two at a time in child processes with one torch thread each (workers and resume "
                        "alone), under the shared CPU lock")
@@ -647,7 +649,7 @@ def main() -> None:
         run_job(args.job)
         return
     if not args.assemble:
-        for part in args.part or ["hv", "final", "workers", "resume", "resnet", "corner"]:
+        for part in args.part or list(PARTS):
             run_part(part)
     assemble()
 

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, WORK, peak_rss_mb, quiet_machine, write_results
+from _common import BASELINE_RECIPES, WORK, peak_rss_mb, quiet_machine, spread, write_results
 
 MODEL, DATASET = "resnet20", "fashion-mnist"
 STATE = WORK / "zoo_compress"
@@ -68,8 +68,7 @@ ROUND_TO = 8
 STRUCT_FT = {"epochs": 6, "lr": 0.02, "batch_size": 128, "optimizer": "sgd", "weight_decay": 5e-4}
 STRUCT_FT_IMAGES = 0  # the whole training split
 STRUCT_SEEDS = (3, 4, 5)
-STRUCT_EARLIER = {"finetune": {"epochs": 4, "lr": 0.02, "batch_size": 128, "optimizer": "sgd", "weight_decay": 5e-4},
-                  "images": 20_000, "seeds": (0, 1, 2)}
+STRUCT_EARLIER = {"finetune": {**STRUCT_FT, "epochs": 4}, "images": FT_IMAGES, "seeds": (0, 1, 2)}
 SEEDS = (0, 1, 2)
 ROUNDS, REPS, BATCH, THREADS = 7, 5, 256, 2
 
@@ -317,11 +316,6 @@ def timing(ctx: Any) -> dict[str, Any]:
                        "pruned": sum(p.numel() for p in model.parameters())}}
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "values": values}
-
-
 def report() -> dict[str, Any]:
     un = [r for s in SEEDS if (r := _load(f"unstructured_seed{s}")) is not None]
     st = [r for s in STRUCT_SEEDS if (r := _load(f"structured_seed{s}")) is not None]
@@ -336,22 +330,22 @@ def report() -> dict[str, Any]:
         b = un[0]
         out["baseline"] = {"val_accuracy": b["baseline_val_accuracy"], "test_accuracy": b["baseline_test_accuracy"]}
         out["unstructured_int8"] = {
-            "sparsity": _spread([r["sparsity"] for r in un]),
-            "test_accuracy": _spread([r["int8_test_accuracy"] for r in un]),
-            "test_loss_pp": _spread([r["test_loss_pp"] for r in un]),
+            "sparsity": spread([r["sparsity"] for r in un]),
+            "test_accuracy": spread([r["int8_test_accuracy"] for r in un]),
+            "test_loss_pp": spread([r["test_loss_pp"] for r in un]),
             "within_0_5_pp_mean": statistics.mean(r["test_loss_pp"] for r in un) <= 0.5,
-            "int8_top1_agreement": _spread([r["int8_onnx"]["top1_agreement"] for r in un]),
-            "int8_top1_agreement_qdq_as_written": _spread([r["int8_onnx"]["top1_agreement_qdq_as_written"]
+            "int8_top1_agreement": spread([r["int8_onnx"]["top1_agreement"] for r in un]),
+            "int8_top1_agreement_qdq_as_written": spread([r["int8_onnx"]["top1_agreement_qdq_as_written"]
                                                            for r in un]),
-            "packed_bytes": _spread([r["packed_bytes"] for r in un]),
+            "packed_bytes": spread([r["packed_bytes"] for r in un]),
             "dense_fp32_state_bytes": b["dense_fp32_state_bytes"], "dense_fp32_onnx_bytes": b["dense_fp32_onnx_bytes"],
-            "packed_vs_dense_fp32": _spread([r["dense_fp32_state_bytes"] / r["packed_bytes"] for r in un]),
+            "packed_vs_dense_fp32": spread([r["dense_fp32_state_bytes"] / r["packed_bytes"] for r in un]),
             "runs": un}
     if st:
         out["structured"] = {"amount": st[0]["amount"], "params": st[0]["params"],
                              "baseline_params": st[0]["baseline_params"],
-                             "test_accuracy": _spread([r["test_accuracy"] for r in st]),
-                             "test_loss_pp": _spread([r["test_loss_pp"] for r in st]),
+                             "test_accuracy": spread([r["test_accuracy"] for r in st]),
+                             "test_loss_pp": spread([r["test_loss_pp"] for r in st]),
                              "within_1_0_pp_mean": statistics.mean(r["test_loss_pp"] for r in st) <= 1.0,
                              "choice": _load("structured_choice"), "runs": st}
         first = _load("structured_choice_first")
@@ -363,8 +357,8 @@ def report() -> dict[str, Any]:
         out["structured_earlier"] = {
             "finetune": STRUCT_EARLIER["finetune"], "images": STRUCT_EARLIER["images"],
             "seeds": STRUCT_EARLIER["seeds"], "amount": st_earlier[0]["amount"],
-            "test_loss_pp": _spread([r["test_loss_pp"] for r in st_earlier]),
-            "val_loss_pp": _spread([r["val_loss_pp"] for r in st_earlier]),
+            "test_loss_pp": spread([r["test_loss_pp"] for r in st_earlier]),
+            "val_loss_pp": spread([r["val_loss_pp"] for r in st_earlier]),
             "why_replaced": "lost more than 1.0 pp on test at the 40 % the speed rule chose after the baseline was "
                             "retrained; the next recipe runs on fresh seeds", "runs": st_earlier}
     if tm:
