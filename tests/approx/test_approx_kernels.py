@@ -14,7 +14,7 @@ from torch import nn
 from crosslayer.approx import ApproxLayer, Multiplier, approximate_model, get_multiplier, integer_reference_model
 from crosslayer.approx.catalog import DEFAULT_NAMES
 from crosslayer.approx.factor import factorize, table_factors
-from crosslayer.approx.kernels import build_kernel
+from crosslayer.approx.kernels import ConvGeometry, DepthwiseLookupKernel, build_kernel
 from crosslayer.errors import StageError
 from crosslayer.quant import FixedPointSpec, calibrating, quantize_model
 from small_models import user_net
@@ -79,6 +79,7 @@ LAYERS = {
     "grouped": lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False),
     "depthwise": lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4),
     "depthwise_x2_strided": lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4),  # two outputs per channel
+    "depthwise_dilated": lambda: nn.Conv2d(4, 4, (3, 2), padding=(2, 1), dilation=(2, 1), groups=4, bias=False),
     "linear": lambda: nn.Linear(20, 7),  # 5 rows: lookups gather per MAC
     "linear_rows": lambda: nn.Linear(20, 7),  # 300 rows: lookups through the chunked tables
 }
@@ -154,6 +155,9 @@ def test_kernels_choose_factors_for_small_rank_and_lookups_otherwise() -> None:
         table = get_multiplier(name).product_table((-128, 127), (-128, 127))
         kern = build_kernel(w, table, -128, -128, None if w.dim() == 2 else _geo())
         assert kern.method == want, name
+    dw = ConvGeometry(kernel=(3, 3), stride=(1, 1), dilation=(1, 1), pads=(1, 1, 1, 1), groups=4)
+    assert isinstance(build_kernel(torch.randint(-127, 128, (8, 1, 3, 3)), table, -128, -128, dw, "lookup"),
+                      DepthwiseLookupKernel)  # one input channel per group: per-tap lookups
     with pytest.raises(ValueError, match="method must be"):
         build_kernel(w, table, -128, -128, _geo(), "fast")  # type: ignore[arg-type]
     q, _ = _quantized_layer("conv", "sym")
@@ -161,7 +165,49 @@ def test_kernels_choose_factors_for_small_rank_and_lookups_otherwise() -> None:
         ApproxLayer(q[0], "drum4", "0", method="fast")  # type: ignore[arg-type]
 
 
-def _geo():  # type: ignore[no-untyped-def]
-    from crosslayer.approx.kernels import ConvGeometry
-
+def _geo() -> ConvGeometry:
     return ConvGeometry(kernel=(3, 3), stride=(1, 1), dilation=(1, 1), pads=(1, 1, 1, 1), groups=1)
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_dilated", "grouped", "linear_rows"])
+def test_lookup_tables_split_along_the_weight_positions_stay_bit_exact(kind: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from crosslayer.approx import kernels
+
+    monkeypatch.setattr(kernels, "_TABLE_CHUNK_ELEMS", 256 * 8 * 5)  # a few weight positions per table chunk
+    q, x = _quantized_layer(kind, "sym")
+    for name in ("mitchell", "etm4"):
+        layer = approximate_model(q, {"0": name}, method="lookup")
+        got = layer(x)
+        kern = layer[0]._cache[1]
+        assert kern.n_chunks > 1, (kind, kern.n_chunks)
+        assert torch.equal(got, integer_reference_model(q, {"0": name})(x)), (kind, name)
+
+
+def test_auto_times_both_kernels_once_and_keeps_the_faster_for_new_weights() -> None:
+    torch.manual_seed(0)
+    q = quantize_model(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1)), FixedPointSpec(bits=8, per_channel=True),
+                       FixedPointSpec(bits=8))
+    x = torch.randn(4, 8, 12, 12)  # 576 output rows: timed
+    with calibrating(q):
+        q(x)
+    q.eval()
+    model = approximate_model(q, {"0": "trunc4"})  # exact rank 5: both kernels apply
+    layer = model[0]
+    small = layer(x[:1, :, :8, :8])  # 64 rows: the rank rule, nothing timed
+    assert layer._cache[1].method == "factors" and layer._cache[1].choice is None and layer._tuned is None
+    assert torch.equal(small, integer_reference_model(q, {"0": "trunc4"})(x[:1, :, :8, :8]))
+    got = layer(x)
+    kern = layer._cache[1]
+    assert set(kern.seconds) == {"factors", "lookup"} and kern.choice == min(kern.seconds, key=kern.seconds.get)
+    assert layer._tuned == kern.choice
+    assert torch.equal(got, integer_reference_model(q, {"0": "trunc4"})(x))
+    with torch.no_grad():
+        layer.layer.weight.mul_(0.5)  # new weights: the kernel is rebuilt with the timed method, not re-timed
+    again = layer(x)
+    rebuilt = layer._cache[1]
+    assert rebuilt is not kern and rebuilt.method == kern.choice and not isinstance(rebuilt, type(kern))
+    halved = nn.Sequential(copy.deepcopy(layer.layer))  # approximate_model worked on a copy of q
+    assert torch.equal(again, integer_reference_model(halved, {"0": "trunc4"})(x))
+    drum = get_multiplier("drum4").product_table((-128, 127), (-128, 127))
+    assert build_kernel(torch.randint(-127, 128, (4, 3)), drum, -128, -128, None).method == "factors"  # rank 1

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from crosslayer.approx.catalog import get_multiplier, resolve
-from crosslayer.approx.kernels import ConvGeometry, LayerKernel, Method, build_kernel
+from crosslayer.approx.kernels import ConvGeometry, LayerKernel, Method, TunedKernel, build_kernel
 from crosslayer.approx.tables import Multiplier
 from crosslayer.checkpoint import ChildBuilder, LayerCodec, register_layer_codec
 from crosslayer.errors import StageError
@@ -156,6 +156,7 @@ class ApproxLayer(nn.Module):
         self.register_buffer("error_table", table - w[:, None] * a[None, :])
         self.w_lo, self.a_lo = wlo, alo
         self._cache: tuple[Any, LayerKernel] | None = None
+        self._tuned: Method | None = None  # the kernel ``auto`` timed fastest for this layer (same bits either way)
         self._wcache: tuple[Any, QuantizedTensor] | None = None
 
     @property
@@ -167,6 +168,7 @@ class ApproxLayer(nn.Module):
         state = self.__dict__.copy()
         state["_cache"] = None
         state["_wcache"] = None
+        state["_tuned"] = None  # a speed choice of this machine
         return state
 
     def extra_repr(self) -> str:
@@ -194,7 +196,8 @@ class ApproxLayer(nn.Module):
                                stride=(layer.stride[0], layer.stride[1]),
                                dilation=(layer.dilation[0], layer.dilation[1]),
                                pads=(p[0], p[1], p[2], p[3]), groups=layer.groups)
-        kern = build_kernel(w_codes, self.product_table().numpy(), self.w_lo, self.a_lo, geo, self.method)
+        method = self._tuned if self.method == "auto" and self._tuned is not None else self.method
+        kern = build_kernel(w_codes, self.product_table().numpy(), self.w_lo, self.a_lo, geo, method)
         self._cache = (key, kern)
         return kern
 
@@ -236,10 +239,17 @@ class ApproxLayer(nn.Module):
         w_scale = wq.scale.reshape(-1).to(torch.float64) * a_scale.to(torch.float64)
         if isinstance(layer, QuantConv2d):
             acc = _zero_point_fix_conv(kern.accumulate(codes, za), codes, wq.codes, za, zw, kern)
+            self._keep_tuned(kern)
             return acc, w_scale.reshape(-1, 1, 1)
         xc = codes.reshape(-1, x.shape[-1])
         acc = _zero_point_fix(kern.accumulate(xc, za), xc, wq.codes.reshape(out_ch, -1), za, zw)
+        self._keep_tuned(kern)
         return acc.reshape(*x.shape[:-1], out_ch), w_scale
+
+    def _keep_tuned(self, kern: LayerKernel) -> None:
+        """Remember ``auto``'s timed choice, so that kernels rebuilt for new weights (fine-tuning) skip the timing."""
+        if isinstance(kern, TunedKernel) and kern.choice is not None:
+            self._tuned = "factors" if kern.choice == "factors" else "lookup"
 
     def accumulate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact integer accumulators (float64, layer output layout) and the output scale."""

@@ -9,17 +9,22 @@ approximate multiplier's product table ``T``, in two bit-exact ways:
 - **lookup**: one table lookup per multiply-accumulate, vectorised as AdaPT does on CPU (Danopoulos
   et al., "AdaPT: Fast emulation of approximate DNN accelerators in PyTorch", IEEE TCAD 2022):
   the im2col rows of activation codes index ``torch.nn.functional.embedding_bag`` tables
-  ``Tab[(a, k), o] = T[w_ok, a]``, split along ``k`` so that each table chunk stays in the L2 cache
-  while every row of the batch is summed through it. For any table (Mitchell's has rank 64).
+  ``Tab[(k, a), o] = T[w_ok, a]``, so one bag sums a whole receptive field. The lookup indices are
+  built in one fused pass over channels-last padded codes (columns in ``(kh, kw, c)`` order); a table
+  larger than :data:`_TABLE_CHUNK_ELEMS` floats (layers with very many outputs) is split along ``k``
+  and the chunks' sums added. For any table (Mitchell's has rank 64).
 
-``auto`` takes the factors when the rank is at most :data:`FACTOR_MAX_RANK` (the measured cross-over
-on a 2-core AVX2 machine: a rank-R stacked convolution costs about R exact convolutions, a lookup pass
-about ten), else lookups. Grouped and depthwise convolutions, stride, dilation and padding (with the
+``auto`` takes the factors for rank 1 (one convolution), lookups for a table without an exact
+factorization of rank up to :data:`TUNE_MAX_RANK`, and in between times both on the layer's first call
+and keeps the faster (:class:`TunedKernel`): the cross-over depends on the layer's shape (on a 2-core
+AVX2 machine a rank-5 factorization wins on 64-channel 3x3 convolutions and loses by 2x on 16-channel
+ones) and on the machine. Grouped and depthwise convolutions, stride, dilation and padding (with the
 activation code of real zero) are handled by both.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,14 +34,18 @@ from torch.nn import functional as F
 
 from crosslayer.approx.factor import TableFactors, table_factors
 
-__all__ = ["FACTOR_MAX_RANK", "ConvGeometry", "LayerKernel", "Method", "build_kernel", "im2col_codes"]
+__all__ = ["FACTOR_MAX_RANK", "TUNE_MAX_RANK", "TUNE_MIN_ROWS", "ConvGeometry", "DepthwiseLookupKernel", "LayerKernel",
+           "LookupKernel", "Method", "TunedKernel", "build_kernel", "im2col_codes"]
 
 Method = Literal["auto", "factors", "lookup"]
-FACTOR_MAX_RANK = 6
+FACTOR_MAX_RANK = 6  # the rank rule used before a layer's kernels are timed
+TUNE_MAX_RANK = 16  # tables of exact rank 2..16 get both kernels, timed on the first call
+TUNE_MIN_ROWS = 256  # output rows (pixels x images) a call needs to be timed
 _F32_EXACT = float(2**24)
-_TABLE_CHUNK_ELEMS = 1 << 18  # floats per lookup-table chunk (1 MiB: stays in L2 while a batch streams by)
+_TABLE_CHUNK_ELEMS = 1 << 24  # floats per lookup table (64 MiB); larger ones are split along the weight positions
 _ROWS_PER_PASS = 1 << 21  # index elements per im2col pass (bounds the temporary index tensor)
-_TABLE_CACHE_ELEMS = 1 << 27  # keep all lookup-table chunks of a layer while they hold at most this many floats
+_DEPTHWISE_ELEMS_PER_PASS = 1 << 19  # padded input codes per block of a depthwise lookup pass
+_TABLE_CACHE_ELEMS = 1 << 27  # keep a layer's lookup tables while they hold at most this many floats in all
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,15 @@ class FactorKernel(LayerKernel):
 
 
 class LookupKernel(LayerKernel):
+    """One table lookup per multiply-accumulate through ``embedding_bag`` (AdaPT-style).
+
+    The table of a layer has one row per (group, weight position, activation code) holding the products of
+    that activation code with the group's weights at that position, so a bag of one output pixel's receptive
+    field sums all its products at once. Weight positions are in channels-last order ``(kh, kw, c)`` so that
+    the lookup indices of a whole batch are built in one fused, mostly contiguous pass over the padded codes.
+    The table is split along the weight positions only where it would exceed :data:`_TABLE_CHUNK_ELEMS`
+    floats (layers with very many outputs), each chunk's sums added into the accumulators."""
+
     method = "lookup"
 
     def __init__(self, w_codes: torch.Tensor, table: np.ndarray, w_lo: int, a_lo: int,
@@ -172,26 +190,27 @@ class LookupKernel(LayerKernel):
         groups = geo.groups if geo is not None else 1
         dev = w_codes.device
         self.groups, self.o_per_group = groups, o // groups
-        wg = (w_codes.long() - w_lo).reshape(groups, self.o_per_group, -1)  # (G, Og, Kg)
+        wl = w_codes.long() - w_lo
+        if geo is not None:  # the activation rows' channels-last column order (kh, kw, c)
+            wl = wl.permute(0, 2, 3, 1)
+        wg = wl.reshape(groups, self.o_per_group, -1)  # (G, Og, Kg)
         self.k = wg.shape[2]
-        n_a, n_w = table.shape[1], table.shape[0]
+        n_a = table.shape[1]
         tmax = float(np.abs(table).max()) if table.size else 0.0
         kc = max(1, min(self.k, _TABLE_CHUNK_ELEMS // max(1, n_a * o), int((_F32_EXACT - 1) // max(1.0, tmax))))
         self.chunk, self.n_chunks = kc, -(-self.k // kc)
         self.dtype = torch.float32 if self.k * tmax < _F32_EXACT else torch.float64
-        pad = self.n_chunks * kc - self.k
-        if pad:  # padded positions use weight index n_w: a zero column of the transposed table
-            wg = torch.cat([wg, torch.full((groups, self.o_per_group, pad), n_w, dtype=torch.long, device=dev)], 2)
-        table_t = torch.zeros(n_a, n_w + 1, dtype=torch.float32, device=dev)
-        table_t[:, :n_w] = torch.as_tensor(table.T, dtype=torch.float32, device=dev)
-        self._table_t, self._wg = table_t, wg
-        # row of (group g, code a, position kk) in a chunk table: (g * A + a - a_lo) * kc + kk
-        kk = torch.arange(self.n_chunks * kc, device=dev) % kc
-        off = (torch.arange(groups, device=dev)[:, None] * n_a - a_lo) * kc + kk[None, :]
-        self._offsets = off.reshape(groups, self.n_chunks, kc).permute(1, 0, 2)[:, None].to(torch.int32)
-        self._a_lo = a_lo
-        self._cache_tables = n_a * self.n_chunks * kc * o <= _TABLE_CACHE_ELEMS
+        self._table_t = torch.as_tensor(table.T, dtype=torch.float32, device=dev).contiguous()  # [a, w]
+        self._wg, self._n_a, self._a_lo = wg, n_a, a_lo
+        # lookup row of (group g, position k, code a) in a one-chunk table: (g * Kg + k) * A + a - a_lo; a chunk
+        # j of kcj positions holds row (g * kcj + k - j * kc) * A + a - a_lo, i.e. minus a per-group constant
+        gk = torch.arange(groups, device=dev)[:, None] * self.k + torch.arange(self.k, device=dev)[None, :]
+        self._koff = (gk * n_a - a_lo).to(torch.int32)  # (G, Kg)
+        self._cache_tables = n_a * self.k * o <= _TABLE_CACHE_ELEMS
         self._chunks: list[torch.Tensor] | None = None  # built on first use
+
+    def _chunk_span(self, j: int) -> tuple[int, int]:
+        return j * self.chunk, min(self.k, (j + 1) * self.chunk)
 
     def _table(self, j: int) -> torch.Tensor:
         if not self._cache_tables:
@@ -200,67 +219,196 @@ class LookupKernel(LayerKernel):
             self._chunks = [self._chunk_table(i) for i in range(self.n_chunks)]
         return self._chunks[j]
 
+    def _chunk_table(self, j: int) -> torch.Tensor:
+        """Rows ``(g, k, a)`` for the positions of chunk ``j`` x columns ``og``: ``T[w[g, og, k], a]``."""
+        lo, hi = self._chunk_span(j)
+        w = self._wg[:, :, lo:hi]  # (G, Og, kcj)
+        return self._table_t[:, w].permute(1, 3, 0, 2).reshape(-1, self.o_per_group).contiguous()
+
     def _direct(self, cols: torch.Tensor, acc: torch.Tensor) -> None:
         """Few rows (fewer than table codes, e.g. a training batch of a linear layer): one gather per MAC from
         the product table, no per-layer tables built."""
         m, g = cols.shape[0], self.groups
         a = cols.reshape(m, g, 1, self.k).long() - self._a_lo
-        w = self._wg[:, :, :self.k]  # (G, Og, Kg)
         flat = self._table_t.t().to(acc.dtype).contiguous().reshape(-1)  # [w * A + a]
-        n_a = self._table_t.shape[0]
         step = max(1, _ROWS_PER_PASS // max(1, self.o_per_group * g * self.k))
         for i in range(0, m, step):
-            idx = (w * n_a)[None] + a[i:i + step]  # (M', G, Og, Kg)
+            idx = (self._wg * self._n_a)[None] + a[i:i + step]  # (M', G, Og, Kg)
             acc[i:i + step] += flat[idx].sum(-1).reshape(idx.shape[0], -1)
 
-    def _chunk_table(self, j: int) -> torch.Tensor:
-        """Rows ``(g, a, kk)`` x columns ``og``: ``T[w[g, og, j * kc + kk], a]``."""
-        w = self._wg[:, :, j * self.chunk:(j + 1) * self.chunk]  # (G, Og, kc)
-        return self._table_t[:, w].permute(1, 0, 3, 2).reshape(-1, self.o_per_group).contiguous()
-
-    def _rows(self, cols: torch.Tensor, acc: torch.Tensor) -> None:
-        """Add ``sum_k T[w_ok, cols[m, k]]`` to ``acc`` (M, O) for integer im2col rows ``cols`` (M, G * Kg)."""
-        m, g, kc = cols.shape[0], self.groups, self.chunk
-        a = cols.reshape(m, g, self.k)
-        if self.n_chunks * kc > self.k:  # padded positions read code a_lo against the zero weight column
-            a = F.pad(a, (0, self.n_chunks * kc - self.k), value=self._a_lo)
-        idx = torch.empty(self.n_chunks, m, g, kc, dtype=torch.int32, device=cols.device)
-        torch.add(self._offsets, a.reshape(m, g, self.n_chunks, kc).permute(2, 0, 1, 3), alpha=kc, out=idx)
+    def _bags(self, idx: torch.Tensor, acc: torch.Tensor) -> None:
+        """Add the bag sums of lookup rows ``idx`` (M, G, Kg) (one-chunk row numbers) to ``acc`` (M, O)."""
+        m, g = idx.shape[0], self.groups
+        if self.n_chunks == 1:
+            out = F.embedding_bag(idx.reshape(m * g, self.k), self._table(0), mode="sum").reshape(m, -1)
+            acc.copy_(out)
+            return
         for j in range(self.n_chunks):
-            acc += F.embedding_bag(idx[j].reshape(m * g, kc), self._table(j), mode="sum").reshape(m, -1)
+            lo, hi = self._chunk_span(j)
+            shift = (torch.arange(g, device=idx.device, dtype=torch.int32) * (self.k - (hi - lo)) + lo) * self._n_a
+            part = idx[:, :, lo:hi] - shift[:, None]  # contiguous (M, G, kcj)
+            acc += F.embedding_bag(part.reshape(m * g, hi - lo), self._table(j), mode="sum").reshape(m, -1)
+
+    def _conv_rows(self, xp: torch.Tensor) -> torch.Tensor:
+        """Lookup rows (N * oh * ow, G, Kg) of padded channels-last int32 codes ``xp`` (N, Hp, Wp, C)."""
+        geo = self.geo
+        assert geo is not None
+        n, hp, wp, c = xp.shape
+        kh, kw = geo.kernel
+        oh, ow = (hp - geo.dilation[0] * (kh - 1) - 1) // geo.stride[0] + 1, \
+            (wp - geo.dilation[1] * (kw - 1) - 1) // geo.stride[1] + 1
+        g, cg = self.groups, c // self.groups
+        sn, sh, sw, sc = xp.stride()
+        view = xp.as_strided((n, oh, ow, g, kh, kw, cg),
+                             (sn, sh * geo.stride[0], sw * geo.stride[1], sc * cg, sh * geo.dilation[0],
+                              sw * geo.dilation[1], sc))
+        idx = torch.empty(n, oh, ow, g, kh, kw, cg, dtype=torch.int32, device=xp.device)
+        torch.add(view, self._koff.reshape(g, kh, kw, cg), out=idx)
+        return idx.reshape(n * oh * ow, g, self.k)
 
     def accumulate(self, x: torch.Tensor, pad_code: int) -> torch.Tensor:
         o = self.groups * self.o_per_group
         xi = x.to(torch.int32)
         if self.geo is None:
-            acc = torch.zeros(x.shape[0], o, dtype=self.dtype, device=x.device)
-            if x.shape[0] < self._table_t.shape[0] and self._chunks is None:
+            acc = torch.empty(x.shape[0], o, dtype=self.dtype, device=x.device)
+            if x.shape[0] < self._n_a and self._chunks is None:
+                acc.zero_()
                 self._direct(xi, acc)
                 return acc
+            if self.n_chunks > 1:
+                acc.zero_()
             step = max(1, _ROWS_PER_PASS // max(1, x.shape[1]))
             for i in range(0, x.shape[0], step):
-                self._rows(xi[i:i + step], acc[i:i + step])
+                rows = torch.add(xi[i:i + step].reshape(-1, 1, self.k), self._koff)
+                self._bags(rows, acc[i:i + step])
             return acc
+        geo = self.geo
         n = x.shape[0]
-        oh, ow = self.geo.out_hw(x.shape[2], x.shape[3])
-        acc = torch.zeros(n * oh * ow, o, dtype=self.dtype, device=x.device)
-        per_image = oh * ow * x.shape[1] * self.geo.kernel[0] * self.geo.kernel[1]
+        oh, ow = geo.out_hw(x.shape[2], x.shape[3])
+        xp = _pad_codes(xi, geo, pad_code).permute(0, 2, 3, 1).contiguous()  # (N, Hp, Wp, C)
+        acc = (torch.zeros if self.n_chunks > 1 else torch.empty)(n * oh * ow, o, dtype=self.dtype, device=x.device)
+        per_image = oh * ow * self.groups * self.k
         step = max(1, _ROWS_PER_PASS // max(1, per_image))
         for i in range(0, n, step):
-            self._rows(im2col_codes(xi[i:i + step], self.geo, pad_code), acc[i * oh * ow:(i + step) * oh * ow])
-        return acc.reshape(n, oh * ow, o).transpose(1, 2).reshape(n, o, oh, ow)
+            self._bags(self._conv_rows(xp[i:i + step]), acc[i * oh * ow:(i + step) * oh * ow])
+        return acc.reshape(n, oh, ow, o).permute(0, 3, 1, 2)
+
+
+class DepthwiseLookupKernel(LayerKernel):
+    """Lookups for a depthwise-style convolution (one input channel per group): one ``embedding`` per kernel tap
+    over rows ``(c, a)`` holding ``T[w_{c, og, t}, a]`` for the channel's ``Og`` outputs, indexed by the shifted
+    padded codes, the taps' values summed. The general bag layout would need one index per (pixel, channel,
+    tap) in tap-innermost order, whose construction from strided views costs several times the lookups; per
+    tap, every index tensor is a contiguous copy of a shifted slice. Images are taken in blocks that keep the
+    index and value tensors in cache."""
+
+    method = "lookup"
+
+    def __init__(self, w_codes: torch.Tensor, table: np.ndarray, w_lo: int, a_lo: int, geo: ConvGeometry) -> None:
+        self.geo = geo
+        o, dev = w_codes.shape[0], w_codes.device
+        c = geo.groups
+        self.channels, self.o_per_group = c, o // c
+        n_a = table.shape[1]
+        tmax = float(np.abs(table).max()) if table.size else 0.0
+        taps = geo.kernel[0] * geo.kernel[1]
+        self.dtype = torch.float32 if taps * tmax < _F32_EXACT else torch.float64
+        table_t = torch.as_tensor(table.T, dtype=self.dtype, device=dev)  # [a, w]
+        wl = (w_codes.long() - w_lo).reshape(c, self.o_per_group, taps)
+        # tap t: rows (c, a) x columns og
+        self._tables = [table_t[:, wl[:, :, t]].permute(1, 0, 2).reshape(c * n_a, self.o_per_group).contiguous()
+                        for t in range(taps)]
+        self._coff = ((torch.arange(c, device=dev) * n_a - a_lo).to(torch.int32)).reshape(1, c, 1, 1)
+
+    def accumulate(self, x: torch.Tensor, pad_code: int) -> torch.Tensor:
+        geo = self.geo
+        n = x.shape[0]
+        oh, ow = geo.out_hw(x.shape[2], x.shape[3])
+        xo = _pad_codes(x.to(torch.int32), geo, pad_code) + self._coff  # row numbers of tap tables, (N, C, Hp, Wp)
+        og = self.o_per_group
+        acc = torch.zeros(n, self.channels, oh, ow, og, dtype=self.dtype, device=x.device)
+        step = max(1, _DEPTHWISE_ELEMS_PER_PASS // max(1, xo[0].numel()))
+        (sh, sw), (dh, dw) = geo.stride, geo.dilation
+        for i in range(0, n, step):
+            blk = xo[i:i + step]
+            out = acc[i:i + step]
+            for t, tab in enumerate(self._tables):
+                dy, dx = divmod(t, geo.kernel[1])
+                rows = blk[:, :, dy * dh:dy * dh + sh * (oh - 1) + 1:sh, dx * dw:dx * dw + sw * (ow - 1) + 1:sw]
+                out += F.embedding(rows.contiguous(), tab)
+        if og == 1:
+            return acc.reshape(n, self.channels, oh, ow)
+        return acc.permute(0, 1, 4, 2, 3).reshape(n, self.channels * og, oh, ow)
+
+
+def _lookup_kernel(w_codes: torch.Tensor, table: np.ndarray, w_lo: int, a_lo: int,
+                   geo: ConvGeometry | None) -> LayerKernel:
+    if geo is not None and geo.groups > 1 and w_codes.shape[1] == 1:
+        return DepthwiseLookupKernel(w_codes, table, w_lo, a_lo, geo)
+    return LookupKernel(w_codes, table, w_lo, a_lo, geo)
+
+
+class TunedKernel(LayerKernel):
+    """``auto`` for a table with both kernels at hand (exact rank 2 to :data:`TUNE_MAX_RANK`): which is faster
+    depends on the layer's shape and the machine (a rank-R stacked convolution costs about R convolutions, a
+    lookup pass a multiple of one that shrinks with the number of outputs), so the first call with at least
+    :data:`TUNE_MIN_ROWS` output rows times each kernel once, after a one-row warm-up that builds its tables,
+    and keeps the faster. Both give the same bits, so the choice changes speed only. Until then (and for
+    smaller calls) the rank rule picks: factors up to :data:`FACTOR_MAX_RANK`, else lookups."""
+
+    def __init__(self, factors: FactorKernel, lookup: LayerKernel) -> None:
+        self.geo = factors.geo
+        self._kernels: dict[str, LayerKernel] = {"factors": factors, "lookup": lookup}
+        self._rule = "factors" if factors.fac.rank <= FACTOR_MAX_RANK else "lookup"
+        self.choice: str | None = None
+        self.seconds: dict[str, float] = {}
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        return self.choice or self._rule
+
+    def _rows(self, x: torch.Tensor) -> int:
+        if self.geo is None:
+            return int(x.shape[0])
+        oh, ow = self.geo.out_hw(x.shape[2], x.shape[3])
+        return int(x.shape[0]) * oh * ow
+
+    def accumulate(self, x: torch.Tensor, pad_code: int) -> torch.Tensor:
+        if self.choice is not None or self._rows(x) < TUNE_MIN_ROWS or x.shape[0] < 2:
+            return self._kernels[self.method].accumulate(x, pad_code)
+        out = None
+        for name, kern in self._kernels.items():
+            kern.accumulate(x[:1], pad_code)
+            _sync(x)
+            t0 = time.perf_counter()
+            out = kern.accumulate(x, pad_code)
+            _sync(x)
+            self.seconds[name] = time.perf_counter() - t0
+        self.choice = min(self.seconds, key=self.seconds.__getitem__)
+        self._kernels = {self.choice: self._kernels[self.choice]}  # the other's tables are freed
+        assert out is not None
+        return out
+
+
+def _sync(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
 
 
 def build_kernel(w_codes: torch.Tensor, table: np.ndarray, w_lo: int, a_lo: int, geo: ConvGeometry | None,
                  method: Method = "auto") -> LayerKernel:
     """The accumulation kernel of integer weight codes (O, Cg, kh, kw) / (O, K) under ``table``
-    (indexed ``[w - w_lo, a - a_lo]``): factors when the exact rank is small, else lookups."""
+    (indexed ``[w - w_lo, a - a_lo]``). ``auto``: factors for an exact rank of 1 (one convolution), lookups
+    when the table has no exact factorization of rank up to :data:`TUNE_MAX_RANK`, and in between the faster
+    of the two, timed on the first call (:class:`TunedKernel`)."""
     if method not in ("auto", "factors", "lookup"):
         raise ValueError(f"method must be auto, factors or lookup, got {method!r}")
     if method != "lookup":
-        fac = table_factors(table, w_lo, a_lo, max_rank=FACTOR_MAX_RANK if method == "auto" else 64)
-        if fac is not None:
+        fac = table_factors(table, w_lo, a_lo, max_rank=TUNE_MAX_RANK if method == "auto" else 64)
+        if fac is not None and (method == "factors" or fac.rank == 1):
             return FactorKernel(w_codes, fac, geo)
+        if fac is not None:
+            return TunedKernel(FactorKernel(w_codes, fac, geo), _lookup_kernel(w_codes, table, w_lo, a_lo, geo))
         if method == "factors":
             raise ValueError("the product table has no exact low-rank factorization; use method='lookup'")
-    return LookupKernel(w_codes, table, w_lo, a_lo, geo)
+    return _lookup_kernel(w_codes, table, w_lo, a_lo, geo)
