@@ -528,7 +528,8 @@ def main() -> None:
     fit_cached("lenet5", base, data.train, data.val, bcfg, seed=0, desc="baseline lenet5")
     base.eval()
     base_acc = evaluate(base, data.test).accuracy
-    res: dict[str, Any] = {"baseline_accuracy": base_acc, "load_average_start": list(os.getloadavg())}
+    res: dict[str, Any] = {"command": "python benchmarks/deploy.py " + " ".join(sys.argv[1:]),
+                           "baseline_accuracy": base_acc, "load_average_start": list(os.getloadavg())}
 
     # 1. the packed file of the compressed LeNet-5
     comp_path = WORK / "compression" / f"lenet5_compressed{suffix}.pt"
