@@ -286,6 +286,12 @@ def main() -> None:
         worker(args.worker)
         return
     torch.set_num_threads(args.threads)
+    kept_speed = None
+    if args.skip_speed:  # read before this run writes approx.json
+        earlier = json.loads((RESULTS / "approx.json").read_text()) if (RESULTS / "approx.json").is_file() else {}
+        if "speed" not in earlier:
+            raise SystemExit("--skip-speed: approx.json has no speed entries to keep; run --speed-of first")
+        kept_speed = earlier["speed"]
     data, model, trained = shared_mnist_baseline("lenet5")
     q = fake_quant(model, data.train.images[:1000])
     layers = ["conv1", "conv2", "fc1", "fc2"]
@@ -325,11 +331,8 @@ def main() -> None:
     write_results("approx", out)
 
     # speed: every multiplier against the two exact baselines, one process per measurement, interleaved
-    if args.skip_speed:
-        earlier = json.loads((RESULTS / "approx.json").read_text()) if (RESULTS / "approx.json").is_file() else {}
-        if "speed" not in earlier:
-            raise SystemExit("--skip-speed: approx.json has no speed entries to keep; run --speed-of first")
-        speed = earlier["speed"]  # each entry records the --speed-of command that measured it
+    if kept_speed is not None:
+        speed = kept_speed  # each entry records the --speed-of command that measured it
     else:
         speed = {"lenet5": speed_entry("lenet5", layers, args, data.test.images[:args.timing_images])}
         for name in TIMED_MODELS[1:]:
