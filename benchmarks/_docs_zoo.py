@@ -180,6 +180,13 @@ def deploy_resnet20(load: Loader) -> str:
         out.append(f"- Structured fine-tuning: {ft.get('epochs')} epochs, SGD lr {ft.get('lr', '?')}, batch "
                    f"{ft.get('batch_size', '?')}, on {num(ft.get('images', 0))} training images, seed "
                    f"{ft.get('seed')}.")
+    seeds = d.get("best_variant_over_seeds")
+    if isinstance(seeds, dict):
+        per = ", ".join(f"seed {r['seed']} {pp(r['accuracy_loss_pp'])}" for r in seeds["runs"] if not r.get("error"))
+        tl, vl = seeds["test_loss_pp"], seeds["val_loss_pp"]
+        out.append(f"- The chosen `{seeds['variant']}` over its fine-tuning seeds (`{seeds['command']}`; "
+                   f"{seeds['what']}): test loss {pp(tl['mean'])} ± {tl['std']:.2f} pp (mean ± sd; {per}), "
+                   f"validation loss {pp(vl['mean'])} ± {vl['std']:.2f} pp.")
     for e in d.get("earlier_runs", []):
         eft, rows = e.get("structured_finetune") or {}, e.get("variants", {})
         struct = "; ".join(f"`{n}` {ratio(v['throughput_ratio_vs_fp32_pytorch'])} at {pp(v['val_loss_pp'])} pp "
