@@ -44,7 +44,7 @@ BLOCKS: tuple[Block, ...] = (
     Block(doc="docs/resilience.md", name="resilience", sources=("resilience",), render=mod.resilience,
           headline=("resilience", ("equal", "speedup"))),
     Block(doc="docs/approx.md", name="approx", sources=("approx",), render=mod.approx,
-          headline=("approx", ("selected_accuracy_loss_pp",))),
+          headline=("approx", ("selected_accuracy_loss", "mean"))),
     Block(doc="docs/security.md", name="security", sources=("security",), render=mod.security,
           headline=("security", ("pgd40_eps0.1", "art_success"))),
     Block(doc="docs/protocol.md", name="protocol-baselines", sources=proto.BASELINE_SOURCES, render=proto.baselines,
