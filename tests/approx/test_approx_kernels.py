@@ -211,3 +211,13 @@ def test_auto_times_both_kernels_once_and_keeps_the_faster_for_new_weights() -> 
     assert torch.equal(again, integer_reference_model(halved, {"0": "trunc4"})(x))
     drum = get_multiplier("drum4").product_table((-128, 127), (-128, 127))
     assert build_kernel(torch.randint(-127, 128, (4, 3)), drum, -128, -128, None).method == "factors"  # rank 1
+
+
+def test_auto_skips_the_timing_when_the_lookup_tables_would_be_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crosslayer.approx import kernels
+
+    monkeypatch.setattr(kernels, "_TABLE_CHUNK_ELEMS", 256 * 100)  # below this layer's 256 x 6 x 36 floats
+    w = torch.randint(-127, 128, (6, 4, 3, 3))
+    for name, want in (("trunc4", kernels.FactorKernel), ("etm4", kernels.LookupKernel)):  # ranks 5 and 11
+        table = get_multiplier(name).product_table((-128, 127), (-128, 127))
+        assert type(build_kernel(w, table, -128, -128, _geo())) is want, name

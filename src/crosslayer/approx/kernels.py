@@ -400,14 +400,19 @@ def build_kernel(w_codes: torch.Tensor, table: np.ndarray, w_lo: int, a_lo: int,
     """The accumulation kernel of integer weight codes (O, Cg, kh, kw) / (O, K) under ``table``
     (indexed ``[w - w_lo, a - a_lo]``). ``auto``: factors for an exact rank of 1 (one convolution), lookups
     when the table has no exact factorization of rank up to :data:`TUNE_MAX_RANK`, and in between the faster
-    of the two, timed on the first call (:class:`TunedKernel`)."""
+    of the two, timed on the first call (:class:`TunedKernel`), unless the layer's lookup tables would exceed
+    :data:`_TABLE_CHUNK_ELEMS` floats (the rank rule then, without building them)."""
     if method not in ("auto", "factors", "lookup"):
         raise ValueError(f"method must be auto, factors or lookup, got {method!r}")
     if method != "lookup":
         fac = table_factors(table, w_lo, a_lo, max_rank=TUNE_MAX_RANK if method == "auto" else 64)
         if fac is not None and (method == "factors" or fac.rank == 1):
             return FactorKernel(w_codes, fac, geo)
-        if fac is not None:
+        if fac is not None and table.shape[1] * w_codes.numel() > _TABLE_CHUNK_ELEMS:
+            # lookup tables above one chunk (64 MiB): timing them would build them for one call; the rank rule
+            if fac.rank <= FACTOR_MAX_RANK:
+                return FactorKernel(w_codes, fac, geo)
+        elif fac is not None:
             return TunedKernel(FactorKernel(w_codes, fac, geo), _lookup_kernel(w_codes, table, w_lo, a_lo, geo))
         if method == "factors":
             raise ValueError("the product table has no exact low-rank factorization; use method='lookup'")
