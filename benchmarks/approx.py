@@ -361,12 +361,13 @@ def main() -> None:
                      "relative_power": m.relative_power, "accuracy": acc})
         print(f"{m.name:10s} MED {met.med:8.1f} acc {acc:.4f}", flush=True)
     out.update({"multipliers": rows, "sweep_test_images": len(sweep),
-                "exact_int8_test_accuracy": as_accuracy(score_test(exact))})
+                "exact_int8_test_accuracy": next(r["accuracy"] for r in rows if r["name"] == "exact")})
     write_results("approx", out)
 
     val = data.val.subset(args.select_limit) if args.select_limit else data.val
     final = data.test.subset(args.final_limit)
-    runs = [select_once(model, data, val, final, seed, mults, layers, args) for seed in args.seeds]
+    macs = layer_macs(q, data.test.images[:1])  # the architecture's, the same for every calibration
+    runs = [select_once(model, data, val, final, seed, mults, macs, args) for seed in args.seeds]
     losses = [r["test_loss_pp"] for r in runs]
     out.update({
         "selection_seeds": args.seeds, "selection_runs": runs,
@@ -377,15 +378,16 @@ def main() -> None:
         "selection_rule": (f"accept if loss + z*SE <= {BUDGET_PP} pp (paired SE of the accuracy difference, one-sided "
                            f"{args.confidence:.2f}, z = {statistics.NormalDist().inv_cdf(args.confidence):.3f})"),
         "selection_confidence": args.confidence, "budget_pp": BUDGET_PP,
-        "layer_macs": layer_macs(q, data.test.images[:1]), "complete": True,
+        "layer_macs": macs, "complete": True,
     })
     write_results("approx", out)
 
 
-def select_once(model: nn.Module, data: Any, val: Any, final: Any, seed: int, mults: list[Any], layers: list[str],
-                args: argparse.Namespace) -> dict[str, Any]:
+def select_once(model: nn.Module, data: Any, val: Any, final: Any, seed: int, mults: list[Any],
+                macs: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
     """One selection run: the int8 model calibrated on ``seed``'s images, the probe sweep and the greedy selection
-    on validation, the chosen assignment measured once on ``final`` (test)."""
+    on validation, the chosen assignment measured once on ``final`` (test); ``macs`` per approximable layer."""
+    layers = list(macs)
     q = fake_quant(model, calibration_images(data, seed))
     exact = approximate_model(q, {n: "exact" for n in layers})
     score_val = correct_on(val)
@@ -393,7 +395,7 @@ def select_once(model: nn.Module, data: Any, val: Any, final: Any, seed: int, mu
     probe = [m for m in mults if m.name in ("mitchell", "trunc8")]
     probe_pts = per_layer_sweep(q, probe, score_val)
     ranking = sensitivity_ranking(probe_pts, as_accuracy(ref_val))
-    sel = greedy_select(q, mults, ranking, score_val, budget_pp=BUDGET_PP, macs=layer_macs(q, data.test.images[:1]),
+    sel = greedy_select(q, mults, ranking, score_val, budget_pp=BUDGET_PP, macs=macs,
                         reference=ref_val, single_layer={(p.layer, p.multiplier): p.accuracy for p in probe_pts},
                         confidence=args.confidence)
     chosen = approximate_model(q, {n: sel.assignment.get(n, "exact") for n in layers})

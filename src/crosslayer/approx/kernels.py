@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from crosslayer.approx.factor import TableFactors, table_factors
 
 __all__ = ["FACTOR_MAX_RANK", "TUNE_MAX_RANK", "TUNE_MIN_ROWS", "ConvGeometry", "DepthwiseLookupKernel", "LayerKernel",
-           "LookupKernel", "Method", "TunedKernel", "build_kernel", "im2col_codes"]
+           "LookupKernel", "Method", "TunedKernel", "build_kernel"]
 
 Method = Literal["auto", "factors", "lookup"]
 FACTOR_MAX_RANK = 6  # the rank rule used before a layer's kernels are timed
@@ -68,19 +68,6 @@ class ConvGeometry:
 
 def _pad_codes(x: torch.Tensor, geo: ConvGeometry, pad_code: int) -> torch.Tensor:
     return F.pad(x, geo.pads, value=pad_code) if any(geo.pads) else x
-
-
-def im2col_codes(x: torch.Tensor, geo: ConvGeometry, pad_code: int) -> torch.Tensor:
-    """Integer codes ``(N, C, H, W)`` as im2col rows ``(N * L, C * kh * kw)`` (a strided view copied once),
-    padding filled with ``pad_code``; columns in the weight's ``(c, kh, kw)`` order."""
-    xp = _pad_codes(x, geo, pad_code)
-    n, c = xp.shape[:2]
-    oh, ow = geo.out_hw(x.shape[2], x.shape[3])
-    sn, sc, sh, sw = xp.stride()
-    view = xp.as_strided((n, oh, ow, c, geo.kernel[0], geo.kernel[1]),
-                         (sn, sh * geo.stride[0], sw * geo.stride[1], sc, sh * geo.dilation[0],
-                          sw * geo.dilation[1]))
-    return view.reshape(n * oh * ow, c * geo.kernel[0] * geo.kernel[1])
 
 
 class LayerKernel:
@@ -250,14 +237,12 @@ class LookupKernel(LayerKernel):
             part = idx[:, :, lo:hi] - shift[:, None]  # contiguous (M, G, kcj)
             acc += F.embedding_bag(part.reshape(m * g, hi - lo), self._table(j), mode="sum").reshape(m, -1)
 
-    def _conv_rows(self, xp: torch.Tensor) -> torch.Tensor:
+    def _conv_rows(self, xp: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
         """Lookup rows (N * oh * ow, G, Kg) of padded channels-last int32 codes ``xp`` (N, Hp, Wp, C)."""
         geo = self.geo
         assert geo is not None
-        n, hp, wp, c = xp.shape
+        n, c = xp.shape[0], xp.shape[3]
         kh, kw = geo.kernel
-        oh, ow = (hp - geo.dilation[0] * (kh - 1) - 1) // geo.stride[0] + 1, \
-            (wp - geo.dilation[1] * (kw - 1) - 1) // geo.stride[1] + 1
         g, cg = self.groups, c // self.groups
         sn, sh, sw, sc = xp.stride()
         view = xp.as_strided((n, oh, ow, g, kh, kw, cg),
@@ -291,7 +276,7 @@ class LookupKernel(LayerKernel):
         per_image = oh * ow * self.groups * self.k
         step = max(1, _ROWS_PER_PASS // max(1, per_image))
         for i in range(0, n, step):
-            self._bags(self._conv_rows(xp[i:i + step]), acc[i * oh * ow:(i + step) * oh * ow])
+            self._bags(self._conv_rows(xp[i:i + step], oh, ow), acc[i * oh * ow:(i + step) * oh * ow])
         return acc.reshape(n, oh, ow, o).permute(0, 3, 1, 2)
 
 
@@ -407,14 +392,13 @@ def build_kernel(w_codes: torch.Tensor, table: np.ndarray, w_lo: int, a_lo: int,
         raise ValueError(f"method must be auto, factors or lookup, got {method!r}")
     if method != "lookup":
         fac = table_factors(table, w_lo, a_lo, max_rank=TUNE_MAX_RANK if method == "auto" else 64)
-        if fac is not None and (method == "factors" or fac.rank == 1):
-            return FactorKernel(w_codes, fac, geo)
-        if fac is not None and table.shape[1] * w_codes.numel() > _TABLE_CHUNK_ELEMS:
-            # lookup tables above one chunk (64 MiB): timing them would build them for one call; the rank rule
-            if fac.rank <= FACTOR_MAX_RANK:
-                return FactorKernel(w_codes, fac, geo)
-        elif fac is not None:
-            return TunedKernel(FactorKernel(w_codes, fac, geo), _lookup_kernel(w_codes, table, w_lo, a_lo, geo))
-        if method == "factors":
+        if fac is None and method == "factors":
             raise ValueError("the product table has no exact low-rank factorization; use method='lookup'")
+        if fac is not None:
+            if method == "factors" or fac.rank == 1:
+                return FactorKernel(w_codes, fac, geo)
+            if table.shape[1] * w_codes.numel() <= _TABLE_CHUNK_ELEMS:
+                return TunedKernel(FactorKernel(w_codes, fac, geo), _lookup_kernel(w_codes, table, w_lo, a_lo, geo))
+            if fac.rank <= FACTOR_MAX_RANK:  # tables above 64 MiB are not built just to be timed: the rank rule
+                return FactorKernel(w_codes, fac, geo)
     return _lookup_kernel(w_codes, table, w_lo, a_lo, geo)
