@@ -17,10 +17,9 @@ approximate multiplier's product table ``T``, in two bit-exact ways:
 ``auto`` takes the factors for rank 1 (one convolution), lookups for a table without an exact
 factorization of rank up to :data:`TUNE_MAX_RANK`, and in between times both on the layer's first call
 and keeps the faster (:class:`TunedKernel`; a layer whose lookup tables would exceed 64 MiB takes the
-rank rule instead, nothing built): the cross-over depends on the layer's shape (on a 2-core
-AVX2 machine a rank-5 factorization wins on 64-channel 3x3 convolutions and loses by 2x on 16-channel
-ones) and on the machine. Grouped and depthwise convolutions, stride, dilation and padding (with the
-activation code of real zero) are handled by both.
+rank rule instead, nothing built): the cross-over depends on the layer's shape (wide convolutions
+favour the factors, narrow ones the lookups) and on the machine. Grouped and depthwise convolutions,
+stride, dilation and padding (with the activation code of real zero) are handled by both.
 """
 
 from __future__ import annotations
