@@ -45,20 +45,33 @@ def search(load: Loader) -> str:
     head = (f"{ratio(d['energy_gain_vs_sequential'])} lower energy (median of the {len(counted)} seed(s) where both "
             "sides are within budget on validation" if counted else "none (no seed where both sides are within budget "
             "on validation")
-    rules = " and ".join(d.get("sequential_rules", ["split"]))
+    names = d.get("sequential_rules", ["split"])
+    rules = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+    cut = d.get("space", {}).get("max_channel_cut", 0.0)
+    space_note = (f"; the search's space also cuts up to {pct(cut, 0)} of each channel group's channels, and the "
+                  "sequential flow's '+channels' rules cut channels (the structured schedule, "
+                  f"{', '.join(pct(x, 0) for x in d.get('sequential_channel_targets', []))}) before pruning weights"
+                  if cut else "")
     out.append(f"- Best energy within {pp(budget)} pp against the sequential flow (prune, then quantize, then "
-               f"approximate, same budget; the cheaper within budget of its {rules} budget rules): {head}; per seed "
-               f"{_seeds(gains, lambda g: 'none' if g is None else ratio(g))}).")
+               f"approximate, same budget; the cheapest within budget of its {rules} budget rules{space_note}): "
+               f"{head}; per seed {_seeds(gains, lambda g: 'none' if g is None else ratio(g))}).")
     rows = []
     for c, sq in zip(chosen, seq, strict=True):
-        rows.append(f"seed {c['seed']}: search {_point(c, budget)}; sequential ({sq.get('rule', 'split')}) "
-                    f"sparsity {pct(sq['sparsity'], 0)}, {_point(sq, budget)}")
+        kept = c.get("design", {}).get("channels", {})
+        cuts = (f" (channels kept {', '.join(f'{k} {v:.2f}' for k, v in kept.items())})" if kept else "")
+        seq_ch = sq.get("channel_cut", {}).get("out_channels")
+        seq_cuts = f", out channels {', '.join(f'{k} {v}' for k, v in seq_ch.items())}" if seq_ch else ""
+        rows.append(f"seed {c['seed']}: search {_point(c, budget)}{cuts}; sequential ({sq.get('rule', 'split')}) "
+                    f"sparsity {pct(sq['sparsity'], 0)}{seq_cuts}, {_point(sq, budget)}")
     out += [f"  - {r}" for r in rows]
     corner = d.get("energy_corner")
     if corner:
         sp = corner["space"]
+        corner_cut = (f", {pct(sp['max_channel_cut'], 0)} of every channel group cut" if sp.get("max_channel_cut")
+                      else "")
         out.append(f"- The space's most compressed design (every layer {pct(sp['max_sparsity'], 0)} sparse, "
-                   f"{min(sp['weight_bits'])}-bit weights, {min(sp['act_bits'])}-bit activations, no fine-tuning) "
+                   f"{min(sp['weight_bits'])}-bit weights, {min(sp['act_bits'])}-bit activations{corner_cut}, no "
+                   "fine-tuning) "
                    f"costs {corner['energy'] / 1e6:.2f} M energy units: the sequential flow's validation energy is "
                    f"{_seeds(corner['sequential_val_energy_over_corner'], ratio)} that, the largest gain any design "
                    "of the space could show at any accuracy.")

@@ -73,21 +73,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BASELINE_RECIPES, RESULTS, WORK, peak_rss_mb, shared_mnist_baseline, write_results
 
 JOBS = WORK / "search"
-SEEDS = (9, 10, 11)  # fresh seeds: the earlier runs are listed in the docstring
+SEEDS = (12, 13, 14)  # fresh seeds: the earlier runs are listed in the docstring
 # The search and random space: 3- to 8-bit activations (the library default starts at 4), as the sequential flow's
-# per-layer sweep reaches 3-bit activations; fixed before the seeds 9-11 run.
-SPACE = {"act_bits": (3, 4, 5, 6, 8)}
-WARM_START = ((0.8, 8, 8), (0.9, 6, 8), (0.95, 4, 8))  # grid points, for the search and random studies
+# per-layer sweep reaches 3-bit activations (fixed before the seeds 9-11 run), and per channel group up to 75 % of
+# the channels cut by structured pruning (fixed before the seeds 12-14 run).
+SPACE = {"act_bits": (3, 4, 5, 6, 8), "max_channel_cut": 0.75}
+# Three grid points, and (seeds 12-14) one with half the channels of every group cut, for the search and random
+# studies.
+WARM_START = ((0.8, 8, 8), (0.9, 6, 8), (0.95, 4, 8), (0.8, 6, 8, 0.5))
 N_TRIALS = 60
 TRIAL = {"trial_epochs": 1, "trial_train_limit": 2000, "trial_val_limit": 500, "lr": 1e-3, "hw_samples": 64}
-# Finals: 10 epochs, the most the sequential flow's pruning schedule fine-tunes (5 steps x 2 epochs, same images);
-# 6 points, since a finished point costs seconds on LeNet-5. Fixed before the seeds 9-11 run.
-FINAL = {"final_points": 6, "final_epochs": 10, "final_train_limit": 0, "final_slack_pp": 1.0, "budget_pp": 0.5}
+# Finals: 20 epochs, the most the sequential flow's pruning fine-tunes (with "+channels": 5 channel steps and 5
+# weight steps x 2 epochs, same images; seeds 9-11 had 10, before the channel steps); 6 points, since a finished
+# point costs seconds on LeNet-5. Fixed before the seeds 12-14 run.
+FINAL = {"final_points": 6, "final_epochs": 20, "final_train_limit": 0, "final_slack_pp": 1.0, "budget_pp": 0.5}
 GRID = {"grid_schemes": ("class-blind", "class-uniform", "class-distribution"),
         "grid_sparsities": (0.5, 0.7, 0.8, 0.9, 0.95), "grid_bits": (8, 6, 5, 4), "grid_act_bits": 8}
 HV_REF_LOSS_PP = 2.0
 SEQ_BUDGETS = (0.2, 0.15, 0.15)
-SEQ_RULES = ("split", "greedy")
+SEQ_RULES = ("split", "greedy", "split+channels", "greedy+channels")
+# The sequential flow's channel step (rules "+channels", seeds 12-14): the prune stage's structured schedule, the
+# fraction of channels removed from every group, up to the search's max_channel_cut.
+SEQ_CHANNEL_TARGETS = (0.25, 0.5, 0.6, 0.7, 0.75)
 WORKER_ROUNDS, WORKER_TRIALS = 5, 12
 RESUME_TRIALS, RESUME_KILL_AFTER = 12, 5
 METHODS = {"search": "tpe", "random": "random", "grid": "grid"}
@@ -96,7 +103,8 @@ METHODS = {"search": "tpe", "random": "random", "grid": "grid"}
 # or tested; both are kept under "first_attempts". These settings add three uniform anchor designs.
 RESNET = {"trials": 24, "startup_trials": 8, "trial_train_limit": 2000, "trial_val_limit": 500, "hw_samples": 16,
           "final_points": 2, "final_epochs": 2, "final_train_limit": 10000, "final_slack_pp": 1.0, "budget_pp": 0.5,
-          "warm_start": ((0.0, 8, 8), (0.3, 8, 8), (0.5, 6, 8)), "act_bits": (4, 5, 6, 8)}  # its run's space
+          "warm_start": ((0.0, 8, 8), (0.3, 8, 8), (0.5, 6, 8)), "act_bits": (4, 5, 6, 8),
+          "max_channel_cut": 0.0}  # its run's space
 # The third study also lost 6-8 pp on its 8-bit unpruned anchor: the trial fine-tune (Adam, lr 1e-3, the LeNet-5
 # setting) damages the batch-normalised ResNet-20, so its learning rate is chosen first (resnet_trial_lr).
 RESNET_TRIAL_LRS = (1e-3, 3e-4, 1e-4, 3e-5)
@@ -173,12 +181,13 @@ def job_reference() -> dict[str, Any]:
 
 
 def job_corner() -> dict[str, Any]:
-    """The energy of the search space's most compressed design: every layer at ``max_sparsity`` with the
-    narrowest weight and activation widths of the space (exact multipliers, each layer on its least-energy
-    dataflow), pruned and quantized from the baseline without fine-tuning. Energy depends on the zero pattern
-    and widths, not on accuracy, so this is the lowest energy the space offers at any accuracy (up to the
-    activation densities, which fine-tuning moves a little); dividing the sequential flow's energy by it gives
-    the largest gain any design of the space could show against that flow. Its accuracy is not a result."""
+    """The energy of the search space's most compressed design: every layer at ``max_sparsity`` with the narrowest
+    weight and activation widths of the space, every channel group cut by ``max_channel_cut`` (exact multipliers,
+    each layer on its least-energy dataflow), pruned and quantized from the baseline without fine-tuning. Energy
+    depends on the zero pattern and widths, not on accuracy, so this is the lowest energy the space offers at any
+    accuracy (up to the activation densities, which fine-tuning moves a little); dividing the sequential flow's
+    energy by it gives the largest gain any design of the space could show against that flow. Its accuracy is not a
+    result."""
     from crosslayer.explore.search import build_space
     from crosslayer.explore.search_eval import FineTune, build_design, measure
     from crosslayer.hw import load_accelerator
@@ -186,16 +195,17 @@ def job_corner() -> dict[str, Any]:
     data, model = lenet()
     hw = hardware(data)
     cfg = config("random")
-    space = build_space(model, cfg, load_accelerator("eyeriss").dataflows)
-    widths = (cfg.max_sparsity, min(cfg.weight_bits), min(cfg.act_bits))
+    space = build_space(model, cfg, load_accelerator("eyeriss").dataflows, example_input=data.train.images[:1])
+    widths = (cfg.max_sparsity, min(cfg.weight_bits), min(cfg.act_bits), cfg.max_channel_cut)
     design = space.decode(space.uniform_params(*widths))
     built = build_design(model, design, data, FineTune(0, cfg.lr, cfg.batch_size), seed=0)
     m = measure(built, data.val, hw)
     return {"design": design.to_json(), "sparsity": m.sparsity, "energy": m.energy,
-            "what": "every layer at the space's max_sparsity, narrowest weight and activation bits, exact "
-                    "multipliers, no fine-tuning; energy only (accuracy not a result)",
+            "what": "every layer at the space's max_sparsity, narrowest weight and activation bits, every channel "
+                    "group cut by max_channel_cut, exact multipliers, no fine-tuning; energy only (accuracy not a "
+                    "result)",
             "space": {"max_sparsity": cfg.max_sparsity, "weight_bits": list(cfg.weight_bits),
-                      "act_bits": list(cfg.act_bits)}}
+                      "act_bits": list(cfg.act_bits), "max_channel_cut": cfg.max_channel_cut}}
 
 
 def job_study(method: str, seed: int) -> dict[str, Any]:
@@ -226,7 +236,7 @@ def job_final(seed: int) -> dict[str, Any]:
 
 
 def job_sequential(seed: int) -> dict[str, Any]:
-    """The sequential flow under both budget rules (SEQ_RULES); the reported one is the cheaper of those within
+    """The sequential flow under each budget rule (SEQ_RULES); the reported one is the cheapest of those within
     the budget on validation (energy is deterministic; the test split chooses nothing)."""
     runs = {rule: _sequential(seed, rule) for rule in SEQ_RULES}
     ok = {r: v for r, v in runs.items() if v["val_loss_pp"] <= FINAL["budget_pp"] + 1e-9}
@@ -236,7 +246,11 @@ def job_sequential(seed: int) -> dict[str, Any]:
 
 def _sequential(seed: int, rule: str) -> dict[str, Any]:
     """Prune, then quantize, then approximate. ``split``: each step its fixed share SEQ_BUDGETS of the validation
-    budget; ``greedy``: each step whatever the steps before it left of FINAL["budget_pp"]."""
+    budget; ``greedy``: each step whatever the steps before it left of FINAL["budget_pp"]. With ``+channels`` the
+    prune step first cuts channels (the structured schedule, SEQ_CHANNEL_TARGETS, the whole prune budget), then
+    prunes weights with what the channel cut left of the prune budget."""
+    import torch
+
     from crosslayer.approx import (
         approximable_layers,
         greedy_select,
@@ -262,16 +276,23 @@ def _sequential(seed: int, rule: str) -> dict[str, Any]:
         return max(0.0, budget - 100 * (base_val - acc))
 
     t0 = time.perf_counter()
-    b_prune = SEQ_BUDGETS[0] if rule == "split" else budget
-    pr = sparsify(model, ScheduleConfig(targets=(0.6, 0.8, 0.9, 0.93, 0.95), budget_pp=b_prune, finetune_epochs=2,
+    split = rule.split("+")[0] == "split"
+    b_prune = SEQ_BUDGETS[0] if split else budget
+    start, b_weights, cut = model, b_prune, None
+    if rule.endswith("+channels"):
+        cut = sparsify(model, ScheduleConfig(targets=SEQ_CHANNEL_TARGETS, structured=True, budget_pp=b_prune,
+                                             finetune_epochs=2, finetune_lr=1e-3, optimizer="adam"), data, seed=seed)
+        start = cut.model
+        b_weights = max(0.0, b_prune - 100 * (base_val - evaluate(start, data.val).accuracy))
+    pr = sparsify(start, ScheduleConfig(targets=(0.6, 0.8, 0.9, 0.93, 0.95), budget_pp=b_weights, finetune_epochs=2,
                                         finetune_lr=1e-3, optimizer="adam"), data, seed=seed)
-    b_quant = SEQ_BUDGETS[1] if rule == "split" else left(evaluate(pr.model, data.val).accuracy)
+    b_quant = SEQ_BUDGETS[1] if split else left(evaluate(pr.model, data.val).accuracy)
     sweep = bit_sweep(pr.model, data, QuantizeConfig(sweep_bits=(8, 6, 5, 4, 3), sweep_per_layer=True,
                                                      budget_pp=b_quant), seed=seed)
     bits = dict(sweep.combined_bits)
     q = quantize(pr.model, QuantizeConfig(mode="ptq", layer_weight_bits=bits, layer_act_bits=bits), data, seed=seed,
                  masks=pr.masks).model
-    b_approx = SEQ_BUDGETS[2] if rule == "split" else left(evaluate(q, data.val).accuracy)
+    b_approx = SEQ_BUDGETS[2] if split else left(evaluate(q, data.val).accuracy)
     eight = [n for n in approximable_layers(q) if bits.get(n) == MULTIPLIER_BITS]
     score = correct_on(data.val)
     assignment: dict[str, str] = {}
@@ -284,11 +305,17 @@ def _sequential(seed: int, rule: str) -> dict[str, Any]:
                             confidence=0.5)
         assignment = {n: m.name for n, m in sel.assignment.items()}
     val, test = measure_model(q, assignment, data.val, hw), measure_model(q, assignment, data.test, hw)
+    extra: dict[str, Any] = {}
+    if cut is not None:
+        out_channels = {n: int(m.weight.shape[0]) for n, m in pr.model.named_modules()
+                        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+        extra["channel_cut"] = {"stop": cut.stop_reason, "kept_step": cut.kept_step, "out_channels": out_channels,
+                                "weight_budget_pp": b_weights}
     return {"seed": seed, "seconds": time.perf_counter() - t0, "sparsity": pr.sparsity,
             "layer_sparsity": pr.layer_sparsity, "prune_stop": pr.stop_reason, "bits": bits,
             "assignment": assignment, "val": _measured(val), "test": _measured(test),
             "val_loss_pp": 100 * (base_val - val.accuracy), "test_loss_pp": 100 * (base_test - test.accuracy),
-            "budgets_pp": [b_prune, b_quant, b_approx], "peak_rss_mb": peak_rss_mb()}
+            "budgets_pp": [b_prune, b_quant, b_approx], "peak_rss_mb": peak_rss_mb(), **extra}
 
 
 def _designs(n: int, seed: int) -> list[dict[str, Any]]:
@@ -298,8 +325,9 @@ def _designs(n: int, seed: int) -> list[dict[str, Any]]:
     from crosslayer.explore.search import build_space
     from crosslayer.hw import load_accelerator
 
-    _, model = lenet()
-    space = build_space(model, config("random"), load_accelerator("eyeriss").dataflows)
+    data, model = lenet()
+    space = build_space(model, config("random"), load_accelerator("eyeriss").dataflows,
+                        example_input=data.train.images[:1])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
@@ -591,6 +619,7 @@ def assemble() -> None:
                            "grid": GRID,
                            "warm_start": [list(a) for a in WARM_START], "sequential_rules": list(SEQ_RULES),
                            "sequential_split_pp": list(SEQ_BUDGETS),
+                           "sequential_channel_targets": list(SEQ_CHANNEL_TARGETS),
                            "baseline": ref, "command": "python benchmarks/search.py"}
     studies = {(m, s): _done(f"study-{m}-{s}") for m in METHODS for s in SEEDS}
     if ref and all(studies.values()):

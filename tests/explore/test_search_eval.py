@@ -78,3 +78,33 @@ def test_user_models_take_the_design(name: str, user_model, small, hw) -> None:
     assert any(isinstance(mod, torch.nn.BatchNorm2d) for mod in built.model.modules())
     assert 0.0 <= m.accuracy <= 1.0 and m.energy > 0 and m.latency_ms > 0 and m.size_bytes > 0
     assert m.sparsity == pytest.approx(0.5, abs=0.02)
+
+
+def test_channel_cut_removes_channels_before_the_weights_are_pruned(lenet5_trained, small, hw) -> None:
+    layers = _uniform(lenet5_trained, 0.5, 6, 6).layers
+    cut = Design(layers, channels={"conv1": 0.5, "conv2": 0.5, "fc1": 0.6})
+    built, m = evaluate_design(lenet5_trained, cut, small, FineTune(epochs=1), hw, seed=0)
+    q = built.quantized
+    shapes = {n: tuple(q.get_submodule(n).weight.shape) for n in ("conv1", "conv2", "fc1", "fc2")}
+    assert shapes == {"conv1": (10, 1, 5, 5), "conv2": (25, 10, 5, 5), "fc1": (300, 25 * 16), "fc2": (10, 300)}
+    fc1 = q.get_submodule("fc1")
+    assert float((fc1.weight == 0).float().mean()) == pytest.approx(0.5, abs=1e-3)  # then pruned by magnitude
+    assert tuple(lenet5_trained.conv1.weight.shape) == (20, 1, 5, 5)  # the caller's model is untouched
+    _, whole = evaluate_design(lenet5_trained, Design(layers), small, FineTune(epochs=1), hw, seed=0)
+    assert m.energy < 0.75 * whole.energy and m.size_bytes < whole.size_bytes
+    assert m.accuracy > 0.8
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "mobilenet_tiny"])
+def test_user_models_take_a_channel_cut(name: str, user_model, small, hw) -> None:
+    from crosslayer.explore.search import SearchConfig, build_space
+
+    model = user_model(name).eval()
+    space = build_space(model, SearchConfig(max_channel_cut=0.5), (), example_input=small.train.images[:1])
+    design = space.decode(space.uniform_params(0.3, 8, 8, 0.5))
+    built, m = evaluate_design(model, design, small, FineTune(epochs=1), hw, seed=0)
+    stem = built.quantized.get_submodule("stem.0")
+    assert stem.weight.shape[0] == model.get_submodule("stem.0").weight.shape[0] // 2
+    assert built.model(small.val.images[:4]).shape == (4, 10)
+    _, whole = evaluate_design(model, Design(design.layers), small, FineTune(epochs=1), hw, seed=0)
+    assert m.energy < whole.energy and 0.0 <= m.accuracy <= 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import optuna
 import pytest
+import torch
 from optuna._hypervolume import compute_hypervolume
 
 from crosslayer.errors import ConfigError
@@ -132,3 +133,68 @@ def test_redact_hides_the_password() -> None:
     assert redact("postgresql://alice:s3cret@db.example:5432/studies") == "postgresql://alice:***@db.example:5432/studies"
     assert redact("sqlite:///tmp/study.db") == "sqlite:///tmp/study.db"
     assert LayerChoice(0.5, 4, 8).multiplier == "exact"
+
+
+def _channel_space(model: torch.nn.Module, cut: float = 0.5, **kw) -> SearchSpace:
+    from crosslayer.explore.search import build_space
+
+    return build_space(model, SearchConfig(max_channel_cut=cut, multipliers=MULTS, **kw), (),
+                       example_input=torch.zeros(1, 1, 28, 28))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet_tiny", "mobilenet_tiny", "functional_cnn"])
+def test_channel_cuts_are_searched_per_group_and_round_trip(name: str, user_model) -> None:
+    model = build_model(name) if name == "lenet5" else user_model(name)
+    space = _channel_space(model)
+    assert space.channel_groups and space.max_channel_cut == 0.5
+    assert "fc2" not in space.channel_groups and "fc" not in space.channel_groups  # the logits keep their classes
+    for params, design in _suggested(space, 6, seed=1):
+        assert set(design.channels) == set(space.channel_groups)
+        assert all(0.5 <= keep <= 1.0 for keep in design.channels.values())
+        assert {k for k in params if k.endswith(":channels")} == {f"{g}:channels" for g in space.channel_groups}
+        assert space.decode(params) == design and Design.from_json(design.to_json()) == design
+        assert design.channel_cut == {k: round(1 - v, 4) for k, v in design.channels.items() if v < 1}
+    if name == "lenet5":
+        assert space.channel_groups == ("conv1", "conv2", "fc1")
+        anchor = space.decode(space.uniform_params(0.5, 8, 8, 0.25))
+        assert anchor.channels == {"conv1": 0.75, "conv2": 0.75, "fc1": 0.75}
+        assert "channels kept conv1 0.75" in anchor.summary()
+        clipped = space.decode(space.uniform_params(0.5, 8, 8, 0.9))  # beyond max_channel_cut: clipped to it
+        assert set(clipped.channels.values()) == {0.5}
+
+
+def test_channel_cuts_off_ask_and_describe_what_they_did_before() -> None:
+    model = build_model("lenet5")
+    off = _channel_space(model, cut=0.0)
+    assert off.channel_groups == () and "channel_groups" not in off.describe()
+    assert off.describe() == SearchSpace.for_model(model, multipliers=MULTS).describe()
+    assert not any(k.endswith(":channels") for k in _suggested(off, 1)[0][0])
+    assert "channels" not in _suggested(off, 1)[0][1].to_json()
+    assert _channel_space(model).digest() != off.digest()
+    grid = _channel_space(model, sampler="grid")  # the grid sweep has no channel choice
+    assert grid.mode == "grid" and grid.channel_groups == ()
+
+
+def test_channel_cut_config_errors() -> None:
+    from crosslayer.explore.search import build_space
+
+    with pytest.raises(ConfigError, match="max_channel_cut"):
+        SearchConfig(max_channel_cut=1.0)
+    with pytest.raises(ConfigError, match="warm_start channel_cut"):
+        SearchConfig(max_channel_cut=0.3, warm_start=((0.5, 8, 8, 0.5),))
+    with pytest.raises(ConfigError, match="must be"):
+        SearchConfig(warm_start=((0.5, 8),))
+    with pytest.raises(ConfigError, match="example input"):
+        build_space(build_model("lenet5"), SearchConfig(max_channel_cut=0.5), ())
+    with pytest.raises(ConfigError, match="fractions"):
+        Design.from_json({"layers": {}, "channels": {"conv1": 0.0}})
+    notes: list[str] = []
+    logits_only = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))  # no channel group to cut
+    space = build_space(logits_only, SearchConfig(max_channel_cut=0.5), (), notes,
+                        example_input=torch.zeros(1, 1, 28, 28))
+    assert space.channel_groups == () and space.max_channel_cut == 0.0
+    assert any(n.startswith("channel pruning is not offered") for n in notes)
+
+
+def test_attention_block_offers_its_mlp_hidden_channels(user_model) -> None:
+    assert _channel_space(user_model("attention_mlp")).channel_groups == ("mlp.0",)

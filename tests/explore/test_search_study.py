@@ -72,6 +72,21 @@ def test_warm_start_designs_are_the_first_trials_of_a_new_study(lenet5_trained, 
     assert sum(1 for r in again.trials if r.params == res.trials[0].params) == 1
 
 
+def test_search_with_channel_cuts_finishes_a_smaller_model(lenet5_trained, tiny, tmp_path: Path) -> None:
+    db = tmp_path / "channels.db"
+    cfg = _cfg(max_channel_cut=0.5, warm_start=((0.5, 8, 8, 0.5),), final_slack_pp=100.0)
+    res = search(lenet5_trained, cfg, tiny, seed=1, storage=db)
+    assert res.counts == {"COMPLETE": 3} and res.space.channel_groups == ("conv1", "conv2", "fc1")
+    anchor = res.trials[0].design
+    assert anchor is not None and anchor.channels == {"conv1": 0.5, "conv2": 0.5, "fc1": 0.5}
+    assert all(r.design is not None and len(r.design.channels) == 3 for r in res.trials)
+    assert res.chosen is not None and res.model is not None
+    kept = res.chosen.design.channels["conv1"]
+    assert res.model.get_submodule("conv1").weight.shape[0] == max(1, 20 - round((1 - kept) * 20))
+    with pytest.raises(ConfigError, match="another search"):  # the cut is part of the space's digest
+        search(lenet5_trained, _cfg(trials=4, max_channel_cut=0.25), tiny, seed=1, storage=db)
+
+
 def test_same_seed_same_study(lenet5_trained, tiny, tmp_path: Path) -> None:
     a = search(lenet5_trained, _cfg(final_points=0), tiny, seed=1, storage=tmp_path / "a.db")
     b = search(lenet5_trained, _cfg(final_points=0), tiny, seed=1, storage=tmp_path / "b.db")

@@ -5,9 +5,10 @@ challenges (Sec. VI: hardware/software co-design, hardware-aware hyper-parameter
 to be made together with the hardware's energy and latency in the loop, as HAQ (Wang et al., CVPR 2019), AMC
 (He et al., ECCV 2018) and HyperPower (Stamoulis et al., DATE 2018) do. Here an Optuna study (multi-objective
 TPE or NSGA-II, seeded) chooses per layer the pruning ratio, weight and activation widths and approximate
-multiplier, and for the network the dataflow (and optionally in-memory execution or the weight memory's supply
-voltage: issue 19's energy in the loop, the design read through one seeded chip's faults at that voltage, as in
-MATIC, Kim et al., DATE 2018, and its weight buffer priced there by :mod:`crosslayer.hw.voltage`).
+multiplier, optionally per channel group the channels kept (structured pruning, as AMC), and for the network
+the dataflow (and optionally in-memory execution or the weight memory's supply voltage: issue 19's energy in
+the loop, the design read through one seeded chip's faults at that voltage, as in MATIC, Kim et al., DATE
+2018, and its weight buffer priced there by :mod:`crosslayer.hw.voltage`).
 
 Protocol: a trial is scored on the validation split only (a fixed subset, a short quantization-aware
 fine-tune); the Pareto set is then fine-tuned in full, scored on the whole validation split, which chooses the
@@ -46,6 +47,7 @@ from crosslayer.explore.search_study import make_sampler, open_storage, open_stu
 from crosslayer.hw import load_accelerator
 from crosslayer.hw.voltage import SramVoltageModel
 from crosslayer.imc import CrossbarSpec
+from crosslayer.prune import prunable_groups
 from crosslayer.train import evaluate, progress
 
 __all__ = ["FinalPoint", "SearchConfig", "SearchResult", "TrialRecord", "build_space", "memory_target", "search",
@@ -111,17 +113,20 @@ def _dataflows(cfg: SearchConfig, supported: tuple[str, ...]) -> tuple[str, ...]
 
 
 def build_space(model: nn.Module, cfg: SearchConfig, supported_dataflows: tuple[str, ...],
-                notes: list[str] | None = None) -> SearchSpace:
-    """The search space of ``model`` under ``cfg`` (layerwise, or the grid for ``sampler = "grid"``)."""
+                notes: list[str] | None = None, example_input: torch.Tensor | None = None) -> SearchSpace:
+    """The search space of ``model`` under ``cfg`` (layerwise, or the grid for ``sampler = "grid"``).
+    ``example_input`` (a batch of one input) traces the channel groups; needed when ``cfg.max_channel_cut`` > 0."""
     notes = notes if notes is not None else []
     voltages = tuple(float(v) for v in cfg.memory_voltages)
     if cfg.sampler == "grid":
         return SearchSpace.grid(model, cfg.grid_schemes, cfg.grid_sparsities, cfg.grid_bits, cfg.grid_act_bits,
                                 memory_voltages=voltages)
+    groups = _channel_groups(model, cfg, example_input, notes)
     space = SearchSpace.for_model(model, max_sparsity=cfg.max_sparsity,
                                   weight_bits=tuple(cfg.weight_bits), act_bits=tuple(cfg.act_bits),
                                   multipliers=tuple(cfg.multipliers), dataflows=_dataflows(cfg, supported_dataflows),
-                                  memory_voltages=voltages)
+                                  memory_voltages=voltages, channel_groups=groups,
+                                  max_channel_cut=cfg.max_channel_cut if groups else 0.0)
     for n, why in space.exact_only.items():
         notes.append(f"layer {n} keeps the exact multiplier: {why}")
     if cfg.imc:
@@ -130,6 +135,22 @@ def build_space(model: nn.Module, cfg: SearchConfig, supported_dataflows: tuple[
         else:
             space = SearchSpace(**{**space.__dict__, "executions": EXECUTIONS})
     return space
+
+
+def _channel_groups(model: nn.Module, cfg: SearchConfig, example_input: torch.Tensor | None,
+                    notes: list[str]) -> tuple[str, ...]:
+    """The keys of ``model``'s prunable channel groups when ``cfg`` searches channel cuts (else none); a model
+    without one gets a note and a space without channel choices."""
+    if cfg.max_channel_cut == 0.0 or cfg.sampler == "grid":
+        return ()
+    if example_input is None:
+        raise ConfigError("max_channel_cut > 0 needs an example input to trace the model's channel groups")
+    try:
+        groups = prunable_groups(copy.deepcopy(model).eval(), example_input)
+    except StageError as exc:
+        notes.append(f"channel pruning is not offered: {exc}")
+        return ()
+    return tuple(g.key for g in groups)
 
 
 def memory_target(cfg: SearchConfig) -> MemoryTarget | None:
@@ -199,7 +220,7 @@ def search(model: nn.Module, config: SearchConfig, data: DataSplits, *, seed: in
     t0 = time.perf_counter()
     notes: list[str] = []
     acc = load_accelerator(config.accelerator)
-    space = build_space(model, config, acc.dataflows, notes)
+    space = build_space(model, config, acc.dataflows, notes, example_input=data.train.images[:1])
     n_trials = config.trials
     if space.mode == "grid":
         size = space.grid_size

@@ -29,16 +29,21 @@ class SearchConfig(Config):
     after three missed beats).
 
     Space, per layer: ``max_sparsity`` (the kept fraction is searched on a log scale down to
-    ``1 - max_sparsity``), ``weight_bits``, ``act_bits``, ``multipliers``;
+    ``1 - max_sparsity``), ``weight_bits``, ``act_bits``, ``multipliers``; per prunable channel group (the
+    output channels of a layer, or of every layer a residual add joins): with ``max_channel_cut`` > 0 the
+    fraction of channels kept, searched in ``[1 - max_channel_cut, 1]`` and removed by structured pruning
+    before the weights are pruned (AMC, He et al., ECCV 2018, searches these ratios per layer; 0 = off, the
+    default);
     per network: ``dataflows`` (empty: the cost model's least-energy dataflow per layer, plus the least-latency one
     and each fixed dataflow when latency is an objective), ``imc`` (in-memory execution as a choice). The grid
     sampler sweeps ``grid_schemes`` x ``grid_sparsities`` x ``grid_bits`` (``grid_act_bits`` activations, exact
     multipliers) like the ``explore`` stage.
 
-    Warm start: ``warm_start`` lists uniform designs ``[sparsity, weight_bits, act_bits]`` (every layer alike,
-    exact multipliers) enqueued as the first trials of a new study, before the sampler proposes anything: on a
-    deep network a random per-layer design almost always destroys the model, so a few known-good anchors show
-    the sampler where the accurate region is (empty: none, the default).
+    Warm start: ``warm_start`` lists uniform designs ``[sparsity, weight_bits, act_bits]`` or ``[sparsity,
+    weight_bits, act_bits, channel_cut]`` (every layer alike, exact multipliers) enqueued as the first trials of a
+    new study, before the sampler proposes anything: on a deep network a random per-layer design almost always
+    destroys the model, so a few known-good anchors show the sampler where the accurate region is (empty: none, the
+    default).
 
     Hardware: ``accelerator`` (preset or TOML file), ``skip`` (which zeros it skips), ``hw_samples`` (validation
     images that give activation densities).
@@ -103,7 +108,8 @@ class SearchConfig(Config):
     memory_adapt_lr: float = 1e-3
     memory_leakage_share: float = 0.0
     memory_buffer: Literal["glb", "rf"] = "glb"
-    warm_start: tuple[tuple[float, int, int], ...] = ()
+    max_channel_cut: float = 0.0
+    warm_start: tuple[tuple[float, int, int] | tuple[float, int, int, float], ...] = ()
 
     def validate(self) -> None:
         if not self.objectives:
@@ -137,12 +143,16 @@ class SearchConfig(Config):
         check_range("grid_act_bits", self.grid_act_bits, 2, 16)
         if not (self.grid_schemes and self.grid_sparsities and self.grid_bits):
             raise ConfigError("grid_schemes, grid_sparsities and grid_bits must each list at least one value")
+        check_range("max_channel_cut", self.max_channel_cut, 0.0, 1.0, hi_open=True)
         for design in self.warm_start:
-            if len(design) != 3:
-                raise ConfigError(f"warm_start: {list(design)} must be [sparsity, weight_bits, act_bits]")
+            if len(design) not in (3, 4):
+                raise ConfigError(f"warm_start: {list(design)} must be [sparsity, weight_bits, act_bits] or "
+                                  "[sparsity, weight_bits, act_bits, channel_cut]")
             check_range("warm_start sparsity", design[0], 0.0, 1.0, hi_open=True)
             check_range("warm_start weight_bits", design[1], 1, 16)
             check_range("warm_start act_bits", design[2], 1, 16)
+            if len(design) == 4:
+                check_range("warm_start channel_cut", design[3], 0.0, self.max_channel_cut)
         if self.warm_start and self.sampler == "grid":
             raise ConfigError("warm_start applies to the layerwise samplers (tpe, nsga2, random), not to grid")
         check_range("hw_samples", self.hw_samples, 1, 100_000)

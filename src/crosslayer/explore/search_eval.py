@@ -1,6 +1,8 @@
 """One design, built and measured with the library's public steps (nothing re-implemented here):
 
-1. prune each layer to its ratio by weight magnitude (:func:`crosslayer.prune.magnitude_masks` on that layer,
+1. remove the design's share of each channel group's output channels by structured pruning
+   (:func:`crosslayer.prune.prune_structured`, L1 importance, traced on one training image), then
+   prune each remaining layer to its ratio by weight magnitude (:func:`crosslayer.prune.magnitude_masks` on that layer,
    :func:`crosslayer.prune.apply_masks`);
 2. quantize with per-layer weight / activation widths (:func:`crosslayer.quant.quantize`,
    ``layer_weight_bits`` / ``layer_act_bits``), fine-tuning quantization-aware for a few epochs with the masks
@@ -44,7 +46,7 @@ from crosslayer.hw.workload import extract_workload
 from crosslayer.imc import CrossbarSpec, to_crossbar
 from crosslayer.imc.cost import layer_shapes, network_cost
 from crosslayer.memory import AdaptConfig, BerCurve, ChipMap, chip_weights, memory_layout, sample_chip, weight_targets
-from crosslayer.prune import apply_masks, magnitude_masks, mask_sparsity, prunable_weights
+from crosslayer.prune import apply_masks, magnitude_masks, mask_sparsity, prunable_weights, prune_structured
 from crosslayer.quant.pipeline import QuantizeConfig, quantize
 from crosslayer.quant.storage import quantized_storage
 from crosslayer.train import evaluate, fit, keep_pruned_zeros, predict
@@ -210,8 +212,11 @@ def build_design(model: nn.Module, design: Design, data: DataSplits, finetune: F
     unknown = sorted(set(design.layers) - set(n.removesuffix(".weight") for n in prunable_weights(model)))
     if unknown:
         raise StageError(f"design names layer(s) {', '.join(unknown)}, which the model does not have")
-    masks = _layer_masks(model, design)
-    pruned = apply_masks(copy.deepcopy(model), masks)
+    base = copy.deepcopy(model)
+    if design.channel_cut:
+        prune_structured(base, data.train.images[:1], design.channel_cut, layers=sorted(design.channel_cut))
+    masks = _layer_masks(base, design)
+    pruned = apply_masks(base, masks)
     cfg = QuantizeConfig(mode="qat", weight_bits=8, act_bits=8, qat_epochs=finetune.epochs, qat_lr=finetune.lr,
                          qat_batch_size=finetune.batch_size, calib_batches=finetune.calib_batches,
                          layer_weight_bits={n: c.weight_bits for n, c in design.layers.items()},

@@ -149,9 +149,12 @@ def fill_report(rep: Report, result: SearchResult, sequential: Mapping[str, floa
                     round(p.test.energy), round(p.test.latency_ms, 5), round(p.test.size_bytes),
                     "yes" if c is not None and p.trial == c.trial else ""]
                    for p in result.final])
+    cuts = bool(result.space.channel_groups)  # the channels-kept column only when the search chose them
     rep.add_table("Per-layer configuration of each finished Pareto point",
-                  ["trial", "layer", "sparsity", "weight bits", "act bits", "multiplier"],
-                  [[p.trial, n, ch.sparsity, ch.weight_bits, ch.act_bits, ch.multiplier]
+                  ["trial", "layer", *(["channels kept"] if cuts else []), "sparsity", "weight bits", "act bits",
+                   "multiplier"],
+                  [[p.trial, n, *([p.design.channels.get(n, "")] if cuts else []), ch.sparsity, ch.weight_bits,
+                    ch.act_bits, ch.multiplier]
                    for p in result.final for n, ch in p.design.layers.items()])
     by_number = {r.number: r for r in result.trials}
     rows: list[list[Any]] = []
@@ -161,7 +164,7 @@ def fill_report(rep: Report, result: SearchResult, sequential: Mapping[str, floa
         rows.append([n, round(float(r.metrics["loss_pp"]), 3), round(float(r.metrics["energy"])),
                      round(float(r.metrics["latency_ms"]), 5), round(float(r.metrics["size_bytes"])),
                      r.design.dataflow, *([r.design.memory_voltage] if knob else []),
-                     Design(r.design.layers).summary()])
+                     Design(r.design.layers, channels=r.design.channels).summary()])
     rep.add_table("Pareto trials (validation subset, short fine-tune)",
                   ["trial", "loss pp", "energy", "latency ms", "size B", "dataflow", *(["memory V"] if knob else []),
                    "per-layer choices"], rows)

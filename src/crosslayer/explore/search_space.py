@@ -14,6 +14,12 @@ Two parameterisations share the same :class:`Design`:
   CVPR 2019, and AMC, He et al., ECCV 2018, choose bit widths and pruning ratios per layer in the same spirit).
   The multiplier applies to a layer with 8-bit weights and activations (:data:`MULTIPLIER_BITS`); with
   narrower operands the layer decodes to the exact multiplier, so the space stays the same for every trial;
+- with channel pruning on (``max_channel_cut`` > 0), both add ``<group>:channels`` per prunable channel group
+  (:func:`crosslayer.prune.prunable_groups`, keyed by its first producer): the fraction of the group's output
+  channels kept, uniform in ``[1 - max_channel_cut, 1]`` (rounded to 1e-4), asked after the layers' choices;
+  the channels go by structured pruning (:func:`crosslayer.prune.prune_structured`) before the weights are
+  pruned, so activations and every consumer's inputs shrink too, which weight sparsity alone cannot do (AMC,
+  He et al., ECCV 2018, searches these ratios per layer). Without it nothing is asked and ``channels`` is empty;
 - with the weight-memory voltage knob (``memory_voltages`` non-empty), both add the network-level
   ``memory_voltage`` (categorical over those voltages, asked last), the supply of the SRAM holding the weights;
   without it nothing is asked and a design's ``memory_voltage`` is None (nominal);
@@ -62,18 +68,28 @@ class LayerChoice:
 class Design:
     """One point of the space: a choice per layer (by module name) and the network's dataflow and execution;
     ``memory_voltage`` is the weight memory's supply in volts (None: nominal, fault-free, the memory not modelled;
-    set only when the search's voltage knob is on)."""
+    set only when the search's voltage knob is on); ``channels`` maps a channel group (its first producer's
+    name) to the fraction of its output channels kept (empty: no channel pruning)."""
 
     layers: dict[str, LayerChoice]
     dataflow: str = "min-energy"
     execution: str = "digital"
     memory_voltage: float | None = None
+    channels: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def channel_cut(self) -> dict[str, float]:
+        """The fraction of channels removed per group, for groups that lose any (what
+        :func:`crosslayer.prune.prune_structured` takes as ``amount``)."""
+        return {k: round(1.0 - keep, 4) for k, keep in self.channels.items() if keep < 1.0}
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"layers": {n: asdict(c) for n, c in self.layers.items()}, "dataflow": self.dataflow,
                                "execution": self.execution}
         if self.memory_voltage is not None:  # absent when off: the records of a search without the knob unchanged
             doc["memory_voltage"] = self.memory_voltage
+        if self.channels:  # likewise for channel pruning
+            doc["channels"] = dict(self.channels)
         return doc
 
     @staticmethod
@@ -85,15 +101,23 @@ class Design:
                       for n, c in dict(doc["layers"]).items()}
             raw = doc.get("memory_voltage")
             voltage = None if raw is None else float(raw)
+            channels = {str(k): float(v) for k, v in dict(doc.get("channels", {})).items()}
+            bad = {k: v for k, v in channels.items() if not 0.0 < v <= 1.0}
+            if bad:
+                raise ValueError(f"channels kept must be fractions in (0, 1], got {bad}")
             return Design(layers, str(doc.get("dataflow", "min-energy")), str(doc.get("execution", "digital")),
-                          voltage)
+                          voltage, channels)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"not a design record: {exc}") from exc
 
     def summary(self) -> str:
-        """One line per layer, for tables: ``conv1 s0.50 w4 a8 drum5`` (then ``memory 0.45 V`` when set)."""
+        """One line per layer, for tables: ``conv1 s0.50 w4 a8 drum5`` (then ``channels conv1 0.50`` for the
+        groups that lose channels and ``memory 0.45 V`` when set)."""
         text = "; ".join(f"{n} s{c.sparsity:.2f} w{c.weight_bits} a{c.act_bits} {c.multiplier}"
                          for n, c in self.layers.items())
+        cut = {k: self.channels[k] for k in self.channel_cut}
+        if cut:
+            text += "; channels kept " + ", ".join(f"{k} {v:.2f}" for k, v in cut.items())
         return text if self.memory_voltage is None else f"{text}; memory {self.memory_voltage:g} V"
 
 
@@ -123,7 +147,9 @@ class SearchSpace:
     """The choices per layer and for the network, and the mapping from trial parameters to a :class:`Design`.
 
     ``grid_sparsity`` holds, for the ``grid`` mode, the per-layer sparsities each (scheme, sparsity) reaches on
-    the baseline's weights (computed once by :meth:`grid`).
+    the baseline's weights (computed once by :meth:`grid`). ``channel_groups`` are the prunable channel groups
+    (keys of :func:`crosslayer.prune.prunable_groups`) whose kept fraction the layerwise mode searches down to
+    ``1 - max_channel_cut`` (none when the cut is 0).
     """
 
     layers: tuple[str, ...]
@@ -138,6 +164,8 @@ class SearchSpace:
     grid_sparsity: dict[str, dict[str, float]] = field(default_factory=dict)
     grid_act_bits: int = 8
     memory_voltages: tuple[float, ...] = ()
+    channel_groups: tuple[str, ...] = ()
+    max_channel_cut: float = 0.0
 
     # ----- building ---------------------------------------------------------------------------------
     @staticmethod
@@ -197,6 +225,10 @@ class SearchSpace:
             raise ConfigError(f"memory_voltages = {list(self.memory_voltages)} lists a voltage twice")
         if self.memory_voltages and "imc" in self.executions:
             raise ConfigError("the weight-memory voltage and in-memory execution exclude each other")
+        if not 0.0 <= self.max_channel_cut < 1.0:
+            raise ConfigError(f"max_channel_cut = {self.max_channel_cut} must be in [0, 1)")
+        if self.channel_groups and (self.mode == "grid" or self.max_channel_cut == 0.0):
+            raise ConfigError("channel_groups need the layerwise mode and max_channel_cut > 0")
 
     @property
     def grid_size(self) -> int:
@@ -226,6 +258,8 @@ class SearchSpace:
                 trial.suggest_categorical(f"{n}:act_bits", list(self.act_bits))
                 if n not in self.exact_only and len(self.multipliers) > 1:
                     trial.suggest_categorical(f"{n}:multiplier", list(self.multipliers))
+            for key in self.channel_groups:
+                trial.suggest_float(f"{key}:channels", 1.0 - self.max_channel_cut, 1.0)
             if len(self.dataflows) > 1:
                 trial.suggest_categorical("dataflow", list(self.dataflows))
             if len(self.executions) > 1:
@@ -234,10 +268,12 @@ class SearchSpace:
             trial.suggest_categorical("memory_voltage", list(self.memory_voltages))
         return self.decode(trial.params)
 
-    def uniform_params(self, sparsity: float, weight_bits: int, act_bits: int) -> dict[str, Any]:
+    def uniform_params(self, sparsity: float, weight_bits: int, act_bits: int,
+                       channel_cut: float = 0.0) -> dict[str, Any]:
         """Trial parameters of the uniform design: every layer at ``sparsity`` (within the space's range),
-        ``weight_bits`` / ``act_bits`` (each the nearest choice of the space), exact multipliers, the first
-        dataflow and execution and the highest weight-memory voltage: an anchor to enqueue before sampling."""
+        ``weight_bits`` / ``act_bits`` (each the nearest choice of the space), every channel group losing
+        ``channel_cut`` of its channels (within the space's range), exact multipliers, the first dataflow and
+        execution and the highest weight-memory voltage: an anchor to enqueue before sampling."""
         if self.mode == "grid":
             raise ConfigError("warm_start designs are for the layerwise space, not the grid sweep")
 
@@ -253,6 +289,9 @@ class SearchSpace:
             params[f"{n}:act_bits"] = nearest(self.act_bits, int(act_bits))
             if n not in self.exact_only and len(self.multipliers) > 1:
                 params[f"{n}:multiplier"] = "exact" if "exact" in self.multipliers else self.multipliers[0]
+        keep = min(1.0, max(1.0 - self.max_channel_cut, 1.0 - float(channel_cut)))
+        for key in self.channel_groups:
+            params[f"{key}:channels"] = keep
         if len(self.dataflows) > 1:
             params["dataflow"] = self.dataflows[0]
         if len(self.executions) > 1:
@@ -278,8 +317,9 @@ class SearchSpace:
                     mult = "exact"  # no 8x8 design on narrower operands: an exact multiplier of the layer's width
                 sparsity = round(1.0 - float(params.get(f"{n}:density", 1.0)), 4)
                 layers[n] = LayerChoice(max(sparsity, 0.0), wb, ab, mult)
+            channels = {k: min(1.0, round(float(params[f"{k}:channels"]), 4)) for k in self.channel_groups}
             return Design(layers, str(params.get("dataflow", self.dataflows[0])),
-                          str(params.get("execution", self.executions[0])), voltage)
+                          str(params.get("execution", self.executions[0])), voltage, channels)
         except KeyError as exc:
             raise ConfigError(f"trial parameters lack {exc}; they belong to another search space") from exc
 
@@ -291,6 +331,10 @@ class SearchSpace:
             del d["memory_voltages"]  # without the knob: the description (and digest) of a search before it
         else:
             d["memory_voltages"] = list(self.memory_voltages)
+        if not self.channel_groups and not self.max_channel_cut:
+            del d["channel_groups"], d["max_channel_cut"]  # likewise without channel pruning
+        else:
+            d["channel_groups"] = list(self.channel_groups)
         return d
 
     def digest(self) -> str:
