@@ -178,6 +178,16 @@ def spread_pp(s: dict[str, Any]) -> str:
     return f"{pp(s['mean'])} +- {s['std']:.2f} pp ({vals})"
 
 
+def over_seeds_line(seeds: dict[str, Any]) -> str:
+    """One bullet: a chosen variant's test and validation loss over its training seeds
+    (a ``best_variant_over_seeds`` record of benchmarks/deploy.py)."""
+    per = ", ".join(f"seed {r['seed']} {pp(r['accuracy_loss_pp'])}" for r in seeds["runs"] if not r.get("error"))
+    tl, vl = seeds["test_loss_pp"], seeds["val_loss_pp"]
+    return (f"- The chosen `{seeds['variant']}` over its fine-tuning seeds (`{seeds['command']}`; {seeds['what']}): "
+            f"test loss {pp(tl['mean'])} ± {tl['std']:.2f} pp (mean ± sd; {per}), validation loss {pp(vl['mean'])} "
+            f"± {vl['std']:.2f} pp.")
+
+
 def ratio(value: Any, digits: int = 2) -> str:
     """A ratio with its 'x': 55.738 -> '55.74x'."""
     return f"{_finite(value):.{digits}f}x"

@@ -6,7 +6,20 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from _docgen import Loader, command_of, machine_line, mean_sd, num, pct, pp, produced_by, ratio, recipe, table
+from _docgen import (
+    Loader,
+    command_of,
+    machine_line,
+    mean_sd,
+    num,
+    over_seeds_line,
+    pct,
+    pp,
+    produced_by,
+    ratio,
+    recipe,
+    table,
+)
 
 MODELS = {"lenet5": "LeNet-5", "lenet300": "LeNet-300-100"}
 COMPRESSION_USAGE = "python benchmarks/compression.py"
@@ -165,6 +178,9 @@ def deploy(load: Loader) -> str:
                    f"{pp(s['val_loss_pp'])} pp on validation); stop: {s.get('stop_reason', 'not recorded')}.")
     out.append(f"- ONNX Runtime top-1 agreement with PyTorch (minimum over the ORT variants): "
                f"{pct(d['onnx_top1_agreement'])}.")
+    seeds = d.get("best_variant_over_seeds")
+    if isinstance(seeds, dict) and "runs" in seeds:
+        out.append(over_seeds_line(seeds))
     fz = d.get("fuzz")
     if isinstance(fz, dict):
         out.append(f"- Fuzzing: {num(fz['inputs'])} mutated files, {num(fz['rejected'])} rejected with "

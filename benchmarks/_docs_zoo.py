@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _docgen import Loader, machine_line, num, pct, pp, produced_by, ratio, recipe, spread_pp, table
+from _docgen import Loader, machine_line, num, over_seeds_line, pct, pp, produced_by, ratio, recipe, spread_pp, table
 
 # Per stage, the metrics the zoo table quotes: (metric key, label, format).
 STAGE_METRICS: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -182,11 +182,7 @@ def deploy_resnet20(load: Loader) -> str:
                    f"{ft.get('seed')}.")
     seeds = d.get("best_variant_over_seeds")
     if isinstance(seeds, dict):
-        per = ", ".join(f"seed {r['seed']} {pp(r['accuracy_loss_pp'])}" for r in seeds["runs"] if not r.get("error"))
-        tl, vl = seeds["test_loss_pp"], seeds["val_loss_pp"]
-        out.append(f"- The chosen `{seeds['variant']}` over its fine-tuning seeds (`{seeds['command']}`; "
-                   f"{seeds['what']}): test loss {pp(tl['mean'])} ± {tl['std']:.2f} pp (mean ± sd; {per}), "
-                   f"validation loss {pp(vl['mean'])} ± {vl['std']:.2f} pp.")
+        out.append(over_seeds_line(seeds))
     for e in d.get("earlier_runs", []):
         eft, rows = e.get("structured_finetune") or {}, e.get("variants", {})
         struct = "; ".join(f"`{n}` {ratio(v['throughput_ratio_vs_fp32_pytorch'])} at {pp(v['val_loss_pp'])} pp "

@@ -9,16 +9,19 @@ Setup, fixed before any run: LeNet-5 trained with BASELINE_RECIPES["lenet5"] (ca
 weights and activations skipped); every trial (all three methods alike) gets one epoch of quantization-aware
 fine-tuning on 2,000 training images and is scored on the first 500 validation images. Budget: 60 trials per
 study (the issue's example is 100; 60 keeps the whole benchmark well under an hour of CPU on 2 cores and equals
-the grid's 60 points), seeds 9, 10, 11. The search and random studies start from the same three uniform
-anchor designs (WARM_START, grid points; they count in the 60 trials). Their space (SPACE) offers 3- to 8-bit
-activations, since the sequential flow's per-layer sweep gives a layer's activations its weights' width, down
-to 3 bits. Earlier runs, each disclosed in docs/search.md: seeds 0, 1, 2 were measured before the cost model
+the grid's 60 points), seeds 12, 13, 14. The search and random studies start from the same four uniform
+anchor designs (WARM_START: three grid points and one with half of every channel group cut; they count in the 60
+trials). Their space (SPACE) offers 3- to 8-bit activations, since the sequential flow's per-layer sweep gives a
+layer's activations its weights' width, down to 3 bits, and per channel group a cut of up to 75 % of its
+channels (structured pruning before the weights are pruned). The sequential flow may cut channels too (the
+``+channels`` rules). Earlier runs, each disclosed in docs/search.md: seeds 0, 1, 2 were measured before the cost model
 moved a quantized model's pooling data at the width of the layer it feeds (it moved them at 16 bits); seeds
 3, 4, 5 ran with that fix but without anchors, with only the fixed budget split for the sequential flow (which
 then stopped pruning at its first step in two seeds) and with a seed's out-of-budget fallback point counted in
 the gain; seeds 6, 7, 8 offered the search 4- to 8-bit activations only and finished up to 4 Pareto points
 with 3 epochs each, against the up to 10 epochs (5 pruning steps x 2) the sequential flow fine-tunes on the
-same images (the results file keeps their headline figures under ``earlier_runs``). Each change came after
+same images; seeds 9, 10, 11 had no channel cuts on either side, three anchors and finals of 10 epochs (the
+results file keeps the headline figures of seeds 6-8 and 9-11 under ``earlier_runs``). Each change came after
 those runs' test figures were seen, so these figures come from fresh seeds.
 
 - **hv**: hypervolume of each study's trials in (accuracy loss in pp on the trial images, energy / E_ref),
@@ -26,24 +29,27 @@ those runs' test figures were seen, so these figures come from fresh seeds.
   better than plain 8-bit quantization within 2 pp. Methods: the search (multi-objective TPE), random search
   (same space), and the existing grid sweep (``explore``: 3 schemes x sparsities 0.5, 0.7, 0.8, 0.9, 0.95 x
   weight bits 8, 6, 5, 4, 8-bit activations, exact multipliers: 60 points). Medians over the seeds.
-- **final**: each seed's search finishes its Pareto set (up to 6 points within 1.5 pp on the trial images, 10
+- **final**: each seed's search finishes its Pareto set (up to 6 points within 1.5 pp on the trial images, 20
   epochs of QAT on all 9,000 training images); the reported point is the cheapest within 0.5 pp on the whole
   validation split; it is then measured once on the test split. The sequential flow, per seed, with the same
   0.5 pp validation budget: prune (the default flow's iterative schedule), then quantize (the quantize stage's
   per-layer bit-width sweep, 8-3 bits, PTQ), then approximate (greedy, 8x8 multipliers on the 8-bit layers,
-  observed loss within budget as for the search), under two budget rules: ``split`` (0.2 / 0.15 / 0.15 pp) and
-  ``greedy`` (each step what the steps before it left); the reported one is the cheaper of those within budget
-  on validation. energy_gain_vs_sequential = sequential energy / search energy, over the seeds where both
-  sides have a point within the budget on validation (median; per seed kept, None where a side has none).
+  observed loss within budget as for the search), under four rules: ``split`` (0.2 / 0.15 / 0.15 pp) and
+  ``greedy`` (each step what the steps before it left), each also with ``+channels`` (the prune step first cuts
+  channels with the prune stage's structured schedule, 25 / 50 / 60 / 70 / 75 % of every group, 2 epochs per
+  step, within the prune step's budget, then prunes weights with what that left of it); the reported one is the
+  cheapest of those within budget on validation. energy_gain_vs_sequential = sequential energy / search
+  energy, over the seeds where both sides have a point within the budget on validation (median; per seed kept,
+  None where a side has none).
 - **workers**: the same 12 enqueued designs run with 1 worker (1 thread) and with 2 forked workers (1 thread
   each), 5 interleaved rounds; medians of the trial-phase wall time (first trial start to last trial end).
 - **resume**: a 12-trial search in a child process is killed (SIGKILL) after 5 complete trials and restarted;
   resume_lost_trials counts the trials that did not complete.
 - **corner**: the energy of the space's most compressed design (every layer at max_sparsity, the narrowest
-  weight and activation widths, no fine-tuning; its accuracy is not a result) and each seed's sequential
-  validation energy divided by it: the largest gain any design of the space could show against the sequential
-  flow. A part whose job files are not on this machine keeps its figures from the results file
-  (``kept_from_earlier_run``).
+  weight and activation widths, every channel group cut by max_channel_cut, no fine-tuning; its accuracy is
+  not a result) and each seed's sequential validation energy divided by it: the largest gain any design of the
+  space could show against the sequential flow. A part whose job files are not on this machine keeps its
+  figures from the results file (``kept_from_earlier_run``).
 - **resnet**: ResNet-20 on Fashion-MNIST, the cached baseline of benchmarks/zoo_compress.py (full split: 54,000
   train / 6,000 validation / 10,000 test); ``RESNET``: 24 trials (1 epoch of QAT on 2,000 training images,
   scored on 500 validation images), up to 2 finished points (2 epochs on 10,000 images, chosen on the whole
