@@ -94,3 +94,4 @@ def test_codesign_flow_validates_and_runs_the_sequential_flow_before_the_search(
     assert stages[-1] == "search" and stages.index("quantize") < stages.index("approximate") < stages.index("search")
     cfg = resolved.stage_configs["search"]
     assert isinstance(cfg, SearchConfig) and cfg.trials == 40 and cfg.objectives == ("accuracy", "energy")
+    assert cfg.max_channel_cut == 0.75 and cfg.warm_start[-1] == (0.8, 6, 8, 0.5)
