@@ -85,6 +85,21 @@ def test_search_with_channel_cuts_finishes_a_smaller_model(lenet5_trained, tiny,
     assert res.model.get_submodule("conv1").weight.shape[0] == max(1, 20 - round((1 - kept) * 20))
     with pytest.raises(ConfigError, match="another search"):  # the cut is part of the space's digest
         search(lenet5_trained, _cfg(trials=4, max_channel_cut=0.25), tiny, seed=1, storage=db)
+    from crosslayer.explore.search_report import fill_report
+    from crosslayer.report import Report
+
+    rep = Report("search")
+    fill_report(rep, res)
+    layers = next(t for t in rep.tables if t.title.startswith("Per-layer"))
+    col = layers.columns.index("channels kept")
+    assert [r[col] for r in layers.rows if r[1] == "conv1"] == [kept]
+    assert [r[col] for r in layers.rows if r[1] == "fc2"] == [""]  # the logits are not a channel group
+    pareto = next(t for t in rep.tables if t.title.startswith("Pareto trials"))
+    by_number = {r.number: r.design for r in res.trials}
+    for row in pareto.rows:  # a Pareto trial's summary names its channel cuts
+        design = by_number[row[0]]
+        assert design is not None and ("channels kept" in row[-1]) == bool(design.channel_cut)
+    assert len(rep.figures) == 2  # fronts and parallel coordinates (with the channels axis)
 
 
 def test_same_seed_same_study(lenet5_trained, tiny, tmp_path: Path) -> None:

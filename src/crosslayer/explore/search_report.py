@@ -67,10 +67,11 @@ def fronts_figure(result: SearchResult, sequential: Mapping[str, float] | None =
                      "flow (prune, quantize, approximate); x: the unmodified baseline")
 
 
-def _trial_row(r: TrialRecord, powers: Mapping[str, float]) -> list[float]:
+def _trial_row(r: TrialRecord, powers: Mapping[str, float], cuts: bool) -> list[float]:
     assert r.design is not None
     layers = list(r.design.layers.values())
-    return [100 * float(r.metrics["sparsity"]), float(np.mean([c.weight_bits for c in layers])),
+    kept = [100 * float(np.mean(list(r.design.channels.values()) or [1.0]))] if cuts else []
+    return [*kept, 100 * float(r.metrics["sparsity"]), float(np.mean([c.weight_bits for c in layers])),
             float(np.mean([c.act_bits for c in layers])),
             float(np.mean([powers.get(c.multiplier, 1.0) for c in layers])),
             float(r.metrics["loss_pp"]), float(r.metrics["energy"]), float(r.metrics["latency_ms"]),
@@ -87,12 +88,14 @@ def parallel_figure(result: SearchResult) -> Figure | None:
     if len(done) < 2:
         return None
     powers = {m: get_multiplier(m).relative_power for m in result.space.multipliers}
-    names = ["sparsity %", "weight bits", "act bits", "mult. power", "loss pp", "energy", "latency ms", "size B"]
-    data = np.array([_trial_row(r, powers) for r in done])
+    cuts = bool(result.space.channel_groups)
+    names = [*(["channels kept %"] if cuts else []), "sparsity %", "weight bits", "act bits", "mult. power",
+             "loss pp", "energy", "latency ms", "size B"]
+    data = np.array([_trial_row(r, powers, cuts) for r in done])
     lo, hi = data.min(0), data.max(0)
     norm = (data - lo) / np.where(hi > lo, hi - lo, 1.0)
     fig, ax = new_figure(10.0, 4.4)
-    loss = data[:, 4]
+    loss = data[:, names.index("loss pp")]
     cmap = plt.get_cmap("viridis_r")
     span = max(float(np.percentile(loss, 90)), 1e-9)
     for row, value in sorted(zip(norm, loss, strict=True), key=lambda t: -t[1]):
@@ -107,7 +110,8 @@ def parallel_figure(result: SearchResult) -> Figure | None:
     ax.set_title(f"{len(done)} trials (darker: smaller accuracy loss)")
     return to_figure(fig, "Trials in parallel coordinates",
                      "each line one trial; choices averaged over the layers (multiplier power relative to an exact "
-                     "8x8 multiplier), figures on the validation subset; axis ends give each axis' range")
+                     "8x8 multiplier; channels kept, when searched, over the channel groups), figures on the "
+                     "validation subset; axis ends give each axis' range")
 
 
 def fill_report(rep: Report, result: SearchResult, sequential: Mapping[str, float] | None = None) -> None:
