@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -351,7 +352,7 @@ def structured_candidate(base: nn.Module, data: Any, width: float, *, epochs: in
                          path: Path, seed: int = 0) -> nn.Module:
     """``base`` with ``width`` of the channels of every prunable group removed (L1 importance, one shot), then
     recovery training with the baseline recipe's augmentations (cosine from ``lr``, best validation epoch kept).
-    Reloaded from ``path`` when a previous run saved it with the same settings."""
+    Reloaded from ``path`` when a previous run saved it with the same settings and the same baseline weights."""
     from crosslayer.prune.schedule import rebuild_structure
     from crosslayer.prune.structured import prunable_groups, prune_groups
     from crosslayer.train import TrainConfig, fit
@@ -360,8 +361,10 @@ def structured_candidate(base: nn.Module, data: Any, width: float, *, epochs: in
     groups = prunable_groups(base, ex)
     counts = {g.key: max(1, g.size - round(width * g.size)) for g in groups}
     cfg = TrainConfig(**{**BASELINE_CFG, "epochs": epochs, "lr": lr})
-    key = json.dumps({"width": width, "cfg": vars(cfg), "counts": counts, **({"seed": seed} if seed else {})},
-                     sort_keys=True)
+    base_digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
+                                          for v in base.state_dict().values())).hexdigest()[:16]
+    key = json.dumps({"width": width, "cfg": vars(cfg), "counts": counts, "base": base_digest,
+                      **({"seed": seed} if seed else {})}, sort_keys=True)
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("key") == key:
