@@ -183,7 +183,8 @@ def over_seeds_line(seeds: dict[str, Any]) -> str:
     (a ``best_variant_over_seeds`` record of benchmarks/deploy.py)."""
     per = ", ".join(f"seed {r['seed']} {pp(r['accuracy_loss_pp'])}" for r in seeds["runs"] if not r.get("error"))
     tl, vl = seeds["test_loss_pp"], seeds["val_loss_pp"]
-    return (f"- The chosen `{seeds['variant']}` over its fine-tuning seeds (`{seeds['command']}`; {seeds['what']}): "
+    command = str(seeds["command"]).strip()
+    return (f"- The chosen `{seeds['variant']}` over its fine-tuning seeds (`{command}`; {seeds['what']}): "
             f"test loss {pp(tl['mean'])} ± {tl['std']:.2f} pp (mean ± sd; {per}), validation loss {pp(vl['mean'])} "
             f"± {vl['std']:.2f} pp.")
 
@@ -214,7 +215,7 @@ def command_of(data: dict[str, Any], usage: str) -> str:
     """The file's own ``command`` field (top level or under ``settings``), else the benchmark's usage line."""
     for where in (data, data.get("settings")):
         if isinstance(where, dict) and isinstance(where.get("command"), str):
-            return str(where["command"])
+            return str(where["command"]).strip()
     return usage
 
 

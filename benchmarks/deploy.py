@@ -583,7 +583,7 @@ def resnet20_seeds(args: argparse.Namespace) -> None:
                                  "network, recipe and int8 calibration); the timed run is the plan's seed",
         "seeds": [r["seed"] for r in ok], "test_loss_pp": spread([r["accuracy_loss_pp"] for r in ok]),
         "val_loss_pp": spread([r["val_loss_pp"] for r in ok]), "runs": runs,
-        "command": "python benchmarks/deploy.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/deploy.py", *sys.argv[1:]]),
         "seconds": time.perf_counter() - t_start}})
 
 
@@ -633,7 +633,7 @@ def main() -> None:
     fit_cached("lenet5", base, data.train, data.val, bcfg, seed=0, desc="baseline lenet5")
     base.eval()
     base_acc = evaluate(base, data.test).accuracy
-    res: dict[str, Any] = {"command": "python benchmarks/deploy.py " + " ".join(sys.argv[1:]),
+    res: dict[str, Any] = {"command": " ".join(["python benchmarks/deploy.py", *sys.argv[1:]]),
                            "baseline_accuracy": base_acc, "load_average_start": list(os.getloadavg())}
 
     # 1. the packed file of the compressed LeNet-5
