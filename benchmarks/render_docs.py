@@ -34,7 +34,7 @@ BLOCKS: tuple[Block, ...] = (
     Block(doc="docs/prune.md", name="prune-seeds", sources=("prune_seeds", "prune_to95"), render=comp.prune_seeds,
           headline=("prune_seeds", ("runs", "2", "kept_test_loss_pp"))),
     Block(doc="docs/imc.md", name="imc", sources=imc.IMC_SOURCES, render=imc.imc,
-          headline=("imc", ("variation_grid", 2, "noisy_accuracy_aware_per_chip", 9))),
+          headline=("imc", ("variation_grid", 2, "gap_aware_pp"))),
     Block(doc="docs/imc.md", name="imc-seeds", sources=imc.SEED_SOURCES, render=imc.imc_seeds,
           headline=("imc_seed2", ("variation_grid", 0, "drop_standard_pp"))),
     Block(doc="docs/imc.md", name="imc-aihwkit", sources=imc.IMC_SOURCES, render=imc.imc_aihwkit,
