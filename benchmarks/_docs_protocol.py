@@ -21,7 +21,7 @@ BASELINE_FIGURES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...] | None]
     ("LeNet-5", "quant", ("lenet5", "baseline_accuracy"), ("lenet5", "baseline_training")),
     ("LeNet-300-100", "baseline", ("mnist_lenet300", "test_accuracy"), ("mnist_lenet300", "command")),
     ("LeNet-300-100", "compression", ("lenet300", "baseline_accuracy"), ("lenet300", "baseline_training")),
-    ("LeNet-300-100", "prune_seeds", ("baseline_accuracy",), None),
+    ("LeNet-300-100", "prune_seeds", ("baseline_accuracy",), ("baseline_training",)),
     ("LeNet-300-100", "quant", ("lenet300", "baseline_accuracy"), ("lenet300", "baseline_training")),
 )
 BASELINE_SOURCES = tuple(dict.fromkeys(f for _, f, _, _ in BASELINE_FIGURES))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from typing import Any
 
@@ -38,8 +39,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_splits("mnist", None, train_limit=10000, seed=0)  # the split of benchmarks/compression.py
+    t_start = time.perf_counter()
     model = build_model(args.model)
-    fit_cached(args.model, model, data.train, data.val, BASELINES[args.model], seed=0, desc="baseline")
+    fit = fit_cached(args.model, model, data.train, data.val, BASELINES[args.model], seed=0, desc="baseline")
     model.eval()
     base = evaluate(model, data.test).accuracy
     schedule = PRUNE[args.model]
@@ -56,8 +58,17 @@ def main() -> None:
                                          "test_loss_pp", "within_budget")} for h in out.history[1:]]}
         print(f"seed {seed}: kept {out.kept['sparsity']:.2f}, test loss {runs[str(seed)]['kept_test_loss_pp']:.2f} pp",
               flush=True)
-    write_results(args.out, {"model": args.model, "baseline_accuracy": base, "schedule_from":
-                              "benchmarks/compression.py PRUNE", "targets": list(schedule.targets), "runs": runs})
+    cfg = BASELINES[args.model]
+    write_results(args.out, {
+        "command": " ".join(["python benchmarks/prune_seeds.py", *sys.argv[1:]]), "model": args.model,
+        "baseline_accuracy": base,
+        "baseline_training": {**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "seed": 0,
+                              "best_val_epoch": fit.best_epoch, "val_accuracy": fit.best_val_accuracy,
+                              "cached": fit.cached},
+        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "schedule_from": "benchmarks/compression.py PRUNE", "schedule": dataclasses.asdict(schedule),
+        "targets": list(schedule.targets), "seeds": [int(s) for s in args.seeds.split(",")], "threads": args.threads,
+        "runs": runs, "seconds": time.perf_counter() - t_start})
 
 
 if __name__ == "__main__":
