@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -361,9 +360,9 @@ def structured_candidate(base: nn.Module, data: Any, width: float, *, epochs: in
     groups = prunable_groups(base, ex)
     counts = {g.key: max(1, g.size - round(width * g.size)) for g in groups}
     cfg = TrainConfig(**{**BASELINE_CFG, "epochs": epochs, "lr": lr})
-    base_digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes()
-                                          for v in base.state_dict().values())).hexdigest()[:16]
-    key = json.dumps({"width": width, "cfg": vars(cfg), "counts": counts, "base": base_digest,
+    from crosslayer.checkpoint import state_digest
+
+    key = json.dumps({"width": width, "cfg": vars(cfg), "counts": counts, "base": state_digest(base),
                       **({"seed": seed} if seed else {})}, sort_keys=True)
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -381,11 +380,12 @@ def structured_candidate(base: nn.Module, data: Any, width: float, *, epochs: in
 
 
 def best_variant_seeds(best: str, variants: dict[str, dict[str, Any]], structs: dict[str, dict[str, Any]],
-                       base: nn.Module, data: Any, args: argparse.Namespace, seeds: tuple[int, ...] = (1, 2),
-                       ) -> dict[str, Any]:
+                       table: dict[str, dict[str, Any]], base: nn.Module, data: Any, args: argparse.Namespace,
+                       seeds: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """The chosen variant's accuracy over recovery seeds: its structured model re-trained from the same pruned
-    network with each of ``seeds`` (the timed run is seed 0; int8 calibration unchanged), exported as the chosen
-    variant was and measured through the same runtime on validation and test. Nothing here chooses anything."""
+    network with each of ``seeds`` (the timed run in ``table`` is seed 0; int8 calibration unchanged), exported as
+    the chosen variant was and measured through the same runtime on validation and test (:func:`over_seeds`).
+    Nothing here chooses anything."""
     from crosslayer.encode.onnx_export import onnx_model
     from crosslayer.quant import QuantizeConfig, quantize
 
@@ -394,7 +394,8 @@ def best_variant_seeds(best: str, variants: dict[str, dict[str, Any]], structs: 
         return {"skipped": f"{best!r} involves no training of its own (no structured width); nothing varies"}
     width = structs[tag]["info"]["width_removed"]
     key = f"s{int(100 * width)}"
-    runs = []
+    runs = [{"seed": 0, **{k: table[best].get(k) for k in ("val_accuracy", "test_accuracy", "val_loss_pp",
+                                                             "accuracy_loss_pp")}}]
     for seed in seeds:
         m = structured_candidate(base, data, width, epochs=args.recovery_epochs, lr=args.recovery_lr,
                                  path=DIR / f"struct{int(100 * width)}_seed{seed}.pt", seed=seed)
@@ -411,8 +412,18 @@ def best_variant_seeds(best: str, variants: dict[str, dict[str, Any]], structs: 
         row = accuracy_table(pair, {"val": data.val, "test": data.test}, DIR)[name]
         runs.append({"seed": seed, **{k: row.get(k) for k in ("val_accuracy", "test_accuracy", "val_loss_pp",
                                                               "accuracy_loss_pp", "error")}})
-    return {"what": f"{best}: recovery training of the {tag} model re-run with seeds {', '.join(map(str, seeds))} "
-                    "(seed 0 is the timed, chosen run)", "runs": runs}
+    return over_seeds(best, f"{best}: recovery training of the {tag} model re-run with seeds "
+                            f"{', '.join(map(str, seeds))} (seed 0 is the timed, chosen run)", runs)
+
+
+def over_seeds(variant: str, what: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``best_variant_over_seeds`` record: every run, and the mean and spread of the test and validation losses
+    over the runs without an error."""
+    ok = [r for r in runs if r.get("error") is None]
+    return {"variant": variant, "what": what, "seeds": [r["seed"] for r in ok],
+            "test_loss_pp": spread([r["accuracy_loss_pp"] for r in ok]),
+            "val_loss_pp": spread([r["val_loss_pp"] for r in ok]), "runs": runs,
+            "command": " ".join(["python benchmarks/deploy.py", *sys.argv[1:]])}
 
 
 # ------------------------------------------------------------------ ResNet-20 on Fashion-MNIST
@@ -577,13 +588,9 @@ def resnet20_seeds(args: argparse.Namespace) -> None:
             raise SystemExit("the cached baseline differs from the one of deploy_resnet20.json; re-run the table")
         runs.append({"seed": seed, "timed_run": False, **{k: table[name].get(k) for k in (
             "val_accuracy", "test_accuracy", "val_loss_pp", "accuracy_loss_pp", "error")}})
-    ok = [r for r in runs if r.get("error") is None]
     merge_results("deploy_resnet20", {"best_variant_over_seeds": {
-        "variant": best, "what": "the chosen variant's structured fine-tune repeated with other seeds (same pruned "
-                                 "network, recipe and int8 calibration); the timed run is the plan's seed",
-        "seeds": [r["seed"] for r in ok], "test_loss_pp": spread([r["accuracy_loss_pp"] for r in ok]),
-        "val_loss_pp": spread([r["val_loss_pp"] for r in ok]), "runs": runs,
-        "command": " ".join(["python benchmarks/deploy.py", *sys.argv[1:]]),
+        **over_seeds(best, "the chosen variant's structured fine-tune repeated with other seeds (same pruned network, "
+                           "recipe and int8 calibration); the timed run is the plan's seed", runs),
         "seconds": time.perf_counter() - t_start}})
 
 
@@ -741,16 +748,8 @@ def main() -> None:
     })
 
     # 6. the chosen variant's accuracy over recovery seeds (headline mean and spread; seed 0 is the run above)
-    seeded = best_variant_seeds(best, variants, structs, base, data, args) if not args.quick else {"skipped": "quick"}
-    if "runs" in seeded:
-        seeded["runs"].insert(0, {"seed": 0, **{k: table[best].get(k) for k in ("val_accuracy", "test_accuracy",
-                                                                                "val_loss_pp", "accuracy_loss_pp")}})
-        ok = [r for r in seeded["runs"] if r.get("error") is None]
-        seeded["seeds"] = [r["seed"] for r in ok]
-        seeded["test_loss_pp"] = spread([r["accuracy_loss_pp"] for r in ok])
-        seeded["val_loss_pp"] = spread([r["val_loss_pp"] for r in ok])
-        seeded.update({"variant": best, "command": res["command"]})
-    res["best_variant_over_seeds"] = seeded
+    res["best_variant_over_seeds"] = (best_variant_seeds(best, variants, structs, table, base, data, args)
+                                      if not args.quick else {"skipped": "quick"})
 
     # 7. fuzz the reader
     t0 = time.perf_counter()

@@ -21,6 +21,7 @@ the layer's definition.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import warnings
@@ -37,13 +38,22 @@ from crosslayer.fileio import atomic_write_json, save_torch
 
 __all__ = ["FORMAT", "MAX_CHECKPOINT_BYTES", "CheckpointError", "LayerCodec", "architecture_record",
            "load_checkpoint", "load_state_dict_file", "portable_record", "rebuild", "register_layer_codec",
-           "save_checkpoint"]
+           "save_checkpoint", "state_digest"]
 
 FORMAT = 1
 MAX_CHECKPOINT_BYTES = 8 << 30
 """The largest state-dict file read (8 GiB)."""
 _MAX_RECORD_BYTES = 16 << 20
 _MAX_DIM = 1 << 24
+
+
+def state_digest(model: nn.Module) -> str:
+    """A short digest of ``model``'s state (parameter / buffer names and values): equal weights, equal digest."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class CheckpointError(CrossLayerError):

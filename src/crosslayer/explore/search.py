@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from crosslayer.checkpoint import state_digest
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError, CrossLayerError, StageError
 from crosslayer.explore.pareto import pareto_front
@@ -168,16 +169,6 @@ def _subset(ds: Any, n: int) -> Any:
     return ds.subset(n) if n and n < len(ds) else ds
 
 
-def _state_digest(model: nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def trial_records(study: Any, cfg: SearchConfig) -> list[TrialRecord]:
     """Every trial of ``study`` with its design and figures (the design as the trial stored it)."""
     out = []
@@ -267,7 +258,7 @@ def search(model: nn.Module, config: SearchConfig, data: DataSplits, *, seed: in
         return make_sampler(config.sampler, s, grid=space.grid_search_space() if space.mode == "grid" else None,
                             startup_trials=config.startup_trials, population=config.population)
 
-    meta = {"space": space.digest(), "model": _state_digest(model), "objectives": objectives, "seed": seed,
+    meta = {"space": space.digest(), "model": state_digest(model), "objectives": objectives, "seed": seed,
             "trial": [config.trial_epochs, config.trial_train_limit, config.trial_val_limit, config.lr,
                       config.batch_size], "hardware": [config.accelerator, config.skip, config.hw_samples],
             "sampler": config.sampler}

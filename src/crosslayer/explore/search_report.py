@@ -4,6 +4,7 @@ per-layer configuration of each Pareto point. Drawn through :mod:`crosslayer.viz
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,6 @@ import numpy as np
 
 from crosslayer.explore.pareto import pareto_front
 from crosslayer.explore.search import SearchResult, TrialRecord, memory_target
-from crosslayer.explore.search_space import Design
 from crosslayer.report import Figure, Report
 
 __all__ = ["AXES", "fill_report", "fronts_figure", "parallel_figure"]
@@ -168,7 +168,7 @@ def fill_report(rep: Report, result: SearchResult, sequential: Mapping[str, floa
         rows.append([n, round(float(r.metrics["loss_pp"]), 3), round(float(r.metrics["energy"])),
                      round(float(r.metrics["latency_ms"]), 5), round(float(r.metrics["size_bytes"])),
                      r.design.dataflow, *([r.design.memory_voltage] if knob else []),
-                     Design(r.design.layers, channels=r.design.channels).summary()])
+                     dataclasses.replace(r.design, memory_voltage=None).summary()])
     rep.add_table("Pareto trials (validation subset, short fine-tune)",
                   ["trial", "loss pp", "energy", "latency ms", "size B", "dataflow", *(["memory V"] if knob else []),
                    "per-layer choices"], rows)

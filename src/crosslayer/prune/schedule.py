@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from crosslayer.checkpoint import state_digest
 from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range, to_mapping
 from crosslayer.data import DataSplits
 from crosslayer.errors import ConfigError
@@ -147,14 +148,6 @@ class PruneResult:
         return layer_sparsity(self.masks)
 
 
-def _state_dict_hash(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def rebuild_structure(base: nn.Module, channels: dict[str, int], example_input: torch.Tensor,
                       layers: tuple[str, ...] = ()) -> nn.Module:
     """A copy of ``base`` with each channel group cut to ``channels[key]`` (to load a saved state dict)."""
@@ -183,7 +176,7 @@ class IterativePruner:
         self.base_val_correct = self._val_correct(model)
         self.params0 = sum(p.numel() for p in model.parameters())
         self.fingerprint = hashlib.sha256(json.dumps({
-            "cfg": to_mapping(cfg), "seed": seed, "model": _state_dict_hash(model), "arch": repr(model),
+            "cfg": to_mapping(cfg), "seed": seed, "model": state_digest(model), "arch": repr(model),
             "train": data.train.fingerprint(), "val": data.val.fingerprint(), "test": data.test.fingerprint(),
             "v": _STATE_VERSION}, sort_keys=True).encode()).hexdigest()[:20]
 
