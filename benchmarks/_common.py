@@ -53,17 +53,27 @@ def spread(values: list[float]) -> dict[str, Any]:
             "min": min(values), "max": max(values), "values": values}
 
 
+def baseline_model(name: str, seed: int = 0, **kwargs: Any) -> Any:
+    """The untrained reference model ``name`` with the shared baseline's starting weights: the RNG seeded with
+    ``seed`` right before ``build_model``, as ``crosslayer.flow.build_context`` does. ``fit_cached`` keys a
+    training by its starting weights too, so every benchmark (and ``crosslayer train`` on the same split) that
+    builds its baseline here shares one cached training per (model, data, recipe, seed)."""
+    from crosslayer.models import build_model
+    from crosslayer.train import seed_everything
+
+    seed_everything(seed)
+    return build_model(name, **kwargs)
+
+
 def shared_mnist_baseline(name: str) -> tuple[Any, Any, Any]:
     """The MNIST split of the LeNet benchmarks (the 10k training subset: 9,000 train / 1,000 validation; the
     official 10,000 test images) and the shared baseline ``name`` (``BASELINE_RECIPES[name]``, seed 0) from the
     training cache, trained on a miss. Returns (splits, model in eval mode, the ``fit_cached`` result)."""
     from crosslayer.data import load_splits
-    from crosslayer.models import build_model
-    from crosslayer.train import TrainConfig, fit_cached, seed_everything
+    from crosslayer.train import TrainConfig, fit_cached
 
     data = load_splits("mnist", None, train_limit=10000, seed=0)
-    seed_everything(0)
-    model = build_model(name)
+    model = baseline_model(name, 0)
     res = fit_cached(name, model, data.train, data.val, TrainConfig(**BASELINE_RECIPES[name]), seed=0,
                      desc=f"baseline {name}")
     return data, model.eval(), res

@@ -204,7 +204,10 @@ def _variants(d: dict[str, Any]) -> str:
                      f"{v['peak_rss_mb_median']:.0f}" if "peak_rss_mb_median" in v else "not recorded"])
     lines = [table(heads, rows), "",
              f"Deployable choice (`best_variant`): `{d['best_variant']}`, {ratio(d['best_throughput_ratio'])} at "
-             f"{pp(d['best_variant_accuracy_loss_pp'])} pp on test. Fastest structured variant whatever its loss "
+             f"{pp(d['best_variant_accuracy_loss_pp'])} pp on test"
+             + (f" ({'meets' if d['best_variant_meets_target_ratio'] else '**misses**'} the "
+                f"{ratio(d['target_ratio'])} target)" if "target_ratio" in d else "")
+             + ". Fastest structured variant whatever its loss "
              f"(`best_structured_*`): `{d['best_structured_variant']}`, {ratio(d['best_structured_throughput_ratio'])} "
              f"at {pp(d['best_structured_accuracy_loss_pp'])} pp on test."]
     if not has_val:

@@ -64,11 +64,13 @@ def imc(load: Loader) -> str:
 
 
 def imc_seeds(load: Loader) -> str:
-    rows, drops, gaps, own = [], [], [], []
+    rows, drops, gaps, own, seeds, points = [], [], [], [], [], []
     for name in SEED_RUNS:
         d = load(name)
         p = _headline_point(d)
         seed = d.get("seed", "0 (the default)")
+        seeds.append(str(seed))
+        points.append(float(p["d2d_sigma"]))
         drops.append(float(p["drop_standard_pp"]))
         gaps.append(float(p["gap_aware_pp"]))
         own.append(_own_gap_pp(p))
@@ -80,13 +82,24 @@ def imc_seeds(load: Loader) -> str:
                  "", f"{pp(stats[1][0])} +- {stats[1][1]:.2f}", f"{pp(stats[2][0])} +- {stats[2][1]:.2f}"])
     longer = load(LONGER_RUN)
     lp = _headline_point(longer)
+    head = float(load("imc")["crossbar"]["d2d_sigma"])
+    rule_pp = float(load("imc")["drop_condition_pp"])
+    held = [s for s, v in zip(seeds, drops, strict=True) if v >= rule_pp]
+    where = (f"the headline point (d2d {head:g})" if all(abs(x - head) < 1e-12 for x in points) else
+             f"d2d {', '.join(f'{x:g}' for x in points)} (**not all at the headline point, d2d {head:g}**)")
+    spread = (f"At {where} the conventional drop is {', '.join(f'{v:.2f}' for v in drops)} pp for seeds "
+              f"{', '.join(seeds)}: the rule's {rule_pp:g} pp condition holds for "
+              f"{'every seed' if len(held) == len(seeds) else ('seeds ' + ', '.join(held) if held else 'no seed')}"
+              f"; the variation-aware gap to the conventional clean accuracy stays between {min(gaps):.2f} and "
+              f"{max(gaps):.2f} pp.")
     return "\n".join([
         "Generated from `benchmarks/results/" + "`, `benchmarks/results/".join(f"{n}.json" for n in SEED_RUNS)
         + f"` and `benchmarks/results/{LONGER_RUN}.json`, written by `{USAGE}` with the options in the command "
         "column (each file's own `command`). A seed "
-        "re-seeds the train / validation split, the baseline training and the variation-aware training.", "",
+        "re-seeds the train / validation split, the baseline training (its starting weights included) and the "
+        "variation-aware training.", "",
         table(["seed", "command", "d2d sigma", "conventional clean", "conventional drop", "variation-aware",
-               "gap vs conventional clean", "gap vs its own clean"], rows), "",
+               "gap vs conventional clean", "gap vs its own clean"], rows), "", spread, "",
         f"Longer fine-tuning (`{command_of(longer, USAGE)}`): at d2d {lp['d2d_sigma']:g}, "
         f"{longer['aware_training']['epochs']} epochs give "
         f"{_pm(lp['noisy_accuracy_aware'], lp['noisy_accuracy_aware_std'])}"

@@ -12,7 +12,7 @@ from _docgen import Loader, command_of, pct, recipe, recipe_difference, table
 BASELINE_FIGURES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...] | None], ...] = (
     ("LeNet-5", "baseline", ("mnist_lenet5", "test_accuracy"), ("mnist_lenet5", "command")),
     ("LeNet-5", "compression", ("lenet5", "baseline_accuracy"), ("lenet5", "baseline_training")),
-    ("LeNet-5", "deploy", ("baseline_accuracy",), None),
+    ("LeNet-5", "deploy", ("baseline_accuracy",), ("baseline_training",)),
     ("LeNet-5", "approx", ("float_test_accuracy",), ("training",)),
     ("LeNet-5", "hardware", ("lenet5_dense_test_accuracy",), ("lenet5_training",)),
     ("LeNet-5", "imc", ("clean_accuracy",), ("baseline_training",)),
@@ -40,7 +40,7 @@ USAGE = {
                   "--targets 0.5,0.7,0.8,0.85,0.88,0.9,0.92,0.94,0.95 --out prune_to95",
     "deploy": "python benchmarks/deploy.py", "quant": "python benchmarks/quant.py",
     "resilience": ".venv/bin/python benchmarks/resilience.py", "approx": ".venv/bin/python benchmarks/approx.py",
-    "hardware": "flock /work/cpu.lock .venv/bin/python benchmarks/hardware.py",
+    "hardware": "python benchmarks/hardware.py",
     "imc": ".venv/bin/python benchmarks/imc.py", "security": ".venv/bin/python benchmarks/security.py",
     "stp": ".venv/bin/python benchmarks/stp.py", "hostile_inputs": "python benchmarks/hostile_inputs.py",
     "pruning_peers": "python benchmarks/_pruning_peers.py",
@@ -67,6 +67,7 @@ def _training(value: Any) -> str:
 
 
 MODEL_KEYS = {"LeNet-5": "lenet5", "LeNet-300-100": "lenet300"}
+TEST_IMAGES = 10_000  # every baseline figure of the table is on the full MNIST test set
 
 
 def _cli_settings(command: str) -> dict[str, Any]:
@@ -90,22 +91,37 @@ def _against_recipe(model: str, training: Any) -> str:
     return recipe_difference(training, BASELINE_RECIPES[MODEL_KEYS[model]])
 
 
+def _against_reference(accuracy: float, reference: float, is_reference: bool) -> str:
+    """Whether a file's baseline is the reference training (``baseline.json``, seed 0): the same test accuracy
+    on the same test split, or another training and by how much."""
+    if is_reference:
+        return "the reference"
+    if round(accuracy * TEST_IMAGES) == round(reference * TEST_IMAGES):   # the same count of correct images
+        return "same test accuracy"
+    return f"**another training** ({100 * (accuracy - reference):+.2f} pp)"
+
+
 def baselines(load: Loader) -> str:
     rows = []
+    reference = {model: _get(load(name), acc) for model, name, acc, _ in BASELINE_FIGURES if name == "baseline"}
     for model, name, acc_path, train_path in BASELINE_FIGURES:
         d = load(name)
         try:
             training = _get(d, train_path) if train_path else None
         except KeyError:  # a file written before it recorded its training
             training, train_path = None, None
+        accuracy = _get(d, acc_path)
         rows.append([model, f"`{name}.json`", _written_by(name, d), f"`{'.'.join(acc_path)}`",
-                     pct(_get(d, acc_path)), _training(training) if train_path else "not recorded",
-                     _against_recipe(model, training)])
+                     pct(accuracy), _training(training) if train_path else "not recorded",
+                     _against_recipe(model, training),
+                     _against_reference(accuracy, reference[model], name == "baseline")])
     return "\n".join([
         "Generated from `benchmarks/results/" + ".json`, `benchmarks/results/".join(BASELINE_SOURCES) + ".json`"
-        "; each row says which command wrote its file.", "",
+        "; each row says which command wrote its file. The last column compares the file's baseline with the "
+        "reference training of `baseline.json` (the recipe at seed 0, its starting weights drawn after "
+        "`seed_everything(0)`): equal test accuracy on the same 10,000 test images, or another training.", "",
         table(["model", "results file", "written by", "key", "test accuracy", "training the file records",
-               "against `BASELINE_RECIPES` (today's `_common.py`)"], rows),
+               "against `BASELINE_RECIPES` (today's `_common.py`)", "against `baseline.json`"], rows),
     ])
 
 

@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, write_results
+from _common import WORK, baseline_model, write_results
 from crosslayer.data import DataSplits, load_splits
-from crosslayer.models import build_model
 from crosslayer.prune import (
     apply_masks,
     count_macs,
@@ -172,7 +171,7 @@ def compare_structured(model: nn.Module, data: DataSplits, amount: float = 0.5, 
 
 def trained(name: str, data: DataSplits, cfg: TrainConfig = BASELINE, seed: int = 0) -> nn.Module:
     """A baseline trained (or reused from the training cache) on ``data``."""
-    model = build_model(name)
+    model = baseline_model(name, seed)
     fit_cached(name, model, data.train, data.val, cfg, seed=seed, desc=f"baseline {name}")
     return model.eval()
 

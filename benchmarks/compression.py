@@ -42,12 +42,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, RESULTS, WORK, peak_rss_mb, write_results
+from _common import BASELINE_RECIPES, RESULTS, WORK, baseline_model, peak_rss_mb, write_results
 from crosslayer.data import DataSplits, load_splits
 from crosslayer.encode import pack_model
 from crosslayer.explore import one_loop, sequential, sweep
 from crosslayer.explore.stage import fig7
-from crosslayer.models import build_model
 from crosslayer.prune import IterativePruner, ScheduleConfig
 from crosslayer.quant import QuantizeConfig
 from crosslayer.quant.measure import MeasureConfig, quant_measurements
@@ -133,7 +132,7 @@ def run_model(name: str, data: DataSplits, plan: Plan, *, peers: bool, resume: b
     work = WORK / "compression"
     work.mkdir(parents=True, exist_ok=True)
 
-    model = build_model(name)
+    model = baseline_model(name, seed)
     tr = fit_cached(name, model, data.train, data.val, plan.baselines[name], seed=seed, desc=f"baseline {name}")
     model.eval()
     base = evaluate(model, data.test).accuracy

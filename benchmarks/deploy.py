@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -63,7 +64,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BASELINE_RECIPES, RESULTS, WORK, merge_results, spread, write_results
+from _common import BASELINE_RECIPES, RESULTS, WORK, baseline_model, merge_results, spread, write_results
 
 THREADS = 2
 BASELINE_CFG = BASELINE_RECIPES["lenet5"]  # benchmarks/baseline.py settings
@@ -636,11 +637,12 @@ def main() -> None:
     data = load_splits("mnist", None, train_limit=2000 if args.quick else 10000,
                        test_limit=1000 if args.quick else None, seed=0)
     bcfg = TrainConfig(**{**BASELINE_CFG, "epochs": 2 if args.quick else 20})
-    base = build_model("lenet5")
+    base = baseline_model("lenet5", 0)
     fit_cached("lenet5", base, data.train, data.val, bcfg, seed=0, desc="baseline lenet5")
     base.eval()
     base_acc = evaluate(base, data.test).accuracy
     res: dict[str, Any] = {"command": " ".join(["python benchmarks/deploy.py", *sys.argv[1:]]),
+                           "seed": 0, "baseline_training": {**dataclasses.asdict(bcfg), "seed": 0},
                            "baseline_accuracy": base_acc, "load_average_start": list(os.getloadavg())}
 
     # 1. the packed file of the compressed LeNet-5
@@ -660,12 +662,17 @@ def main() -> None:
     # 2. structured pruning at several widths, each recovered with the baseline recipe, then int8 PTQ
     plan = MODEL_PLANS["lenet5"]
     widths = (0.5, 0.7) if args.quick else tuple(args.widths or plan["widths"])
+    recovery_epochs = 1 if args.quick else args.recovery_epochs
+    res["settings"] = {"rounds": args.rounds, "widths_removed": list(widths), "recovery_epochs": recovery_epochs,
+                       "recovery_lr": args.recovery_lr, "fuzz_inputs": 200 if args.quick else args.fuzz,
+                       "threads": THREADS, "quick": args.quick, "train_images": len(data.train),
+                       "val_images": len(data.val), "test_images": len(data.test)}
     q8 = QuantizeConfig(mode="ptq", weight_bits=8, act_bits=8)
     base_q = quantize(base, q8, data, seed=0).model.eval()
     structs: dict[str, dict[str, Any]] = {}
     for width in widths:
         t0 = time.perf_counter()
-        m = structured_candidate(base, data, width, epochs=1 if args.quick else args.recovery_epochs,
+        m = structured_candidate(base, data, width, epochs=recovery_epochs,
                                  lr=args.recovery_lr, path=DIR / f"struct{int(100 * width)}{suffix}.pt")
         ex = data.train.images[:1]
         tag = f"structured {int(100 * width)}%"

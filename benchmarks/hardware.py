@@ -21,7 +21,7 @@ breakdown, and pruned + 8-bit LeNet-5 against a dense baseline at the accelerato
    dense model costed at the accelerator's own precision (16 bits on Eyeriss, 8 on the TPU preset); the ratio
    against a dense fp32 model is kept beside it, named as such.
 
-Run: ``flock /work/cpu.lock .venv/bin/python benchmarks/hardware.py`` -> benchmarks/results/hardware.json
+Run: ``python benchmarks/hardware.py`` -> benchmarks/results/hardware.json (nothing else running)
 """
 
 from __future__ import annotations
@@ -427,7 +427,10 @@ def main() -> None:
                     help="re-measure only the LeNet-5 energy ratios; the other sections of hardware.json are kept")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    res: dict[str, Any] = {"rounds": args.rounds}
+    res: dict[str, Any] = {"command": " ".join(["python benchmarks/hardware.py", *sys.argv[1:]]),
+                           "settings": {"rounds": args.rounds, "skip_peers": args.skip_peers},
+                           "seed": 0,  # the LeNet-5 baseline's training and the pruned model's retraining
+                           "rounds": args.rounds}
     if args.speed_only:
         with quiet_machine():
             speed = speed_section(args.rounds)

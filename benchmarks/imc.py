@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from _common import BASELINE_RECIPES, RESULTS, WORK, peer_venv, write_results  # type: ignore[import-not-found]
+from _common import BASELINE_RECIPES, RESULTS, WORK, baseline_model, peer_venv, write_results  # type: ignore[import-not-found]
 
 G_MAX = 25.0
 # The reported setting (``python benchmarks/imc.py`` with no arguments re-creates the results file). The
@@ -261,12 +261,11 @@ def main() -> None:
     from crosslayer.data import load_splits
     from crosslayer.imc import AwareTrainConfig, CrossbarSpec, train_variation_aware
     from crosslayer.imc.evaluation import crossbar_accuracy
-    from crosslayer.models import build_model
     from crosslayer.train import TrainConfig, evaluate, fit_cached
 
     # the shared MNIST files hold 10k training images: 9k train / 1k validation
     data = load_splits("mnist", None, train_limit=10000, test_limit=args.test_limit or None, seed=args.seed)
-    model = build_model("lenet5")
+    model = baseline_model("lenet5", args.seed)
     base_cfg = TrainConfig(**BASELINE)
     t0 = time.perf_counter()
     base = fit_cached("lenet5", model, data.train, data.val, base_cfg, seed=args.seed, desc="baseline")
@@ -325,7 +324,7 @@ def main() -> None:
                               "cached": base.cached, "seconds": base_s},
         "headline_rule": (f"weakest d2d sigma of the grid at which the conventional model loses >= "
                           f"{DROP_CONDITION_PP:g} pp on test (decided by the conventional model alone)"),
-        "headline_condition_met": bool(meeting),
+        "headline_condition_met": bool(meeting), "drop_condition_pp": DROP_CONDITION_PP,
         "crossbar": {k: getattr(spec, k) for k in spec.__dataclass_fields__},
         "total_sigma": spec.sigma,
         "aware_training": {"from": "baseline weights", "epochs": args.epochs, "optimizer": "adam", "lr": args.lr,

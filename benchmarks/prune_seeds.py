@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 
-from _common import write_results  # type: ignore[import-not-found]
+from _common import baseline_model, write_results  # type: ignore[import-not-found]
 from compression import BASELINES, PRUNE  # type: ignore[import-not-found]
 from crosslayer.data import load_splits
-from crosslayer.models import build_model
 from crosslayer.prune import IterativePruner
 from crosslayer.train import evaluate, fit_cached
 
@@ -40,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_splits("mnist", None, train_limit=10000, seed=0)  # the split of benchmarks/compression.py
     t_start = time.perf_counter()
-    model = build_model(args.model)
+    model = baseline_model(args.model, 0)
     fit = fit_cached(args.model, model, data.train, data.val, BASELINES[args.model], seed=0, desc="baseline")
     model.eval()
     base = evaluate(model, data.test).accuracy

@@ -191,7 +191,7 @@ def compare_attacks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, re
                     entry["time_ratio_paired_median"] = statistics.median(
                         o / t for o, t in zip(times["ours"], times["torchattacks"], strict=True))
                 out[key] = entry
-                merge_results({key: entry})  # saved as it goes: a slow machine keeps what was measured
+                merge_results("security", {key: entry})  # saved as it goes: a slow machine keeps what was measured
                 print(key, {k: v for k, v in entry.items() if not k.endswith("_all")}, flush=True)
     finally:
         ours.close()

@@ -26,6 +26,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
+from crosslayer.checkpoint import state_digest
 from crosslayer.config import MAX_BATCH, MAX_EPOCHS, Config, check_range, to_mapping
 from crosslayer.data.datasets import ImageDataset, cache_dir
 from crosslayer.data.split import Batches
@@ -334,8 +335,8 @@ def _key_fields(cfg: TrainConfig) -> dict[str, Any]:
 def _cache_key(model_name: str, model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig,
                seed: int) -> str:
     payload = json.dumps({
-        "model": model_name, "arch": repr(model), "train": train.fingerprint(), "val": val.fingerprint(),
-        "cfg": _key_fields(cfg), "seed": seed, "torch": torch.__version__, "v": 1,
+        "model": model_name, "arch": repr(model), "init": state_digest(model), "train": train.fingerprint(),
+        "val": val.fingerprint(), "cfg": _key_fields(cfg), "seed": seed, "torch": torch.__version__, "v": 2,
     }, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
@@ -370,7 +371,10 @@ def store_cached(path: Path, model: nn.Module, meta: Mapping[str, Any]) -> None:
 def fit_cached(model_name: str, model: nn.Module, train: ImageDataset, val: ImageDataset, cfg: TrainConfig, *,
                seed: int = 0, cache: Path | None = None, desc: str = "train",
                max_epochs: int | None = None) -> TrainResult:
-    """``fit`` with a cache: the same model, data, hyper-parameters and seed reuse the trained weights.
+    """``fit`` with a cache: the same model, starting weights, data, hyper-parameters and seed reuse the trained
+    weights. The starting weights are part of the key (a digest of ``model``'s state when called), so two
+    callers that initialise the model differently (another RNG state, pretrained weights) never share an entry:
+    seed the RNG before building the model (``seed_everything``) to share one.
 
     With ``max_epochs``, a long training runs in resumable chunks: each call trains at most that many more
     epochs (its progress kept beside the cache entry) and only the finished training enters the cache.

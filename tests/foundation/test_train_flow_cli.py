@@ -33,16 +33,38 @@ def test_training_is_deterministic(mnist_small):
     assert accs[0] > 0.7
 
 
+def _seeded(name, seed):
+    seed_everything(seed)
+    return build_model(name)
+
+
 def test_fit_cached_reuses_training(mnist_small, tmp_path):
     train, val = _tiny(mnist_small)
-    m1 = build_model("lenet300")
+    m1 = _seeded("lenet300", 0)
     r1 = fit_cached("lenet300", m1, train, val, QUICK, seed=1, cache=tmp_path)
-    m2 = build_model("lenet300")
+    m2 = _seeded("lenet300", 0)
     r2 = fit_cached("lenet300", m2, train, val, QUICK, seed=1, cache=tmp_path)
     assert not r1.cached and r2.cached
     assert torch.equal(m1.fc1.weight, m2.fc1.weight)
-    r3 = fit_cached("lenet300", build_model("lenet300"), train, val, QUICK, seed=2, cache=tmp_path)
+    r3 = fit_cached("lenet300", _seeded("lenet300", 0), train, val, QUICK, seed=2, cache=tmp_path)
     assert not r3.cached, "another seed must train again"
+
+
+def test_fit_cached_keys_the_starting_weights(mnist_small, tmp_path):
+    """Two callers that initialise the model differently (another RNG state, pretrained weights) must not share
+    a cached training: the second would silently get weights trained from the first one's start."""
+    train, val = _tiny(mnist_small)
+    other = _seeded("lenet300", 5)
+    m1 = _seeded("lenet300", 0)
+    assert not torch.equal(m1.fc1.weight, other.fc1.weight)
+    fit_cached("lenet300", m1, train, val, QUICK, seed=1, cache=tmp_path)
+    r2 = fit_cached("lenet300", other, train, val, QUICK, seed=1, cache=tmp_path)
+    assert not r2.cached, "another starting point must train again"
+    assert not torch.equal(m1.fc1.weight, other.fc1.weight)
+    pretrained = _seeded("lenet300", 0)
+    pretrained.load_state_dict(m1.state_dict())     # fine-tuning from trained weights is another training too
+    assert not fit_cached("lenet300", pretrained, train, val, QUICK, seed=1, cache=tmp_path).cached
+    assert len(list((tmp_path / "trained").glob("*.pt"))) == 3
 
 
 def test_on_step_hook_runs_every_step(mnist_small):
