@@ -82,8 +82,8 @@ def imc_seeds(load: Loader) -> str:
                  "", f"{pp(stats[1][0])} +- {stats[1][1]:.2f}", f"{pp(stats[2][0])} +- {stats[2][1]:.2f}"])
     longer = load(LONGER_RUN)
     lp = _headline_point(longer)
-    head = float(load("imc")["crossbar"]["d2d_sigma"])
-    rule_pp = float(load("imc")["drop_condition_pp"])
+    main_run = load("imc")
+    head, rule_pp = float(main_run["crossbar"]["d2d_sigma"]), float(main_run["drop_condition_pp"])
     held = [s for s, v in zip(seeds, drops, strict=True) if v >= rule_pp]
     where = (f"the headline point (d2d {head:g})" if all(abs(x - head) < 1e-12 for x in points) else
              f"d2d {', '.join(f'{x:g}' for x in points)} (**not all at the headline point, d2d {head:g}**)")
