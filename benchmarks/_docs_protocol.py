@@ -19,6 +19,8 @@ BASELINE_FIGURES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...] | None]
     ("LeNet-5", "resilience", ("clean_accuracy",), ("baseline_training",)),
     ("LeNet-5", "security", ("test_accuracy",), ("baseline_training",)),
     ("LeNet-5", "quant", ("lenet5", "baseline_accuracy"), ("lenet5", "baseline_training")),
+    ("LeNet-5", "memories", ("models", "lenet5", "float_test_accuracy"), ("models", "lenet5", "baseline_recipe")),
+    ("LeNet-5", "search", ("baseline", "test_accuracy"), ("baseline_training",)),
     ("LeNet-300-100", "baseline", ("mnist_lenet300", "test_accuracy"), ("mnist_lenet300", "command")),
     ("LeNet-300-100", "compression", ("lenet300", "baseline_accuracy"), ("lenet300", "baseline_training")),
     ("LeNet-300-100", "prune_seeds", ("baseline_accuracy",), ("baseline_training",)),
@@ -28,8 +30,8 @@ BASELINE_SOURCES = tuple(dict.fromkeys(f for _, f, _, _ in BASELINE_FIGURES))
 
 # The results files whose run records are listed (every benchmark's main file present in benchmarks/results/).
 RECORD_SOURCES = ("baseline", "compression", "prune_seeds", "prune_to95", "deploy", "quant", "resilience", "approx",
-                  "hardware", "imc", "imc_seed1", "imc_seed2", "imc_60epochs", "security", "stp", "hostile_inputs",
-                  "pruning_peers", "deploy_resnet20", "search", "zoo_compress", "zoo")
+                  "hardware", "memories", "imc", "imc_seed1", "imc_seed2", "imc_60epochs", "security", "stp",
+                  "hostile_inputs", "pruning_peers", "deploy_resnet20", "search", "zoo_compress", "zoo")
 
 
 # The usage line of each benchmark's docstring, for files that do not record their command.

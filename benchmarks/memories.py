@@ -83,6 +83,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"no baseline recipe for {unknown}; known: {', '.join(BASELINE_RECIPES)}")
     res: dict[str, Any] = {"command": " ".join(["benchmarks/memories.py", *sys.argv[1:]]), "budget_pp": BUDGET_PP,
+                           "settings": {"models": models, "mat_seeds": list(range(args.seeds)),
+                                        "chip_seeds": list(range(args.chips)), "mat_epochs": args.epochs,
+                                        "lrs": args.lrs, "threads": args.threads,
+                                        "time_budget_min": args.time_budget_min, "test_limit": args.test_limit,
+                                        "train_limit": args.train_limit},
                            "models": {}}
     try:
         for name in models:

@@ -18,6 +18,7 @@ import sys
 import _docs_compression as comp
 import _docs_hw as hw
 import _docs_imc as imc
+import _docs_memory as mem
 import _docs_modules as mod
 import _docs_protocol as proto
 import _docs_search as srch
@@ -39,6 +40,9 @@ BLOCKS: tuple[Block, ...] = (
           headline=("imc_seed2", ("variation_grid", 0, "drop_standard_pp"))),
     Block(doc="docs/imc.md", name="imc-aihwkit", sources=imc.IMC_SOURCES, render=imc.imc_aihwkit,
           headline=("imc", ("aihwkit_comparison", "noisy_rms_error_ratio_crosslayer_over_aihwkit"))),
+    Block(doc="docs/memory.md", name="memories", sources=("memories",), render=mem.memories,
+          headline=("memories", ("models", "lenet5", "curves", "kc705b-28nm-probit", "summary", "adapted",
+                                 "test_mean_over_seeds", "mean"))),
     Block(doc="docs/quant.md", name="quant", sources=("quant",), render=mod.quant,
           headline=("quant", ("lenet5", "qat4_accuracy"))),
     Block(doc="docs/resilience.md", name="resilience", sources=("resilience",), render=mod.resilience,

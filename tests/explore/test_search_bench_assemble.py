@@ -63,3 +63,26 @@ def test_a_fresh_seed_run_moves_the_old_headline_to_earlier_runs(tmp_path: Path,
     (tmp_path / "search.json").write_text(json.dumps(out))
     again = bench._keep_earlier({**new, "hypervolume": {"search": 1.8}})
     assert again["earlier_runs"] == out["earlier_runs"]
+
+
+def test_a_run_on_another_baseline_training_keeps_the_old_headline(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same seeds re-run on another training of the baseline: the old headline moves to ``earlier_runs`` with
+    the baseline it ran on, and no seed figure of the old run is kept beside the new ones."""
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "SMOKE", False)
+    old = {**_earlier(), "seeds": [12, 13, 14], "baseline": {"test_accuracy": 0.9880}, "resnet20": {"trials": []}}
+    (tmp_path / "search.json").write_text(json.dumps(old))
+    new = {"model": "lenet5", "seeds": [12, 13, 14], "space": {"act_bits": [3, 4]}, "hypervolume": {"search": 1.5},
+           "baseline": {"test_accuracy": 0.9878}, "parts_missing": ["resnet"]}
+    out = bench._keep_earlier(new)
+    row = out["earlier_runs"][0]
+    assert row["seeds"] == [12, 13, 14] and row["hypervolume"] == {"search": 1.4}
+    assert row["baseline"] == {"test_accuracy": 0.9880} and "0.9880" in row["why_kept"]
+    assert out["hypervolume"] == {"search": 1.5}
+    assert "sequential" not in out and "energy_gain_vs_sequential" not in out  # the old run's seed figures
+    assert out["kept_from_earlier_run"] == ["resnet20"]
+    # the same training (a float32 reading of the same count) is not another run
+    (tmp_path / "search.json").write_text(json.dumps(out))
+    again = bench._keep_earlier({**new, "baseline": {"test_accuracy": 0.9878000020980835}})
+    assert again["earlier_runs"] == out["earlier_runs"]
