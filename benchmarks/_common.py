@@ -99,13 +99,30 @@ def merge_results(name: str, partial: dict[str, Any]) -> Path:
     return write_results(name, {**prev, **partial})
 
 
-def machine_info() -> dict[str, Any]:
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``), so that two results
+    files timed on different hosts can be told apart."""
     import platform
 
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What a results file records about the machine it was measured on (speed figures depend on all of it)."""
+    import platform
+
+    import numpy
     import torch
 
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+            "torch": torch.__version__, "numpy": numpy.__version__, "cpu": cpu_model(),
+            "platform": platform.platform()}
 
 
 TIMING_LOCK = Path(os.environ.get("CROSSLAYER_TIMING_LOCK", "/tmp/crosslayer-timing.lock"))
