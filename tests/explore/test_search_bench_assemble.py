@@ -58,6 +58,7 @@ def test_a_fresh_seed_run_moves_the_old_headline_to_earlier_runs(tmp_path: Path,
     row = out["earlier_runs"][0]
     assert row["seeds"] == [6, 7, 8] and row["hypervolume"] == {"search": 1.4}
     assert row["energy_gain_vs_sequential"] == 1.09 and row["space"] == {"act_bits": [4, 5, 6, 8]}
+    assert row["why_kept"] == "another set of seeds (this run: 9, 10, 11)" and "baseline" not in row
     assert out["parts_missing"] == ["hv", "final"]
     # assembling again with the same seeds carries the history on without adding to it
     (tmp_path / "search.json").write_text(json.dumps(out))
