@@ -65,6 +65,13 @@ def baseline_model(name: str, seed: int = 0, **kwargs: Any) -> Any:
     return build_model(name, **kwargs)
 
 
+def same_test_count(a: float, b: float, images: int) -> bool:
+    """Whether two test accuracies measured on the same ``images`` test images are the same count of correct
+    images: how a results file tells the shared baseline training from another one (accuracies stored as float32
+    or float64 of the same count compare equal)."""
+    return round(a * images) == round(b * images)
+
+
 def shared_mnist_baseline(name: str) -> tuple[Any, Any, Any]:
     """The MNIST split of the LeNet benchmarks (the 10k training subset: 9,000 train / 1,000 validation; the
     official 10,000 test images) and the shared baseline ``name`` (``BASELINE_RECIPES[name]``, seed 0) from the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _common import BASELINE_RECIPES
+from _common import BASELINE_RECIPES, same_test_count
 from _docgen import Loader, command_of, pct, recipe, recipe_difference, table
 
 # (model, results file, key path of the baseline's test accuracy, key path of the training it records or None)
@@ -98,7 +98,7 @@ def _against_reference(accuracy: float, reference: float, is_reference: bool) ->
     on the same test split, or another training and by how much."""
     if is_reference:
         return "the reference"
-    if round(accuracy * TEST_IMAGES) == round(reference * TEST_IMAGES):   # the same count of correct images
+    if same_test_count(accuracy, reference, TEST_IMAGES):
         return "same test accuracy"
     return f"**another training** ({100 * (accuracy - reference):+.2f} pp)"
 

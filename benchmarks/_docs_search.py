@@ -64,6 +64,15 @@ def search(load: Loader) -> str:
         rows.append(f"seed {c['seed']}: search {_point(c, budget)}{cuts}; sequential ({sq.get('rule', 'split')}) "
                     f"sparsity {pct(sq['sparsity'], 0)}{seq_cuts}, {_point(sq, budget)}")
     out += [f"  - {r}" for r in rows]
+    within = d.get("search_trials_within_slack")
+    if within is not None:
+        slack = budget + f["final_slack_pp"]
+        finished = [d["search_final_points"][str(s)] for s in d["seeds"]]
+        held = [sum(p["val_loss_pp"] <= budget + 1e-9 for p in pts) for pts in finished]
+        out.append(f"- The search's finals, per seed: trials within {pp(slack)} pp on the trial images "
+                   f"{_seeds(within, str)} of {d['trial_budget']}; points finished "
+                   f"{_seeds([len(pts) for pts in finished], str)}; of those within {pp(budget)} pp on validation "
+                   f"{_seeds(held, str)}.")
     corner = d.get("energy_corner")
     if corner:
         sp = corner["space"]
