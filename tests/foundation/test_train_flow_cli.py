@@ -12,6 +12,7 @@ from crosslayer.flow import load_flow_config, load_run_model, run_flow
 from crosslayer.models import build_model
 from crosslayer.report import Report, load_reports, render_html
 from crosslayer.train import TrainConfig, evaluate, fit, fit_cached, seed_everything
+from user_models import USER_MODEL_NAMES, build_user_model
 
 runner = CliRunner()
 QUICK = TrainConfig(epochs=1, batch_size=64, lr=0.002, optimizer="adam", weight_decay=0.0)
@@ -205,3 +206,21 @@ def test_bad_input_is_reported_before_any_data_is_loaded(tmp_path, monkeypatch, 
     assert res.exit_code != 0
     assert message in res.output and "download" not in res.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", USER_MODEL_NAMES)
+def test_fit_cached_keys_the_starting_state_of_user_models(mnist_small, tmp_path, name):
+    """User-style models (residual adds, BatchNorm, depthwise convs, SE, GELU / LayerNorm, attention, functional
+    ops): the same starting state reuses the training; other weights, or only other BatchNorm statistics (a
+    buffer, not a parameter), train again."""
+    train, val = mnist_small.train.subset(256), mnist_small.val.subset(128)
+    one_step = TrainConfig(epochs=1, batch_size=256, lr=1e-3, optimizer="adam", weight_decay=0.0)
+    first = fit_cached(name, build_user_model(name, seed=0), train, val, one_step, seed=0, cache=tmp_path)
+    again = fit_cached(name, build_user_model(name, seed=0), train, val, one_step, seed=0, cache=tmp_path)
+    assert not first.cached and again.cached
+    assert not fit_cached(name, build_user_model(name, seed=1), train, val, one_step, seed=0, cache=tmp_path).cached
+    model = build_user_model(name, seed=0)
+    bn = next((m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)), None)
+    if bn is not None:
+        bn.running_mean.add_(0.5)
+        assert not fit_cached(name, model, train, val, one_step, seed=0, cache=tmp_path).cached
